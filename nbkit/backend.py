@@ -1,0 +1,63 @@
+"""Which engine trains: Unsloth on a CUDA GPU, transformers + peft elsewhere.
+
+Unsloth patches transformers/trl/peft at import time, so it must be imported before any of them.
+Every nbkit function that touches those libraries calls `ensure()` first.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import warnings
+
+_chosen: str | None = None
+_notice_shown = False
+
+CPU_NOTICE = ("nbkit: no CUDA GPU, so Unsloth is not used: training runs on CPU through transformers + peft "
+              "(same workflow, much slower; fine for the tiny smoke model).")
+NO_UNSLOTH_NOTICE = ("nbkit: CUDA GPU found but Unsloth is not installed (pip install 'nbkit[gpu]'): "
+                     "training runs through transformers + peft, slower and with more memory.")
+
+
+def unsloth_installed() -> bool:
+    return importlib.util.find_spec("unsloth") is not None
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def ensure(requested: str = "auto") -> str:
+    """Pick the backend for this process and import Unsloth first when it is the one. Returns its name."""
+    global _chosen, _notice_shown
+    requested = os.environ.get("NBKIT_BACKEND", requested)
+    if requested == "auto":
+        requested = "unsloth" if cuda_available() and unsloth_installed() else "transformers"
+        if not _notice_shown:
+            _notice_shown = True
+            if not cuda_available():
+                print(CPU_NOTICE)
+            elif not unsloth_installed():
+                print(NO_UNSLOTH_NOTICE)
+    if requested == "unsloth":
+        from .errors import HardwareError
+
+        if not cuda_available():
+            raise HardwareError("backend='unsloth' needs a CUDA GPU; use backend='auto' to run on CPU.")
+        if not unsloth_installed():
+            raise HardwareError("backend='unsloth' but Unsloth is not installed: pip install 'nbkit[gpu]'.")
+        if "unsloth" not in sys.modules and "transformers" in sys.modules:
+            warnings.warn(
+                "transformers was imported before Unsloth, so Unsloth's speed and memory patches may be "
+                "incomplete. Restart the kernel and import nbkit (or unsloth) before transformers.",
+                stacklevel=2,
+            )
+        import unsloth  # noqa: F401  (import for its patches)
+    _chosen = requested
+    return requested
+
+
+def chosen() -> str | None:
+    return _chosen

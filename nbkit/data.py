@@ -1,0 +1,200 @@
+"""Load an instruction data set, render it through the tokenizer's chat template, label completions only.
+
+Labels are computed here rather than left to the trainer so that the exact same masking runs under
+Unsloth and under plain transformers: prompt tokens get -100, assistant tokens keep their ids.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .config import DEFAULT_DATASET, RunConfig
+from .errors import DataError
+from .resources import DEFAULT_DATA_PATH
+
+IGNORE = -100
+FORMATS = {
+    "alpaca": ("instruction", "output"),
+    "messages": ("messages",),
+    "sharegpt": ("conversations",),
+    "prompt_completion": ("prompt", "completion"),
+}
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system", "model": "assistant"}
+_LOCAL_KINDS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass
+class PreparedData:
+    train: Any
+    eval: Any | None
+    format: str
+    rows_in: int
+    truncated: int = 0
+    dropped: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        n_eval = len(self.eval) if self.eval is not None else 0
+        text = (f"{len(self.train)} training rows ({self.format} format), {n_eval} eval rows; "
+                f"{self.truncated} truncated to max_seq_length, {self.dropped} dropped.")
+        return " ".join([text, *self.notes])
+
+
+def load_rows(source: Any = DEFAULT_DATASET, split: str = "train"):
+    """A datasets.Dataset from the embedded set, a local JSONL/JSON/CSV/Parquet file, rows, or a Hub id."""
+    import datasets
+
+    if isinstance(source, datasets.Dataset):
+        return source
+    if isinstance(source, list):
+        if not source:
+            raise DataError("The data set is empty: give at least one row.")
+        return datasets.Dataset.from_list(source)
+    if source == DEFAULT_DATASET:
+        source = str(DEFAULT_DATA_PATH)
+    path = Path(str(source))
+    if path.suffix in _LOCAL_KINDS or path.exists():
+        if not path.exists():
+            raise DataError(f"Data file {path} does not exist. Give a JSONL, JSON, CSV or Parquet file, or a Hub id.")
+        kind = _LOCAL_KINDS.get(path.suffix)
+        if kind is None:
+            raise DataError(f"Cannot read {path}: use a .jsonl, .json, .csv or .parquet file.")
+        return datasets.load_dataset(kind, data_files=str(path), split="train")
+    try:
+        return datasets.load_dataset(str(source), split=split)
+    except Exception as exc:  # the Hub's errors vary by version; the advice does not
+        raise DataError(
+            f"Could not load data set {source!r}: {exc}. Use a local .jsonl/.csv file, nbkit's embedded "
+            f"{DEFAULT_DATASET!r}, or a Hub id you can reach."
+        ) from exc
+
+
+def detect_format(columns: Iterable[str], requested: str = "auto") -> str:
+    columns = list(columns)
+    known = "; ".join(f"{name}: {', '.join(cols)}" for name, cols in FORMATS.items())
+    if requested != "auto":
+        if requested not in FORMATS:
+            raise DataError(f"Unknown dataset_format {requested!r}; choose auto or one of: {known}.")
+        missing = [c for c in FORMATS[requested] if c not in columns]
+        if missing:
+            raise DataError(
+                f"dataset_format={requested!r} needs column(s) {missing}, but the data set has {columns}. "
+                "Rename with dataset.rename_column(old, new) or pick the matching format."
+            )
+        return requested
+    for name, needed in FORMATS.items():
+        if all(c in columns for c in needed):
+            return name
+    raise DataError(
+        f"The data set's columns {columns} match no format nbkit knows ({known}). "
+        "Rename your columns with dataset.rename_column(old, new), e.g. question -> instruction and "
+        "answer -> output."
+    )
+
+
+def to_messages(row: dict[str, Any], fmt: str) -> list[dict[str, str]]:
+    if fmt == "alpaca":
+        prompt = str(row["instruction"]).strip()
+        extra = row.get("input") or ""
+        if str(extra).strip():
+            prompt = f"{prompt}\n\n{str(extra).strip()}"
+        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": str(row["output"])}]
+    if fmt == "prompt_completion":
+        return [{"role": "user", "content": str(row["prompt"])},
+                {"role": "assistant", "content": str(row["completion"])}]
+    if fmt == "messages":
+        return [{"role": m["role"], "content": str(m["content"])} for m in row["messages"]]
+    if fmt == "sharegpt":
+        out = []
+        for turn in row["conversations"]:
+            role = SHAREGPT_ROLES.get(str(turn.get("from", "")).lower())
+            if role is None:
+                raise DataError(f"ShareGPT turn has unknown 'from' value {turn.get('from')!r}; "
+                                f"expected one of {sorted(SHAREGPT_ROLES)}.")
+            out.append({"role": role, "content": str(turn["value"])})
+        return out
+    raise DataError(f"Unknown format {fmt!r}.")
+
+
+def _render(tokenizer, messages, add_generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of every assistant turn (with its end token)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise DataError("The tokenizer has no chat template. Set tokenizer.chat_template (e.g. a ChatML "
+                        "template) or use an instruct model's tokenizer.")
+    full = _render(tokenizer, messages, add_generation_prompt=False)
+    spans = []
+    for i, msg in enumerate(messages):
+        if msg["role"] != "assistant":
+            continue
+        start_text = _render(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
+        end_text = _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
+        if full.startswith(start_text) and full.startswith(end_text) and len(end_text) > len(start_text):
+            spans.append((len(start_text), len(end_text)))
+        else:
+            # Templates that rewrite earlier turns (e.g. strip reasoning) are not prefix-stable:
+            # fall back to locating the answer text itself.
+            cursor = spans[-1][1] if spans else 0
+            pos = full.find(msg["content"], cursor)
+            if pos < 0:
+                raise DataError("Could not find an assistant answer inside the rendered chat template; "
+                                "check that the template prints message['content'] unchanged.")
+            end = pos + len(msg["content"])
+            eos = tokenizer.eos_token or ""
+            if eos and full.startswith(eos, end):
+                end += len(eos)
+            spans.append((pos, end))
+    if not spans:
+        raise DataError("A conversation has no assistant turn, so there is nothing to learn from it.")
+    return full, spans
+
+
+def tokenize_example(tokenizer, messages, max_length: int) -> dict[str, Any]:
+    text, spans = assistant_spans(tokenizer, messages)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    labels = [tid if any(s <= start < e for s, e in spans) else IGNORE
+              for tid, (start, _end) in zip(ids, offsets)]
+    truncated = len(ids) > max_length
+    ids, labels = ids[:max_length], labels[:max_length]
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels, "truncated": truncated}
+
+
+def prepare(config: RunConfig, tokenizer, rows: Any = None) -> PreparedData:
+    """Tokenized train (and eval) sets with completion-only labels, ready for the trainer."""
+    dataset = load_rows(rows if rows is not None else config.dataset)
+    if len(dataset) == 0:
+        raise DataError("The data set is empty.")
+    fmt = detect_format(dataset.column_names, config.dataset_format)
+    if config.max_samples:
+        dataset = dataset.select(range(min(config.max_samples, len(dataset))))
+    rows_in = len(dataset)
+    tokenized = dataset.map(
+        lambda row: tokenize_example(tokenizer, to_messages(row, fmt), config.max_seq_length),
+        remove_columns=dataset.column_names,
+        desc="Tokenizing",
+    )
+    truncated = sum(tokenized["truncated"])
+    # A row whose answer lies wholly past max_seq_length would train on nothing.
+    kept = tokenized.filter(lambda row: any(t != IGNORE for t in row["labels"]))
+    dropped = len(tokenized) - len(kept)
+    kept = kept.remove_columns("truncated")
+    if len(kept) == 0:
+        raise DataError(f"Every row lost its answer when cut to max_seq_length={config.max_seq_length}; "
+                        "raise max_seq_length.")
+    notes = []
+    if dropped:
+        notes.append(f"Dropped {dropped} row(s) whose answer lies beyond max_seq_length={config.max_seq_length}.")
+    eval_set = None
+    if config.eval_fraction > 0 and len(kept) >= 10:
+        split = kept.train_test_split(test_size=config.eval_fraction, seed=config.seed)
+        kept, eval_set = split["train"], split["test"]
+    data = PreparedData(kept, eval_set, fmt, rows_in, truncated, dropped, notes)
+    if truncated or dropped:
+        print("nbkit:", data.summary())
+    return data

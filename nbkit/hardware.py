@@ -1,0 +1,107 @@
+"""check_gpu(): what accelerator this process has, which nbkit tier it falls in, and what it supports."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import HardwareError
+
+GIB = 1024**3
+
+# A tier is named for the card class it serves; `capacity_gib` is what nbkit plans against.
+TIERS = {"8GB": 8.0, "16GB": 16.0, "24GB": 24.0, "H100": 80.0}
+
+_cap_gib: float | None = None
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    available: bool
+    name: str = "CPU (no CUDA GPU)"
+    capability: tuple[int, int] = (0, 0)
+    total_gib: float = 0.0
+    free_gib: float = 0.0
+    bf16: bool = False
+    fp8: bool = False
+    count: int = 0
+    capped_gib: float | None = None
+
+    @property
+    def usable_gib(self) -> float:
+        """Memory this process may use: the card, or the cap set by cap_memory()."""
+        return min(self.total_gib, self.capped_gib) if self.capped_gib else self.total_gib
+
+    @property
+    def tier(self) -> str | None:
+        return tier_for(self.usable_gib) if self.available else None
+
+    def summary(self) -> str:
+        if not self.available:
+            return ("No CUDA GPU found: nbkit runs on CPU through transformers + peft (Unsloth needs an NVIDIA "
+                    "GPU). Fine for a smoke run on a tiny model; real fine-tuning needs a GPU.")
+        cap = f" (capped to {self.capped_gib:.1f} GiB)" if self.capped_gib else ""
+        feats = ", ".join(x for x, ok in (("bf16", self.bf16), ("FP8", self.fp8)) if ok) or "fp16 only"
+        return (f"{self.name}: {self.total_gib:.1f} GiB{cap}, compute capability "
+                f"{self.capability[0]}.{self.capability[1]}, {feats}; nbkit tier {self.tier}.")
+
+
+def tier_for(gib: float) -> str:
+    """The largest tier whose capacity the memory covers (5% slack: a "16 GB" card reports ~15 GiB)."""
+    best = "8GB"
+    for name, cap in TIERS.items():
+        if gib >= cap * 0.9:
+            best = name
+    return best
+
+
+def supports_fp8(capability: tuple[int, int]) -> bool:
+    # FP8 tensor cores arrived with Ada (8.9) and Hopper (9.0).
+    return capability >= (8, 9)
+
+
+def check_gpu(device: int = 0) -> GpuInfo:
+    import torch
+
+    if not torch.cuda.is_available():
+        return GpuInfo(available=False)
+    props = torch.cuda.get_device_properties(device)
+    free, total = torch.cuda.mem_get_info(device)
+    cap = (props.major, props.minor)
+    return GpuInfo(
+        available=True,
+        name=props.name,
+        capability=cap,
+        total_gib=total / GIB,
+        free_gib=free / GIB,
+        bf16=cap >= (8, 0),
+        fp8=supports_fp8(cap),
+        count=torch.cuda.device_count(),
+        capped_gib=_cap_gib,
+    )
+
+
+def cap_memory(gib: float, device: int = 0) -> GpuInfo:
+    """Limit this process to `gib` of GPU memory, to rehearse a smaller tier on a bigger card."""
+    global _cap_gib
+    import torch
+
+    if not torch.cuda.is_available():
+        raise HardwareError("cap_memory() needs a CUDA GPU; on CPU there is no GPU memory to cap.")
+    total = torch.cuda.mem_get_info(device)[1] / GIB
+    if gib > total:
+        raise HardwareError(f"Cannot cap to {gib} GiB: the GPU has only {total:.1f} GiB.")
+    torch.cuda.set_per_process_memory_fraction(gib / total, device)
+    _cap_gib = gib
+    return check_gpu(device)
+
+
+def require_fp8(gpu: GpuInfo) -> None:
+    if not gpu.available:
+        raise HardwareError(
+            "FP8 LoRA needs an NVIDIA GPU with compute capability 8.9 or newer (RTX 40xx, L4, H100); this "
+            "machine has no CUDA GPU. Use quantization='16bit' or '4bit'."
+        )
+    if not gpu.fp8:
+        raise HardwareError(
+            f"FP8 LoRA needs compute capability 8.9+ (Ada/Hopper); {gpu.name} is "
+            f"{gpu.capability[0]}.{gpu.capability[1]}. Use quantization='4bit' (least memory) or '16bit'."
+        )

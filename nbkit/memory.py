@@ -1,0 +1,229 @@
+"""Predict peak GPU memory of a LoRA run before loading anything; pick settings that fit a GPU.
+
+The formulas count bytes per tensor class. The few empirical constants (activation multipliers,
+logits bytes, allocator slack, CUDA context) are calibrated on an H100 by bench/memory_accuracy.py;
+docs/memory-model.md records the fit.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .config import RunConfig
+from .errors import HardwareError
+from .hardware import GIB, GpuInfo
+from .specs import ModelSpec
+
+# bytes per quantized-linear weight, quantization constants included
+WEIGHT_BYTES = {
+    "16bit": 2.0,
+    # NF4: 4 bits + an 8-bit absmax per 64 weights + an fp32 scale per 256 absmax (double quantization)
+    "4bit": 0.5 + 1 / 64 + 4 / (64 * 256),
+    "8bit": 1.0 + 4 / 4096,  # int8 + an fp32 scale per row (rows are thousands wide)
+    "fp8": 1.0 + 4 / 4096,  # e4m3 + a per-row scale
+}
+OPTIMIZER_BYTES = {"adamw_8bit": 2.0, "paged_adamw_8bit": 2.0, "adamw_torch": 8.0,
+                   "adamw_torch_fused": 8.0, "sgd": 0.0, "adafactor": 4.0}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Empirical constants for one backend. Multipliers scale the per-layer activation bytes."""
+    act_gc: float  # with gradient checkpointing: layers' worth of full activations live at the peak
+    act_no_gc: float  # without: fraction of every layer's activations that backward keeps
+    keeps_checkpoints: float  # 1 if the per-layer checkpoint (hidden state) stays on the GPU, 0 if offloaded
+    logits_bytes: float  # bytes per (token x vocab entry) at the loss's peak
+    lora_bytes: float  # bytes per LoRA parameter (fp32 or 16-bit)
+    slack: float  # allocator fragmentation/caching, as a fraction of the per-step (transient) memory
+    fixed_gib: float  # kernels' workspaces, compiled graphs, non-torch buffers inside the reservation
+    context_gib: float  # CUDA context + loaded kernels: outside torch's reservation, inside the card
+
+
+CALIBRATION = {
+    "unsloth": Calibration(act_gc=2.0, act_no_gc=1.0, keeps_checkpoints=0.0, logits_bytes=6.0,
+                           lora_bytes=4.0, slack=0.10, fixed_gib=0.30, context_gib=0.55),
+    "transformers": Calibration(act_gc=2.0, act_no_gc=1.0, keeps_checkpoints=1.0, logits_bytes=12.0,
+                                lora_bytes=4.0, slack=0.10, fixed_gib=0.20, context_gib=0.55),
+}
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """Predicted peak GPU memory in GiB, by what holds it."""
+    weights: float
+    lora: float
+    gradients: float
+    optimizer: float
+    activations: float
+    logits: float
+    overhead: float
+    cuda_context: float
+
+    @property
+    def trainable(self) -> float:
+        return self.lora + self.gradients + self.optimizer
+
+    @property
+    def reserved(self) -> float:
+        """What torch's allocator reserves at the peak (torch.cuda.max_memory_reserved)."""
+        return self.total - self.cuda_context
+
+    @property
+    def total(self) -> float:
+        """What the card must hold: the reservation plus the CUDA context."""
+        return (self.weights + self.lora + self.gradients + self.optimizer + self.activations + self.logits
+                + self.overhead + self.cuda_context)
+
+    def groups(self) -> dict[str, float]:
+        """The parts a gauge draws: weights, LoRA+optimizer, activations, logits, overhead."""
+        return {"weights": self.weights, "LoRA + optimizer": self.trainable, "activations": self.activations,
+                "logits": self.logits, "overhead": self.overhead + self.cuda_context}
+
+    def as_dict(self) -> dict[str, float]:
+        return {**asdict(self), "total": self.total, "reserved": self.reserved}
+
+    def table(self) -> str:
+        rows = [f"{k:<18}{v:8.2f} GiB" for k, v in self.groups().items()]
+        return "\n".join([*rows, f"{'total':<18}{self.total:8.2f} GiB"])
+
+
+def activation_bytes_per_token_layer(spec: ModelSpec) -> float:
+    """bf16 tensors one decoder layer keeps per token for the LoRA backward pass.
+
+    Counted: the two norm inputs and outputs (4h), q and the attention output (2 q_dim), k and v
+    (2 kv_dim), and the MLP's gate, up, activation and product (4 intermediate).
+    """
+    h, i = spec.hidden_size, spec.intermediate_size
+    return 2.0 * (4 * h + 2 * spec.q_dim + 2 * spec.kv_dim + 4 * i)
+
+
+def estimate(config: RunConfig, spec: ModelSpec, backend: str = "unsloth", on_cuda: bool = True,
+             batch_size: int | None = None, seq_len: int | None = None) -> Breakdown:
+    """Predicted peak VRAM of training `config` on `spec`, assuming every sequence fills max_seq_length."""
+    cal = CALIBRATION["unsloth" if backend == "unsloth" else "transformers"]
+    batch = batch_size or config.batch_size
+    tokens = batch * (seq_len or config.max_seq_length)
+    quant = WEIGHT_BYTES[config.quantization] * spec.linear_params
+    weights = quant + 2.0 * spec.embedding_params
+    n_lora = spec.lora_params(config.lora_r, config.target_modules)
+    lora = n_lora * cal.lora_bytes
+    optimizer = n_lora * OPTIMIZER_BYTES.get(config.resolved_optimizer(on_cuda), 8.0)
+    per_layer = activation_bytes_per_token_layer(spec)
+    if config.gradient_checkpointing:
+        layers_live = cal.act_gc
+        checkpoints = cal.keeps_checkpoints * tokens * 2.0 * spec.hidden_size * spec.num_hidden_layers
+    else:
+        layers_live = cal.act_no_gc * spec.num_hidden_layers
+        checkpoints = 0.0
+    activations = tokens * per_layer * layers_live + checkpoints
+    logits = tokens * spec.vocab_size * cal.logits_bytes
+    # quantized layers are dequantized to bf16 one matrix at a time, forward and backward
+    largest = max(a * b for a, b in spec.projection_shapes().values())
+    dequant = 2.0 * 2 * largest if config.quantization != "16bit" else 0.0
+    overhead = cal.fixed_gib * GIB + dequant + cal.slack * (activations + logits)
+    return Breakdown(*(x / GIB for x in (weights, lora, lora, optimizer, activations, logits, overhead)),
+                     cuda_context=cal.context_gib)
+
+
+def _limit(gpu: GpuInfo, part: Breakdown) -> tuple[float, float]:
+    """(predicted, capacity): a cap set by cap_memory() bounds torch's reservation; a card bounds everything."""
+    if gpu.capped_gib:
+        return part.reserved, gpu.capped_gib
+    return part.total, gpu.total_gib
+
+
+def fits(part: Breakdown, gpu: GpuInfo, margin: float = 0.92) -> bool:
+    predicted, capacity = _limit(gpu, part)
+    return predicted <= capacity * margin
+
+
+def largest_batch(config: RunConfig, spec: ModelSpec, gpu: GpuInfo, backend: str = "unsloth",
+                  margin: float = 0.92, upper: int = 256) -> int:
+    """The largest per-device batch predicted to fit (0 if not even batch 1 fits)."""
+    best = 0
+    batch = 1
+    while batch <= upper and fits(estimate(config, spec, backend, batch_size=batch), gpu, margin):
+        best = batch
+        batch += 1
+    return best
+
+
+def check_fits(config: RunConfig, spec: ModelSpec, gpu: GpuInfo, backend: str = "unsloth") -> Breakdown:
+    """Raise a HardwareError with a concrete fix when the run is predicted not to fit this GPU."""
+    part = estimate(config, spec, backend)
+    if fits(part, gpu, margin=1.0):
+        return part
+    predicted, capacity = _limit(gpu, part)
+    rec = recommend(spec, gpu, base=config, backend=backend)
+    advice = (f"Try: {rec.summary()}" if rec.fits else
+              "Even 4-bit with batch 1 and 512 tokens does not fit: pick a smaller model.")
+    raise HardwareError(
+        f"{spec.name or 'This model'} with {config.quantization}, batch {config.batch_size} and "
+        f"{config.max_seq_length} tokens needs about {predicted:.1f} GiB, but this GPU has {capacity:.1f} GiB "
+        f"(tier {gpu.tier}). {advice} Pass check_memory=False to try anyway."
+    )
+
+
+# Measured by bench/fp8_vs_bf16.py on an H100: FP8 LoRA speed relative to bf16 LoRA, by model size.
+# recommend() only picks FP8 where this says it was faster; see bench/results/fp8_vs_bf16.json.
+FP8_SPEEDUP_BY_BILLIONS: dict[float, float] = {}
+
+
+def _fp8_helps(spec: ModelSpec) -> bool:
+    if not FP8_SPEEDUP_BY_BILLIONS:
+        return False
+    billions = spec.total_params / 1e9
+    nearest = min(FP8_SPEEDUP_BY_BILLIONS, key=lambda b: abs(b - billions))
+    return FP8_SPEEDUP_BY_BILLIONS[nearest] > 1.05
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    config: RunConfig
+    breakdown: Breakdown
+    fits: bool
+    reason: str
+
+    def summary(self) -> str:
+        c = self.config
+        return (f"quantization={c.quantization!r}, lora_r={c.lora_r}, max_seq_length={c.max_seq_length}, "
+                f"batch_size={c.batch_size}, grad_accum={c.grad_accum}")
+
+
+def recommend(spec: ModelSpec, gpu: GpuInfo, base: RunConfig | None = None, backend: str = "unsloth",
+              target_effective_batch: int = 8) -> Recommendation:
+    """Settings that fit `gpu` with a safety margin, with a short reason a workshop attendee can follow."""
+    base = base or RunConfig(model=spec.name or RunConfig().model)
+    options = []
+    if gpu.fp8 and _fp8_helps(spec):
+        options.append("fp8")
+    options += ["16bit", "4bit"] if gpu.usable_gib >= 20 else ["4bit", "16bit"]
+    for seq in (2048, 1024, 512):
+        for quant in options:
+            for r in (16, 8):
+                cfg = base.replace(quantization=quant, lora_r=r, lora_alpha=r, max_seq_length=seq,
+                                   gradient_checkpointing=True)
+                batch = min(largest_batch(cfg, spec, gpu, backend), target_effective_batch)
+                # 16-bit is only worth it with room for a real batch; otherwise 4-bit is the safer pick
+                if batch == 0 or (quant != "4bit" and batch < 2):
+                    continue
+                cfg = cfg.replace(batch_size=batch, grad_accum=max(1, target_effective_batch // batch))
+                return Recommendation(cfg, estimate(cfg, spec, backend), True, _reason(cfg, spec, gpu))
+    cfg = base.replace(quantization="4bit", lora_r=8, lora_alpha=8, max_seq_length=512, batch_size=1,
+                       grad_accum=target_effective_batch)
+    part = estimate(cfg, spec, backend)
+    return Recommendation(cfg, part, False,
+                          f"{spec.name or 'This model'} needs about {part.total:.1f} GiB even in 4-bit with batch 1; "
+                          f"this GPU has {gpu.usable_gib:.1f} GiB. Choose a smaller model.")
+
+
+def _reason(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo) -> str:
+    size = f"{spec.total_params / 1e9:.1f}B-parameter model"
+    why = {
+        "4bit": f"4-bit loading shrinks the {size}'s frozen weights to about a quarter, which is what lets it "
+                f"fit in {gpu.usable_gib:.0f} GiB.",
+        "16bit": f"The {size} fits in 16-bit, which trains faster than 4-bit and avoids quantization error.",
+        "fp8": f"This GPU has FP8 tensor cores, and FP8 was measured faster than 16-bit for a {size}.",
+        "8bit": f"8-bit halves the {size}'s weights.",
+    }[cfg.quantization]
+    return (f"{why} Batch {cfg.batch_size} × {cfg.grad_accum} accumulation steps gives an effective batch of "
+            f"{cfg.effective_batch} within the memory, with {cfg.max_seq_length}-token sequences.")

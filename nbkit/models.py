@@ -1,0 +1,161 @@
+"""load(): the model and tokenizer with LoRA attached — Unsloth on CUDA, transformers + peft elsewhere.
+
+This is the only module that imports Unsloth, and it does so through backend.ensure() so that
+Unsloth is always imported before transformers.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import backend
+from .config import TINY_MODEL, RunConfig
+from .errors import ConfigError, HardwareError, ModelNotFoundError
+from .hardware import GpuInfo, check_gpu, require_fp8
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    backend: str
+    base_path: str
+    config: RunConfig
+    on_cuda: bool
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+
+def resolve_model(model_id: str) -> str:
+    """A local folder or Hub id that exists; the embedded tiny model is built on first use."""
+    if model_id == TINY_MODEL:
+        from .tiny import ensure_tiny_model
+
+        return str(ensure_tiny_model())
+    path = Path(model_id).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelNotFoundError(f"{path} exists but has no config.json, so it is not a model folder.")
+        return str(path)
+    backend.ensure()
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(model_id)
+    except Exception as exc:  # OSError, HTTP errors, offline mode: one clear message for all
+        raise ModelNotFoundError(_unknown_model_message(model_id, exc)) from exc
+    return model_id
+
+
+def _unknown_model_message(model_id: str, exc: Exception) -> str:
+    from .specs import curated_ids
+
+    close = difflib.get_close_matches(model_id, curated_ids(), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    offline = " (offline mode is on: HF_HUB_OFFLINE=1)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
+    return (f"Model {model_id!r} was not found: it is not a local folder and the Hugging Face Hub could not "
+            f"provide it{offline}.{hint} Check the spelling (ids look like 'unsloth/Llama-3.2-1B-Instruct'), "
+            f"log in for gated models, pass a local folder, or use {TINY_MODEL!r} for a smoke run. ({exc})")
+
+
+def load(config: RunConfig, gpu: GpuInfo | None = None, check_memory: bool = True) -> LoadedModel:
+    """Load the base model in the configured precision and attach LoRA adapters to it."""
+    gpu = gpu or check_gpu()
+    if config.quantization == "fp8":
+        require_fp8(gpu)
+    name = backend.ensure(config.backend)
+    path = resolve_model(config.model)
+    if gpu.available and check_memory:
+        from .memory import check_fits
+        from .specs import spec_for
+
+        check_fits(config, spec_for(path), gpu, backend=name)
+    if name == "unsloth":
+        model, tokenizer = _load_unsloth(config, path)
+    else:
+        model, tokenizer = _load_transformers(config, path, gpu)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model, tokenizer, name, path, config, gpu.available)
+
+
+def _load_unsloth(config: RunConfig, path: str):
+    from unsloth import FastLanguageModel
+
+    kwargs: dict[str, Any] = dict(
+        model_name=path, max_seq_length=config.max_seq_length, dtype=None,
+        load_in_4bit=config.quantization == "4bit", load_in_8bit=config.quantization == "8bit",
+        full_finetuning=False,
+    )
+    if config.quantization == "fp8":
+        kwargs["load_in_fp8"] = True
+    model, tokenizer = FastLanguageModel.from_pretrained(**kwargs)
+    model = FastLanguageModel.get_peft_model(
+        model, r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        target_modules=present_targets(model, config.target_modules), bias="none",
+        use_gradient_checkpointing="unsloth" if config.gradient_checkpointing else False,
+        random_state=config.seed, max_seq_length=config.max_seq_length,
+    )
+    return model, tokenizer
+
+
+def compute_dtype(on_cuda: bool, gpu: GpuInfo | None = None):
+    import torch
+
+    if not on_cuda:
+        return torch.float32  # CPU kernels for bf16 matmul are slow or missing on many machines
+    return torch.bfloat16 if gpu is None or gpu.bf16 else torch.float16
+
+
+def _load_transformers(config: RunConfig, path: str, gpu: GpuInfo):
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    if config.quantization == "fp8":
+        raise HardwareError("FP8 LoRA in nbkit runs through Unsloth: pip install 'nbkit[gpu]', or use '16bit'.")
+    dtype = compute_dtype(gpu.available, gpu)
+    quant = None
+    if config.quantization == "4bit":
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                   bnb_4bit_compute_dtype=dtype)
+    elif config.quantization == "8bit":
+        quant = BitsAndBytesConfig(load_in_8bit=True)
+    device = "cuda:0" if gpu.available else "cpu"
+    torch.manual_seed(config.seed)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=quant,
+                                                 device_map={"": device})
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if quant is not None:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=present_targets(model, config.target_modules), bias="none",
+                      task_type="CAUSAL_LM")
+    return get_peft_model(model, lora), tokenizer
+
+
+def present_targets(model, wanted) -> list[str]:
+    """The wanted LoRA targets this architecture has; an error listing the real ones if none match."""
+    import torch
+
+    # Quantized layers (bnb Linear4bit, FP8 linears) are not all nn.Linear subclasses.
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+             if isinstance(m, torch.nn.Linear) or "Linear" in type(m).__name__}
+    names.discard("lm_head")
+    found = [t for t in wanted if t in names]
+    if not found:
+        raise ConfigError(f"None of the LoRA target_modules {list(wanted)} exist in this model. Its linear layers "
+                          f"are {sorted(names)}; pick from those.")
+    missing = [t for t in wanted if t not in names]
+    if missing:
+        print(f"nbkit: this architecture has no {missing}; LoRA goes on {found}.")
+    return found

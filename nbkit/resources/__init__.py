@@ -1,0 +1,17 @@
+"""Files shipped inside the package: the default instruction data set."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA_PATH = HERE / "nbkit-instruct-mini.jsonl"
+
+
+def iter_texts(path: Path = DEFAULT_DATA_PATH):
+    """Every string field of a JSONL file, to train the tiny tokenizer on."""
+    with Path(path).open(encoding="utf-8") as fh:
+        for line in fh:
+            for value in json.loads(line).values():
+                if isinstance(value, str) and value:
+                    yield value

@@ -1,0 +1,116 @@
+"""Model architecture specs (config.json excerpts), so memory can be predicted without downloading weights."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from pathlib import Path
+
+from ..config import ALL_LINEAR, TINY_MODEL
+from ..errors import ModelNotFoundError
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    model_type: str
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    head_dim: int
+    fused_projections: bool = False
+    name: str = ""
+
+    @property
+    def q_dim(self) -> int:
+        return self.num_attention_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_key_value_heads * self.head_dim
+
+    def projection_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in, out) features of each linear projection in one decoder layer."""
+        h, i = self.hidden_size, self.intermediate_size
+        return {"q_proj": (h, self.q_dim), "k_proj": (h, self.kv_dim), "v_proj": (h, self.kv_dim),
+                "o_proj": (self.q_dim, h), "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
+    @property
+    def linear_params(self) -> int:
+        """Parameters in the decoder layers' projections: the part 4-bit/8-bit/FP8 quantize."""
+        per_layer = sum(a * b for a, b in self.projection_shapes().values())
+        return per_layer * self.num_hidden_layers
+
+    @property
+    def embedding_params(self) -> int:
+        """Input embeddings plus an untied LM head; these stay in 16-bit."""
+        return self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
+
+    @property
+    def total_params(self) -> int:
+        norms = (2 * self.num_hidden_layers + 1) * self.hidden_size
+        return self.linear_params + self.embedding_params + norms
+
+    def lora_params(self, r: int, targets=ALL_LINEAR) -> int:
+        shapes = self.projection_shapes()
+        per_layer = sum(r * (shapes[t][0] + shapes[t][1]) for t in targets if t in shapes)
+        return per_layer * self.num_hidden_layers
+
+
+def from_config_dict(data: dict, name: str = "") -> ModelSpec:
+    data = data.get("text_config", data) if "hidden_size" not in data else data
+    try:
+        heads = data["num_attention_heads"]
+        return ModelSpec(
+            model_type=data.get("model_type", "unknown"),
+            hidden_size=data["hidden_size"],
+            intermediate_size=data["intermediate_size"],
+            num_hidden_layers=data["num_hidden_layers"],
+            num_attention_heads=heads,
+            num_key_value_heads=data.get("num_key_value_heads") or heads,
+            vocab_size=data["vocab_size"],
+            tie_word_embeddings=bool(data.get("tie_word_embeddings", False)),
+            head_dim=data.get("head_dim") or data["hidden_size"] // heads,
+            fused_projections=bool(data.get("fused_projections", False)),
+            name=name,
+        )
+    except KeyError as exc:
+        raise ModelNotFoundError(f"{name or 'config'} lacks {exc} needed to predict memory; "
+                                 "it may not be a decoder-only language model.") from exc
+
+
+@lru_cache(maxsize=1)
+def _curated() -> dict[str, dict]:
+    return json.loads((HERE / "models.json").read_text())
+
+
+def curated_ids() -> list[str]:
+    return list(_curated())
+
+
+def spec_for(model: str) -> ModelSpec:
+    """The spec of a curated id, a local model folder, the tiny model, or (online) any Hub id."""
+    table = _curated()
+    if model in table:
+        return from_config_dict(table[model], model)
+    for key, data in table.items():  # ids are case-insensitive on the Hub
+        if key.lower() == model.lower():
+            return from_config_dict(data, key)
+    if model == TINY_MODEL:
+        from ..tiny import ensure_tiny_model
+
+        model = str(ensure_tiny_model())
+    cfg = Path(model).expanduser() / "config.json"
+    if cfg.exists():
+        return from_config_dict(json.loads(cfg.read_text()), model)
+    from ..models import resolve_model
+
+    resolve_model(model)  # raises a clear ModelNotFoundError when it cannot be reached
+    from transformers import AutoConfig
+
+    return from_config_dict(AutoConfig.from_pretrained(model).to_dict(), model)

@@ -1,0 +1,1 @@
+"""Widgets: thin views over nbkit's plain-Python core (config, memory model, trainer)."""

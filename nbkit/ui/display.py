@@ -1,0 +1,110 @@
+"""Where progress goes: ipywidgets in a notebook with a front end, plain text lines elsewhere.
+
+A kernel cannot tell whether a widget front end is attached, so headless runs (papermill, CI, the
+README's command) set NBKIT_DISPLAY=text; `python -m nbkit notebook` does that for you.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+
+def in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
+def resolve_mode(mode: str = "auto") -> str:
+    mode = os.environ.get("NBKIT_DISPLAY", mode) if mode == "auto" else mode
+    if mode == "auto":
+        return "widgets" if in_notebook() else "text"
+    if mode not in ("widgets", "text", "silent"):
+        raise ValueError(f"display mode must be auto, widgets, text or silent, not {mode!r}")
+    return mode
+
+
+class Display:
+    """The silent display; subclasses show things."""
+    wants_plot = False
+
+    def begin(self, total: int) -> None: ...
+    def stats(self, line: str, values: dict) -> None: ...
+    def plot(self, png: bytes) -> None: ...
+    def end(self, summary: str) -> None: ...
+    def error(self, message: str) -> None: ...
+
+
+class TextDisplay(Display):
+    def __init__(self, interval: float = 10.0, printer=print, clock=time.perf_counter):
+        self.interval, self.printer, self.clock = interval, printer, clock
+        self._last = -1e9
+        self.lines: list[str] = []
+
+    def _emit(self, line: str) -> None:
+        self.lines.append(line)
+        self.printer(line, flush=True) if self.printer is print else self.printer(line)
+
+    def begin(self, total: int) -> None:
+        self._emit(f"nbkit: training for {total} steps")
+
+    def stats(self, line: str, values: dict) -> None:
+        now = self.clock()
+        if now - self._last >= self.interval:
+            self._last = now
+            self._emit(line)
+
+    def end(self, summary: str) -> None:
+        self._emit(summary)
+
+    def error(self, message: str) -> None:
+        self._emit(message)
+
+
+class WidgetDisplay(Display):
+    wants_plot = True
+
+    def __init__(self):
+        import ipywidgets as w
+
+        self.bar = w.IntProgress(value=0, min=0, max=1, description="Training", bar_style="info",
+                                 layout=w.Layout(width="60%"))
+        self.text = w.HTML(value="starting…")
+        self.image = w.Image(format="png", layout=w.Layout(max_width="560px"))
+        self.message = w.HTML(value="")
+        self.box = w.VBox([self.bar, self.text, self.image, self.message])
+
+    def begin(self, total: int) -> None:
+        from IPython.display import display
+
+        self.bar.max = max(total, 1)
+        display(self.box)
+
+    def stats(self, line: str, values: dict) -> None:
+        self.bar.value = min(values["step"], self.bar.max)
+        self.text.value = f"<code>{line}</code>"
+
+    def plot(self, png: bytes) -> None:
+        self.image.value = png
+
+    def end(self, summary: str) -> None:
+        self.bar.bar_style = "success"
+        self.message.value = f"<b>{summary}</b>"
+        print(summary)  # also as text, so saved/headless notebooks keep the result
+
+    def error(self, message: str) -> None:
+        self.bar.bar_style = "danger"
+        self.message.value = f"<b style='color:#b00020'>{message}</b>"
+        print(message)
+
+
+def make_display(mode: str = "auto", text_interval: float = 10.0) -> Display:
+    mode = resolve_mode(mode)
+    if mode == "widgets":
+        return WidgetDisplay()
+    if mode == "text":
+        return TextDisplay(text_interval)
+    return Display()

@@ -1,0 +1,43 @@
+"""Matplotlib figures rendered to PNG bytes (Agg, no pyplot state), shared by the widgets and notebooks."""
+from __future__ import annotations
+
+import io
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def loss_curve_png(losses, eval_losses=(), title: str = "Loss") -> bytes:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 3.0))
+    ax = fig.add_subplot()
+    if losses:
+        steps, values = zip(*losses)
+        ax.plot(steps, values, label="train", color="#1f77b4", linewidth=1.2)
+    if eval_losses:
+        steps, values = zip(*eval_losses)
+        ax.plot(steps, values, "o-", label="eval", color="#d62728", markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if losses or eval_losses:
+        ax.legend(loc="upper right")
+    return _png(fig)
+
+
+def bars_png(labels, values, ylabel: str, title: str) -> bytes:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.0, 3.0))
+    ax = fig.add_subplot()
+    ax.bar(labels, values, color=["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"][: len(values)])
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    for i, v in enumerate(values):
+        ax.annotate(f"{v:,.0f}" if v >= 100 else f"{v:.2f}", (i, v), ha="center", va="bottom")
+    return _png(fig)

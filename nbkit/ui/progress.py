@@ -1,0 +1,169 @@
+"""TrainingProgress: a TrainerCallback that shows steps, ETA, tokens/s, loss, LR and a loss curve.
+
+It only reads values the trainer has already brought to the CPU (the logged loss), and the
+host-side allocator counters, so it never forces a GPU synchronisation. Redraws are throttled by
+time: the plot is redrawn only when its last draw cost at most `plot_budget` of the time since.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+from .display import Display, make_display
+from .plot import loss_curve_png
+
+
+def fmt_seconds(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:d}:{s:02d}"
+
+
+class TrainingProgress(TrainerCallback):
+    def __init__(self, mode: str = "auto", stats_interval: float = 0.5, plot_budget: float = 0.01,
+                 text_interval: float = 10.0, clock=time.perf_counter):
+        self.mode = mode
+        self.stats_interval = stats_interval
+        self.plot_budget = plot_budget
+        self.text_interval = text_interval
+        self.clock = clock
+        self.counter = None
+        self.display: Display | None = None
+        self.losses: list[tuple[int, float]] = []
+        self.eval_losses: list[tuple[int, float]] = []
+        self.lr: float | None = None
+        self.step = 0
+        self.total = 0
+        self.start = 0.0
+        self.redraws = 0
+        self.plot_seconds = 0.0
+        self._last_stats = -1e9
+        self._last_plot_end = -1e9
+        self._last_plot_cost = 0.0
+        self.finished = False
+        self.error: str | None = None
+
+    def attach(self, counter: Any) -> None:
+        """Given the trainer's token counter (see train.TokenCounter)."""
+        self.counter = counter
+
+    # --- TrainerCallback hooks -------------------------------------------------------------
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.total = state.max_steps
+        self.start = self.clock()
+        self.display = self.display or make_display(self.mode, self.text_interval)
+        self.display.begin(self.total)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.step = state.global_step
+        self._maybe_refresh()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs:
+            self.losses.append((state.global_step, float(logs["loss"])))
+        if "eval_loss" in logs:
+            self.eval_losses.append((state.global_step, float(logs["eval_loss"])))
+        if "learning_rate" in logs:
+            self.lr = float(logs["learning_rate"])
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.step = state.global_step
+        self.finished = True
+        self._refresh(plot=True)
+        if self.display:
+            self.display.end(self.summary())
+
+    def fail(self, exc: BaseException) -> None:
+        """Called by nbkit.train.run when training stops on an exception."""
+        self.error = _explain(exc)
+        if self.display:
+            self.display.error(self.error)
+
+    # --- state shown -----------------------------------------------------------------------
+    @property
+    def elapsed(self) -> float:
+        return self.clock() - self.start
+
+    @property
+    def tokens(self) -> int:
+        return self.counter.tokens if self.counter is not None else 0
+
+    def stats(self) -> dict[str, Any]:
+        elapsed = self.elapsed
+        eta = (self.total - self.step) * elapsed / self.step if self.step else None
+        return {
+            "step": self.step, "total": self.total, "elapsed": elapsed, "eta": eta,
+            "tokens_per_s": self.tokens / elapsed if elapsed > 0 else 0.0,
+            "loss": self.losses[-1][1] if self.losses else None, "lr": self.lr,
+            "vram": _vram(),
+        }
+
+    def stats_line(self) -> str:
+        s = self.stats()
+        parts = [f"step {s['step']}/{s['total']}", f"elapsed {fmt_seconds(s['elapsed'])}"]
+        if s["eta"] is not None:
+            parts.append(f"ETA {fmt_seconds(s['eta'])}")
+        parts.append(f"{s['tokens_per_s']:,.0f} tok/s")
+        if s["loss"] is not None:
+            parts.append(f"loss {s['loss']:.4f}")
+        if s["lr"] is not None:
+            parts.append(f"lr {s['lr']:.2e}")
+        if s["vram"]:
+            parts.append("VRAM {:.2f}/{:.2f} GiB (peak {:.2f})".format(*s["vram"]))
+        return " | ".join(parts)
+
+    def summary(self) -> str:
+        s = self.stats()
+        text = f"Training finished: {s['step']} steps in {fmt_seconds(s['elapsed'])}"
+        if self.losses:
+            text += f", loss {self.losses[0][1]:.4f} → {self.losses[-1][1]:.4f}"
+        text += f", {s['tokens_per_s']:,.0f} tokens/s"
+        if s["vram"]:
+            text += f", peak VRAM {s['vram'][2]:.2f} GiB"
+        return text + "."
+
+    # --- throttling ------------------------------------------------------------------------
+    def _maybe_refresh(self) -> None:
+        now = self.clock()
+        if now - self._last_stats < self.stats_interval:
+            return
+        since_plot = now - self._last_plot_end
+        plot_due = self._last_plot_cost <= self.plot_budget * since_plot
+        self._refresh(plot=plot_due and self.display is not None and self.display.wants_plot)
+
+    def _refresh(self, plot: bool) -> None:
+        if self.display is None:
+            return
+        self._last_stats = self.clock()
+        self.display.stats(self.stats_line(), self.stats())
+        if plot and self.display.wants_plot and (self.losses or self.eval_losses):
+            t0 = self.clock()
+            self.display.plot(loss_curve_png(self.losses, self.eval_losses))
+            self._last_plot_end = self.clock()
+            self._last_plot_cost = self._last_plot_end - t0
+            self.plot_seconds += self._last_plot_cost
+            self.redraws += 1
+
+
+def _vram() -> tuple[float, float, float] | None:
+    """(allocated, reserved, peak reserved) GiB from the allocator's host-side counters: no sync."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    g = 1024**3
+    return (torch.cuda.memory_allocated() / g, torch.cuda.memory_reserved() / g,
+            torch.cuda.max_memory_reserved() / g)
+
+
+def _explain(exc: BaseException) -> str:
+    from ..errors import HardwareError
+
+    text = str(exc)
+    if isinstance(exc, HardwareError) or "out of memory" in text.lower():
+        return f"Training stopped: out of GPU memory. {text}"
+    return f"Training stopped on an error: {type(exc).__name__}: {text}"
