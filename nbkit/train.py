@@ -134,10 +134,10 @@ def build_trainer(loaded: LoadedModel, data: PreparedData, callbacks=(), **overr
     for cb in callbacks:
         if hasattr(cb, "attach"):
             cb.attach(collator)
-            # with tqdm off, the trainer prints every log dict; nbkit's display already shows them
-            from transformers.trainer_callback import PrinterCallback
+    # with tqdm off the trainer prints every log dict; the history stays in trainer.state.log_history
+    from transformers.trainer_callback import PrinterCallback
 
-            trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(PrinterCallback)
     return trainer
 
 

@@ -1,0 +1,104 @@
+"""Shared by the GPU scripts: random-weight models of real architectures, synthetic batches, measurement."""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results"
+ARCHS = {"1b": "unsloth/Llama-3.2-1B-Instruct", "3b": "unsloth/Llama-3.2-3B-Instruct",
+         "8b": "unsloth/Meta-Llama-3.1-8B-Instruct"}
+
+
+def random_model(arch: str, root: str = "/tmp/nbkit-models") -> str:
+    """Save a random-weight model with `arch`'s real config (speed and memory don't depend on weight values).
+
+    The tokenizer is nbkit's tiny BPE one: its ids fit any vocabulary, and the model keeps its real vocab size
+    so logits cost what they cost in the real model.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from nbkit.specs import spec_for
+    from nbkit.tiny import build_tokenizer
+
+    target = Path(root) / arch
+    if (target / "config.json").exists():
+        return str(target)
+    spec = spec_for(ARCHS.get(arch, arch))
+    tok = build_tokenizer()
+    config = LlamaConfig(
+        vocab_size=spec.vocab_size, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers, num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads, head_dim=spec.head_dim,
+        tie_word_embeddings=spec.tie_word_embeddings, max_position_embeddings=8192, rope_theta=500000.0,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        dtype="bfloat16",
+    )
+    t = time.time()
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(target)
+    tok.save_pretrained(target)
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+    print(f"[random_model] {arch}: {spec.total_params / 1e9:.2f}B params saved in {time.time() - t:.0f}s", flush=True)
+    return str(target)
+
+
+def synthetic_data(n_rows: int, seq: int, vocab: int = 1000, seed: int = 0):
+    """Rows of exactly `seq` tokens, every one labelled: the worst case the memory model plans for."""
+    import datasets
+    import torch
+
+    from nbkit.data import PreparedData
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(10, vocab, (n_rows, seq), generator=g).tolist()
+    ds = datasets.Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * seq] * n_rows, "labels": ids})
+    return PreparedData(ds, None, "synthetic", n_rows)
+
+
+def free_cuda() -> None:
+    import torch
+
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+
+
+def gpu_used_gib() -> float:
+    import torch
+
+    free, total = torch.cuda.mem_get_info()
+    return (total - free) / 1024**3
+
+
+def write_json(name: str, payload) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    out = os.environ.get("OUT")
+    if out:  # the device tool brings back files written under $OUT
+        Path(out, name).write_text(path.read_text())
+    return path
+
+
+def print_table(rows: list[dict], cols: list[str]) -> None:
+    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(_fmt(r.get(c)).ljust(widths[c]) for c in cols))
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return "" if v is None else str(v)

@@ -1,0 +1,71 @@
+"""The whole run in one call: load → LoRA → data → train → verify → generate → save."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig
+
+DEFAULT_PROMPT = "What is the capital of France?"
+
+
+@dataclass
+class WorkflowReport:
+    config: RunConfig
+    backend: str
+    train: Any  # train.TrainResult
+    verify: Any  # verify.VerifyReport
+    sample_before: str
+    sample_after: str
+    adapter_dir: str
+    merged_dir: str | None = None
+    gguf_dir: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"backend: {self.backend}", f"train: {self.train.summary()}", f"verify: {self.verify.summary()}",
+                 f"adapters: {self.adapter_dir}"]
+        if self.merged_dir:
+            lines.append(f"merged 16-bit: {self.merged_dir}")
+        if self.gguf_dir:
+            lines.append(f"GGUF: {self.gguf_dir}")
+        return "\n".join(lines + self.notes)
+
+    def to_dict(self) -> dict[str, Any]:
+        t = self.train
+        return {
+            "backend": self.backend, "config": self.config.to_dict(), "steps": t.steps, "losses": t.losses,
+            "eval_losses": t.eval_losses, "train_seconds": t.train_seconds, "tokens": t.tokens,
+            "tokens_per_second": t.tokens_per_second, "peak_vram_gib": t.peak_vram_gib,
+            "checkpoints": t.checkpoints, "adapters_changed": self.verify.ok, "max_abs_diff": self.verify.max_abs_diff,
+            "sample_before": self.sample_before, "sample_after": self.sample_after, "adapter_dir": self.adapter_dir,
+            "merged_dir": self.merged_dir, "gguf_dir": self.gguf_dir, "notes": self.notes,
+        }
+
+
+def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, gguf: bool = False,
+        progress: Any = True, max_new_tokens: int = 48) -> WorkflowReport:
+    from . import data, export, generate, models, train, verify
+    from .errors import ExportError
+
+    loaded = models.load(config)
+    prepared = data.prepare(config, loaded.tokenizer)
+    before = verify.snapshot(loaded.model)
+    sample_before = generate.generate(loaded, prompt, max_new_tokens)
+    result = train.run(loaded, prepared, progress=progress)
+    report = verify.adapters_changed(loaded.model, before)
+    sample_after = generate.generate(loaded, prompt, max_new_tokens)
+    out = Path(config.output_dir)
+    adapter_dir = export.save_lora(loaded, out / "lora_adapters")
+    wf = WorkflowReport(config, loaded.backend, result, report, sample_before, sample_after, str(adapter_dir))
+    if merged:
+        wf.merged_dir = str(export.save_merged(loaded, out / "merged_16bit", adapter_dir))
+    if gguf:
+        try:
+            wf.gguf_dir = str(export.save_gguf(loaded, out / "gguf"))
+        except ExportError as exc:
+            wf.notes.append(f"GGUF skipped: {exc}")
+    (out / "nbkit_report.json").write_text(json.dumps(wf.to_dict(), indent=2, default=str))
+    return wf
