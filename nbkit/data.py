@@ -167,6 +167,12 @@ def tokenize_example(tokenizer, messages, max_length: int) -> dict[str, Any]:
 
 def prepare(config: RunConfig, tokenizer, rows: Any = None) -> PreparedData:
     """Tokenized train (and eval) sets with completion-only labels, ready for the trainer."""
+    import os
+
+    if os.environ.get("NBKIT_DISPLAY") == "text":  # headless: no progress-bar widgets in saved notebooks
+        import datasets
+
+        datasets.disable_progress_bars()
     dataset = load_rows(rows if rows is not None else config.dataset)
     if len(dataset) == 0:
         raise DataError("The data set is empty.")

@@ -155,13 +155,18 @@ def _limit(gpu: GpuInfo, part: Breakdown) -> tuple[float, float]:
     return part.total, gpu.total_gib
 
 
-def fits(part: Breakdown, gpu: GpuInfo, margin: float = 0.92) -> bool:
+# Plan to use at most this share of the GPU: sequences longer than the data's typical ones, and
+# fragmentation over long runs, eat into the rest.
+SAFETY_MARGIN = 0.85
+
+
+def fits(part: Breakdown, gpu: GpuInfo, margin: float = SAFETY_MARGIN) -> bool:
     predicted, capacity = _limit(gpu, part)
     return predicted <= capacity * margin
 
 
 def largest_batch(config: RunConfig, spec: ModelSpec, gpu: GpuInfo, backend: str = "unsloth",
-                  margin: float = 0.92, upper: int = 256) -> int:
+                  margin: float = SAFETY_MARGIN, upper: int = 256) -> int:
     """The largest per-device batch predicted to fit (0 if not even batch 1 fits)."""
     best = 0
     batch = 1
@@ -214,13 +219,18 @@ class Recommendation:
 
 
 def recommend(spec: ModelSpec, gpu: GpuInfo, base: RunConfig | None = None, backend: str = "unsloth",
-              target_effective_batch: int = 8) -> Recommendation:
-    """Settings that fit `gpu` with a safety margin, with a short reason a workshop attendee can follow."""
+              target_effective_batch: int = 8, quantizations=None) -> Recommendation:
+    """Settings that fit `gpu` with a safety margin, with a short reason a workshop attendee can follow.
+
+    `quantizations` limits the choice (e.g. to the one the user asked for); by default nbkit chooses.
+    """
     base = base or RunConfig(model=spec.name or RunConfig().model)
     options = []
     if gpu.fp8 and _fp8_helps(spec):
         options.append("fp8")
     options += ["16bit", "4bit"] if gpu.usable_gib >= 20 else ["4bit", "16bit"]
+    if quantizations:
+        options = [q for q in quantizations if q != "fp8" or gpu.fp8]
     for seq in (2048, 1024, 512):
         for quant in options:
             for r in (16, 8):
@@ -228,7 +238,7 @@ def recommend(spec: ModelSpec, gpu: GpuInfo, base: RunConfig | None = None, back
                                    gradient_checkpointing=True)
                 batch = min(largest_batch(cfg, spec, gpu, backend), target_effective_batch)
                 # 16-bit is only worth it with room for a real batch; otherwise 4-bit is the safer pick
-                if batch == 0 or (quant != "4bit" and batch < 2):
+                if batch == 0 or (quant != "4bit" and batch < 2 and not quantizations):
                     continue
                 cfg = cfg.replace(batch_size=batch, grad_accum=max(1, target_effective_batch // batch))
                 return Recommendation(cfg, estimate(cfg, spec, backend), True, _reason(cfg, spec, gpu))

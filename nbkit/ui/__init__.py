@@ -1,1 +1,7 @@
 """Widgets: thin views over nbkit's plain-Python core (config, memory model, trainer)."""
+
+
+def launch(*args, **kwargs):
+    from .launch import launch as _launch
+
+    return _launch(*args, **kwargs)

@@ -1,0 +1,43 @@
+"""Notebook start-up: detect the GPU, rehearse a smaller tier, and switch to smoke mode without a GPU."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import TINY_MODEL, RunConfig
+from .hardware import TIERS, GpuInfo, cap_memory, check_gpu
+
+
+@dataclass
+class Session:
+    gpu: GpuInfo
+    smoke: bool
+    tier: str
+
+    def summary(self) -> str:
+        mode = ("SMOKE MODE: tiny embedded model on CPU, same cells, a few steps. Results show the workflow "
+                "works, not model quality." if self.smoke else f"Full run for the {self.tier} tier.")
+        return f"{self.gpu.summary()}\n{mode}"
+
+
+def start(tier: str, smoke: bool | str = "auto", emulate_tier: bool = False) -> Session:
+    """`smoke='auto'` runs the smoke mode exactly when there is no CUDA GPU."""
+    from . import backend
+
+    backend.ensure()  # Unsloth must be imported before anything imports transformers
+    if tier not in TIERS:
+        raise ValueError(f"Unknown tier {tier!r}; choose one of {list(TIERS)}.")
+    gpu = check_gpu()
+    if emulate_tier and gpu.available:
+        gpu = cap_memory(min(TIERS[tier], gpu.total_gib))
+    smoke_on = (not gpu.available) if smoke == "auto" else bool(smoke)
+    session = Session(gpu, smoke_on, tier)
+    print(session.summary())
+    return session
+
+
+def smoke_config(config: RunConfig) -> RunConfig:
+    """The same run shrunk to the tiny model: seconds on a CPU. Keeps the quantization where the CPU can."""
+    quant = config.quantization if config.quantization in ("4bit", "16bit") else "16bit"
+    return config.replace(model=TINY_MODEL, quantization=quant, max_seq_length=256, batch_size=4, grad_accum=1,
+                          max_steps=min(config.max_steps, 15), learning_rate=2e-3, warmup_steps=1,
+                          save_steps=10, max_samples=200)

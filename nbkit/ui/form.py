@@ -1,0 +1,130 @@
+"""ConfigForm: pick model, quantization and LoRA settings; produces a validated RunConfig."""
+from __future__ import annotations
+
+from typing import Callable
+
+import ipywidgets as w
+
+from ..config import QUANTIZATIONS, TINY_MODEL, RunConfig
+from ..errors import NbkitError
+from ..hardware import GpuInfo, check_gpu
+
+QUANT_LABELS = {"4bit": "4-bit (dynamic)", "8bit": "8-bit", "16bit": "16-bit", "fp8": "FP8"}
+
+
+def quantization_availability(gpu: GpuInfo) -> dict[str, str | None]:
+    """None where a quantization can run here, else the reason it cannot."""
+    reasons: dict[str, str | None] = {q: None for q in QUANTIZATIONS}
+    if not gpu.available:
+        reasons["fp8"] = "FP8 needs an NVIDIA GPU with compute capability 8.9+ (Ada/Hopper); none found."
+    elif not gpu.fp8:
+        reasons["fp8"] = (f"FP8 needs compute capability 8.9+ (Ada/Hopper); {gpu.name} is "
+                          f"{gpu.capability[0]}.{gpu.capability[1]}.")
+    return reasons
+
+
+class QuantizationPicker(w.HBox):
+    """One toggle per quantization, so an unavailable one can be disabled with its reason as tooltip."""
+
+    def __init__(self, reasons: dict[str, str | None], value: str = "4bit"):
+        self.reasons = reasons
+        self.buttons = {
+            q: w.ToggleButton(description=QUANT_LABELS[q], value=False, disabled=reasons[q] is not None,
+                              tooltip=reasons[q] or f"Load the base model in {QUANT_LABELS[q]}",
+                              layout=w.Layout(width="auto"))
+            for q in QUANTIZATIONS
+        }
+        self.note = w.HTML(" ".join(f"<small>⛔ {r}</small>" for r in reasons.values() if r))
+        self._callbacks: list[Callable[[str], None]] = []
+        self._value = ""
+        super().__init__([*self.buttons.values(), self.note])
+        for q, b in self.buttons.items():
+            b.observe(lambda change, q=q: self._clicked(q, change["new"]), names="value")
+        self.value = value if reasons.get(value) is None else "4bit"
+
+    @property
+    def value(self) -> str:
+        return self._value
+
+    @value.setter
+    def value(self, q: str) -> None:
+        if self.reasons.get(q):
+            raise NbkitError(self.reasons[q])
+        self._value = q
+        for name, b in self.buttons.items():
+            b.value = name == q
+        for cb in self._callbacks:
+            cb(q)
+
+    def _clicked(self, q: str, pressed: bool) -> None:
+        if pressed and q != self._value:
+            self.value = q
+        elif not pressed and q == self._value:
+            self.buttons[q].value = True  # a radio group: the chosen one cannot be un-chosen
+
+    def on_change(self, callback: Callable[[str], None]) -> None:
+        self._callbacks.append(callback)
+
+
+class ConfigForm(w.VBox):
+    """Every field maps to a RunConfig field; `config` is the validated result or None with `error` set."""
+
+    def __init__(self, config: RunConfig | None = None, gpu: GpuInfo | None = None, models: list[str] | None = None):
+        from ..specs import curated_ids
+
+        self.gpu = gpu or check_gpu()
+        cfg = config or RunConfig()
+        style = {"description_width": "140px"}
+        self.model = w.Combobox(value=cfg.model, options=[TINY_MODEL, *(models or curated_ids())],
+                                description="Model", ensure_option=False, continuous_update=False, placeholder="Hub id or local folder",
+                                style=style, layout=w.Layout(width="520px"))
+        self.quantization = QuantizationPicker(quantization_availability(self.gpu), cfg.quantization)
+        self.lora_r = w.Dropdown(options=[4, 8, 16, 32, 64, 128], value=cfg.lora_r if cfg.lora_r in
+                                 (4, 8, 16, 32, 64, 128) else 16, description="LoRA rank r", style=style)
+        self.lora_alpha = w.IntText(value=cfg.lora_alpha, description="LoRA alpha", style=style)
+        self.max_seq_length = w.IntText(value=cfg.max_seq_length, description="Max sequence length", style=style)
+        self.batch_size = w.IntText(value=cfg.batch_size, description="Batch size", style=style)
+        self.grad_accum = w.IntText(value=cfg.grad_accum, description="Grad accumulation", style=style)
+        self.max_steps = w.IntText(value=cfg.max_steps, description="Steps", style=style)
+        self.learning_rate = w.FloatText(value=cfg.learning_rate, description="Learning rate", style=style)
+        self.error = w.HTML(value="")
+        self._base = cfg
+        self._listeners: list[Callable[[RunConfig | None], None]] = []
+        self.config: RunConfig | None = cfg
+        fields = [self.model, self.lora_r, self.lora_alpha, self.max_seq_length, self.batch_size,
+                  self.grad_accum, self.max_steps, self.learning_rate]
+        super().__init__([self.model, w.HBox([w.Label("Quantization", layout=w.Layout(width="144px")),
+                                              self.quantization]), *fields[1:], self.error])
+        for f in fields:
+            f.observe(lambda _change: self._rebuild(), names="value")
+        self.quantization.on_change(lambda _q: self._rebuild())
+
+    def values(self) -> dict:
+        return dict(model=self.model.value.strip(), quantization=self.quantization.value,
+                    lora_r=self.lora_r.value, lora_alpha=self.lora_alpha.value,
+                    max_seq_length=self.max_seq_length.value, batch_size=self.batch_size.value,
+                    grad_accum=self.grad_accum.value, max_steps=self.max_steps.value,
+                    learning_rate=self.learning_rate.value)
+
+    def _rebuild(self) -> None:
+        try:
+            self.config = self._base.replace(**self.values())
+            self.error.value = ""
+        except NbkitError as exc:  # shown inline: a form never raises a traceback at the user
+            self.config = None
+            self.error.value = f"<span style='color:#b00020'>⚠ {exc}</span>"
+        for listener in self._listeners:
+            listener(self.config)
+
+    def observe_config(self, listener: Callable[[RunConfig | None], None]) -> None:
+        self._listeners.append(listener)
+
+    def apply(self, config: RunConfig) -> None:
+        """Fill the form from a config (e.g. recommend()'s)."""
+        self._base = config
+        with self.hold_trait_notifications():
+            self.model.value = config.model
+            self.lora_r.value = config.lora_r if config.lora_r in self.lora_r.options else 16
+            for name in ("lora_alpha", "max_seq_length", "batch_size", "grad_accum", "max_steps", "learning_rate"):
+                getattr(self, name).value = getattr(config, name)
+        self.quantization.value = config.quantization

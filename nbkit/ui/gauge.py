@@ -1,0 +1,133 @@
+"""MemoryGauge: predicted peak VRAM against the GPU before loading; live VRAM while training."""
+from __future__ import annotations
+
+import threading
+
+import ipywidgets as w
+
+from ..config import RunConfig
+from ..errors import NbkitError
+from ..hardware import GpuInfo, check_gpu
+
+COLORS = {"weights": "#4e79a7", "LoRA + optimizer": "#f28e2b", "activations": "#59a14f", "logits": "#b07aa1",
+          "overhead": "#9c9c9c"}
+
+
+def verdict(used: float, capacity: float) -> tuple[str, str]:
+    """(level, words): green within recommend()'s safety margin, amber up to the card, red beyond."""
+    from ..memory import SAFETY_MARGIN
+
+    if used <= SAFETY_MARGIN * capacity:
+        return "ok", "fits"
+    if used <= capacity:
+        return "tight", "tight: may OOM on longer sequences"
+    return "over", "will not fit"
+
+
+LEVEL_COLOR = {"ok": "#2e7d32", "tight": "#ef8f00", "over": "#c62828"}
+
+
+class MemoryGauge(w.VBox):
+    def __init__(self, gpu: GpuInfo | None = None, backend: str | None = None):
+        self.gpu = gpu or check_gpu()
+        if backend is None:
+            from ..backend import unsloth_installed
+
+            backend = "unsloth" if self.gpu.available and unsloth_installed() else "transformers"
+        self.backend = backend
+        self.bar = w.HTML()
+        self.detail = w.HTML()
+        self.live = w.HTML()
+        self.level = "none"
+        self.breakdown = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        super().__init__([self.bar, self.detail, self.live])
+
+    @property
+    def capacity(self) -> float:
+        return self.gpu.usable_gib if self.gpu.available else 0.0
+
+    def update(self, config: RunConfig | None) -> None:
+        """Redraw the prediction for `config` (None: the form holds an invalid value)."""
+        if config is None:
+            self.level, self.breakdown = "none", None
+            self.bar.value = "<i>Fix the form's error to see the memory prediction.</i>"
+            self.detail.value = ""
+            return
+        from ..memory import estimate
+        from ..specs import spec_for
+
+        try:
+            spec = spec_for(config.model)
+        except NbkitError as exc:
+            self.level, self.breakdown = "none", None
+            self.bar.value = f"<span style='color:#b00020'>⚠ {exc}</span>"
+            self.detail.value = ""
+            return
+        part = estimate(config, spec, self.backend, on_cuda=True)
+        self.breakdown = part
+        used = part.reserved if self.gpu.capped_gib else part.total
+        if not self.gpu.available:
+            self.level = "none"
+            self.bar.value = (f"<b>Predicted peak VRAM on a GPU: {part.total:.2f} GiB</b> — no CUDA GPU here, "
+                              "so this run trains on the CPU.")
+        else:
+            self.level, words = verdict(used, self.capacity)
+            self.bar.value = self._bar_html(part.groups(), self.capacity, words)
+        self.detail.value = "<small>" + " · ".join(f"{k} {v:.2f} GiB" for k, v in part.groups().items()) + "</small>"
+
+    def _bar_html(self, groups: dict[str, float], capacity: float, words: str) -> str:
+        scale = max(capacity, sum(groups.values()))
+        segs = "".join(
+            f"<div title='{k}: {v:.2f} GiB' style='width:{100 * v / scale:.2f}%;background:{COLORS[k]}'></div>"
+            for k, v in groups.items() if v > 0)
+        cap_pos = 100 * capacity / scale
+        total = sum(groups.values())
+        color = LEVEL_COLOR[self.level]
+        return (f"<div class='nbkit-gauge' data-level='{self.level}' style='width:520px'>"
+                f"<div style='display:flex;height:18px;border:1px solid #888;position:relative'>{segs}"
+                f"<div style='position:absolute;left:{cap_pos:.2f}%;top:-3px;bottom:-3px;border-left:2px solid #000'>"
+                f"</div></div><b style='color:{color}'>{total:.2f} / {capacity:.1f} GiB — {words}</b></div>")
+
+    # --- live view ---------------------------------------------------------------------------
+    def read_live(self) -> tuple[float, float, float] | None:
+        """(allocated, reserved, peak reserved) GiB from allocator counters (host-side, no sync)."""
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        g = 1024**3
+        return (torch.cuda.memory_allocated() / g, torch.cuda.memory_reserved() / g,
+                torch.cuda.max_memory_reserved() / g)
+
+    def refresh_live(self) -> None:
+        vals = self.read_live()
+        if vals is None:
+            self.live.value = "<small>Live VRAM: no GPU in this session.</small>"
+            return
+        alloc, reserved, peak = vals
+        predicted = f", predicted {self.breakdown.reserved:.2f}" if self.breakdown else ""
+        self.live.value = (f"<small>Live VRAM: {alloc:.2f} GiB allocated, {reserved:.2f} reserved, "
+                           f"peak {peak:.2f}{predicted} of {self.capacity:.1f} GiB</small>")
+
+    def start_live(self, interval: float = 0.5) -> None:
+        """Refresh from a background thread, at most every `interval` s (>= 0.25: a few times a second)."""
+        interval = max(interval, 0.25)
+        self.stop_live()
+        self._stop.clear()
+
+        def loop():
+            while not self._stop.wait(interval):
+                self.refresh_live()
+
+        self.refresh_live()
+        self._thread = threading.Thread(target=loop, name="nbkit-gauge", daemon=True)
+        self._thread.start()
+
+    def stop_live(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=2)
+            self._thread = None
+            self.refresh_live()

@@ -1,0 +1,239 @@
+"""Regenerate notebooks/*.ipynb (outputs cleared) from the lesson text and cells below.
+
+Run: python scripts/make_notebooks.py
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat as nbf
+
+OUT = Path(__file__).resolve().parent.parent / "notebooks"
+
+TIERS = {
+    "8gb": dict(
+        tier="8GB", title="Fine-tune a 1B model on an 8 GB GPU (QLoRA 4-bit)",
+        model="unsloth/Llama-3.2-1B-Instruct", quantization="4bit", seq=2048, steps=60, merged=True, gguf=True,
+        why="""**Why these settings for 8 GB.** A 1B–3B model is what fits with room to train. Loading it in
+*dynamic 4-bit* stores each frozen weight in about half a byte, so Llama-3.2-1B's weights take ~1 GiB instead of
+~2.3 GiB. Only the LoRA adapters train: `adamw_8bit` keeps their optimizer state in 8 bits, and Unsloth's gradient
+checkpointing moves each layer's saved activations to CPU memory, which is why a batch of 1–2 with gradient
+accumulation (an effective batch of 8) fits with a safety margin. The memory gauge below shows the prediction
+before anything is loaded.""",
+    ),
+    "16gb": dict(
+        tier="16GB", title="Fine-tune an 8B model on a 16 GB GPU (Colab T4 / Kaggle), QLoRA 4-bit",
+        model="unsloth/Meta-Llama-3.1-8B-Instruct", quantization="4bit", seq=2048, steps=60, merged=True, gguf=True,
+        why="""**Why these settings for 16 GB.** A 7B–8B model in 16-bit needs ~15 GiB for its weights alone, so on a
+T4 it must be loaded in 4-bit (~5.5 GiB). What is left holds the activations: with Unsloth's gradient
+checkpointing each extra token costs ~0.28 MB on Llama-3.1-8B, so batch 2 × 2048 tokens fits, and gradient
+accumulation makes the effective batch 8. The T4 has no bf16, so training runs in fp16 there; nbkit picks that.""",
+    ),
+    "24gb": dict(
+        tier="24GB", title="Fine-tune on a 24 GB GPU: 8B in 16-bit LoRA (or 14B in 4-bit)",
+        model="unsloth/Meta-Llama-3.1-8B-Instruct", quantization="16bit", seq=2048, steps=60, merged=True, gguf=True,
+        why="""**Why these settings for 24 GB.** 24 GB (RTX 3090/4090, A10, L4) is the first tier where an 8B model
+fits *unquantized*: 16-bit LoRA trains faster than 4-bit (no dequantization on every matmul) and has no
+quantization error, at ~15 GiB of weights. If you want a bigger model instead, set `model` to
+`unsloth/Qwen2.5-14B-Instruct` and `quantization` to `4bit`: the gauge shows it fits too.""",
+    ),
+    "h100": dict(
+        tier="H100", title="H100: FP8 LoRA vs 16-bit LoRA, side by side",
+        model="unsloth/Meta-Llama-3.1-8B-Instruct", quantization="16bit", seq=2048, steps=60, merged=False,
+        gguf=False,
+        why="""**Why compare.** Hopper (and Ada) GPUs have FP8 tensor cores, and Unsloth can load a model in FP8
+(`load_in_fp8=True`), which halves the weights' memory against 16-bit. Whether it is *faster* depends on the model
+size and batch: FP8 adds scaling work around each matmul. This notebook trains the same model on the same data
+both ways and reports the measured speed and memory, so you can pick from evidence.""",
+    ),
+}
+
+INTRO = """# {title}
+
+This notebook runs the whole fine-tuning workflow with **nbkit**: GPU check → settings (form, pre-filled for the
+tier) → memory gauge → load → LoRA on all linear layers → data (chat template, train on the answers only) → train
+with a live progress display → check the adapters changed → before/after answer → save.
+
+**No GPU?** With `smoke = "auto"` (the default) and no CUDA GPU, every cell still runs, on nbkit's tiny embedded
+model on the CPU, in about a minute. That shows the workflow works; it says nothing about model quality.
+
+**On Colab / Kaggle:** run `!pip install "nbkit[gpu] @ git+<this repository>"` first (see the README), then
+*Runtime → Run all*."""
+
+PARAMS = '''# Parameters (papermill can override these: papermill in.ipynb out.ipynb -p max_steps 30)
+model = "{model}"
+quantization = "{quantization}"
+max_seq_length = {seq}
+max_steps = {steps}
+batch_size = 0  # 0: the largest batch the memory model says fits (with a safety margin)
+smoke = "auto"  # "auto": smoke mode exactly when there is no CUDA GPU; True/False to force
+emulate_tier = False  # True: cap GPU memory to this tier, to rehearse on a bigger card
+output_dir = "outputs/{name}"
+save_merged = {merged}
+save_gguf = {gguf}
+prompt = "What is the capital of France?"'''
+
+SETUP = '''import nbkit  # import nbkit first: on a GPU it imports Unsloth before transformers, as Unsloth requires
+from nbkit import RunConfig, session
+
+s = session.start("{tier}", smoke=smoke, emulate_tier=emulate_tier)'''
+
+CONFIG = '''from nbkit import memory
+from nbkit.specs import spec_for
+
+config = RunConfig(model=model, quantization=quantization, max_seq_length=max_seq_length, max_steps=max_steps,
+                   output_dir=output_dir)
+if s.smoke:
+    config = session.smoke_config(config)
+elif s.gpu.available:
+    rec = memory.recommend(spec_for(config.model), s.gpu, base=config, quantizations=[quantization])
+    print(rec.reason)
+    config = rec.config if not batch_size else rec.config.replace(batch_size=batch_size)
+print(config)'''
+
+FORM_MD = """## Settings and predicted memory
+Change anything in the form: the gauge updates at once, and turns amber or red when the run would not fit.
+The next cell takes the form's values."""
+
+FORM = '''from IPython.display import display
+from nbkit.ui.form import ConfigForm
+from nbkit.ui.gauge import MemoryGauge
+
+form = ConfigForm(config, s.gpu)
+gauge = MemoryGauge(s.gpu)
+form.observe_config(gauge.update)
+gauge.update(form.config)
+display(form, gauge)
+print(gauge.breakdown.table())  # the same prediction as text'''
+
+LOAD = '''from nbkit import models
+
+config = form.config or config
+loaded = models.load(config)
+trainable = sum(p.numel() for p in loaded.model.parameters() if p.requires_grad)
+print(f"backend: {loaded.backend}; LoRA trains {trainable:,} parameters")'''
+
+DATA_MD = """## Data
+nbkit ships a small instruction set (`nbkit/instruct-mini`, alpaca format). Each row goes through the model's
+chat template, and only the **answer** tokens are trained on: the prompt's labels are set to -100."""
+
+DATA = '''from nbkit import data
+
+prepared = data.prepare(config, loaded.tokenizer)
+print(prepared.summary())
+row = prepared.train[0]
+answer = [t for t, label in zip(row["input_ids"], row["labels"]) if label != -100]
+print("whole example:", repr(loaded.tokenizer.decode(row["input_ids"])))
+print("trained on:   ", repr(loaded.tokenizer.decode(answer)))'''
+
+BEFORE = '''from nbkit import generate, verify
+
+before = verify.snapshot(loaded.model)
+print("before training:", repr(generate.generate(loaded, prompt)))'''
+
+TRAIN = '''from nbkit import train
+
+result = train.run(loaded, prepared)  # shows steps, ETA, tokens/s, loss, VRAM and the loss curve'''
+
+VERIFY = '''check = verify.adapters_changed(loaded.model, before)
+print(check.summary())
+assert check.ok, "training did not change the adapters"
+print("after training:", repr(generate.generate(loaded, prompt)))'''
+
+SAVE = '''from nbkit import export
+
+adapters = export.save_lora(loaded, f"{config.output_dir}/lora_adapters")
+print("LoRA adapters:", sorted(p.name for p in adapters.iterdir()))
+if save_merged:
+    print("merged 16-bit:", export.save_merged(loaded, f"{config.output_dir}/merged_16bit", adapters))
+if save_gguf:
+    try:
+        print("GGUF:", export.save_gguf(loaded, f"{config.output_dir}/gguf"))
+    except nbkit.ExportError as exc:
+        print("GGUF skipped:", exc)'''
+
+PLOT = '''from IPython.display import Image
+from nbkit.ui.plot import loss_curve_png
+
+display(Image(loss_curve_png(result.losses, result.eval_losses)))
+print(result.summary())'''
+
+COMPARE = '''import gc
+
+import torch
+
+from nbkit import data, export, models, train, verify
+
+modes = ["fp8", "16bit"] if s.gpu.fp8 else ["16bit"]
+if "fp8" not in modes:
+    print("FP8 needs an NVIDIA GPU with compute capability 8.9+ (Ada/Hopper): only 16-bit runs here.")
+results = {}
+for q in modes:
+    cfg = config.replace(quantization=q, output_dir=f"{config.output_dir}/{q}")
+    loaded = models.load(cfg)
+    prepared = data.prepare(cfg, loaded.tokenizer)
+    before = verify.snapshot(loaded.model)
+    results[q] = train.run(loaded, prepared)
+    assert verify.adapters_changed(loaded.model, before).ok
+    export.save_lora(loaded, f"{cfg.output_dir}/lora_adapters")
+    del loaded, prepared
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()'''
+
+COMPARE_TABLE = '''from IPython.display import Image, Markdown
+from nbkit.ui.plot import bars_png
+
+rows = ["| mode | tokens/s | peak VRAM (GiB) | final loss |", "|---|---|---|---|"]
+for q, r in results.items():
+    peak = f"{r.peak_vram_gib:.2f}" if r.peak_vram_gib is not None else "n/a (CPU)"
+    rows.append(f"| {q} | {r.tokens_per_second:,.0f} | {peak} | {r.final_loss:.4f} |")
+display(Markdown("\\n".join(rows)))
+display(Image(bars_png(list(results), [r.tokens_per_second for r in results.values()], "tokens/s", "Speed")))
+if len(results) == 2:
+    fp8, bf16 = results["fp8"].tokens_per_second, results["16bit"].tokens_per_second
+    faster = "FP8" if fp8 > bf16 else "16-bit"
+    print(f"{faster} was faster here: FP8 ran at {fp8 / bf16:.2f}x the speed of 16-bit LoRA.")
+else:
+    print("Only one mode ran, so there is nothing to compare on this machine.")'''
+
+
+def md(text: str):
+    return nbf.v4.new_markdown_cell(text)
+
+
+def code(text: str, **fmt):
+    return nbf.v4.new_code_cell(text.format(**fmt) if fmt else text)
+
+
+def build(name: str, t: dict):
+    cells = [md(INTRO.format(title=t["title"]))]
+    params = code(PARAMS, name=name, **{k: t[k] for k in ("model", "quantization", "seq", "steps", "merged", "gguf")})
+    params.metadata["tags"] = ["parameters"]
+    cells += [params, md("## GPU check"), code(SETUP, tier=t["tier"]), md(t["why"]), code(CONFIG), md(FORM_MD),
+              code(FORM)]
+    if name == "h100":
+        cells += [md("## Train both ways\nSame model, data, LoRA settings and steps; only the base weights' "
+                     "precision differs."), code(COMPARE), md("## Measured result"), code(COMPARE_TABLE)]
+    else:
+        cells += [md("## Load the model and attach LoRA"), code(LOAD), md(DATA_MD), code(DATA),
+                  md("## Before training"), code(BEFORE), md("## Train"), code(TRAIN),
+                  md("## Did the adapters change?\nCompare the adapter tensors themselves (not `allclose` on outputs)."),
+                  code(VERIFY), md("## Save\nLoRA adapters always; merged 16-bit and GGUF where the tier allows."),
+                  code(SAVE), code(PLOT)]
+    nb = nbf.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    return nb
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    for name, t in TIERS.items():
+        path = OUT / f"{name}.ipynb"
+        nbf.write(build(name, t), path)
+        print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+import json
+
+import pytest
+
+from nbkit import DataError, RunConfig
+from nbkit.data import IGNORE, assistant_spans, detect_format, load_rows, prepare, to_messages, tokenize_example
+
+
+def answer_text(tokenizer, row):
+    return tokenizer.decode([t for t, label in zip(row["input_ids"], row["labels"]) if label != IGNORE])
+
+
+def test_shipped_data_set_masks_prompts(tokenizer):
+    prepared = prepare(RunConfig(max_seq_length=256), tokenizer)
+    assert prepared.format == "alpaca" and prepared.rows_in >= 300
+    raw = load_rows(RunConfig().dataset)
+    for i in (0, 57, 200):
+        row, src = prepared.train[i], raw[i]
+        n_prompt = next(j for j, label in enumerate(row["labels"]) if label != IGNORE)
+        prompt = tokenizer.decode(row["input_ids"][:n_prompt])
+        assert all(label == IGNORE for label in row["labels"][:n_prompt])
+        assert src["instruction"] in prompt and prompt.endswith("<|im_start|>assistant\n")
+        assert answer_text(tokenizer, row) == src["output"] + "<|im_end|>\n"
+
+
+@pytest.mark.parametrize("row, fmt", [
+    ({"instruction": "Add 2 and 3.", "input": "", "output": "5"}, "alpaca"),
+    ({"prompt": "Add 2 and 3.", "completion": "5"}, "prompt_completion"),
+    ({"messages": [{"role": "user", "content": "Add 2 and 3."}, {"role": "assistant", "content": "5"}]}, "messages"),
+    ({"conversations": [{"from": "human", "value": "Add 2 and 3."}, {"from": "gpt", "value": "5"}]}, "sharegpt"),
+])
+def test_every_format_trains_on_the_answer_only(tokenizer, row, fmt):
+    assert detect_format(row) == fmt
+    out = tokenize_example(tokenizer, to_messages(row, fmt), 128)
+    assert answer_text(tokenizer, out) == "5<|im_end|>\n"
+    assert out["labels"].count(IGNORE) > 5
+
+
+def test_multi_turn_trains_every_assistant_turn(tokenizer):
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye"},
+            {"role": "assistant", "content": "Goodbye"}]
+    text, spans = assistant_spans(tokenizer, msgs)
+    assert [text[a:b] for a, b in spans] == ["Hello<|im_end|>\n", "Goodbye<|im_end|>\n"]
+    out = tokenize_example(tokenizer, msgs, 256)
+    assert answer_text(tokenizer, out) == "Hello<|im_end|>\nGoodbye<|im_end|>\n"
+
+
+def test_alpaca_input_is_part_of_the_prompt():
+    msgs = to_messages({"instruction": "Sort.", "input": "3, 1", "output": "1, 3"}, "alpaca")
+    assert msgs[0] == {"role": "user", "content": "Sort.\n\n3, 1"}
+
+
+def test_unknown_columns_name_the_fix():
+    with pytest.raises(DataError) as err:
+        detect_format(["question", "answer"])
+    text = str(err.value)
+    assert "['question', 'answer']" in text and "rename_column" in text and "instruction" in text
+
+
+def test_explicit_format_with_missing_column():
+    with pytest.raises(DataError, match=r"needs column\(s\) \['output'\]"):
+        detect_format(["instruction", "response"], "alpaca")
+
+
+def test_bad_sharegpt_role(tokenizer):
+    with pytest.raises(DataError, match="unknown 'from' value 'robot'"):
+        to_messages({"conversations": [{"from": "robot", "value": "x"}]}, "sharegpt")
+
+
+def test_local_csv_and_jsonl(tmp_path, tokenizer):
+    csv = tmp_path / "d.csv"
+    csv.write_text("instruction,output\nSay hi,hi\nSay bye,bye\n")
+    prepared = prepare(RunConfig(dataset=str(csv)), tokenizer)
+    assert len(prepared.train) == 2 and prepared.format == "alpaca"
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"prompt": f"q{i}", "completion": f"a{i}"}) for i in range(12)))
+    prepared = prepare(RunConfig(dataset=str(jsonl), eval_fraction=0.25), tokenizer)
+    assert len(prepared.train) + len(prepared.eval) == 12 and len(prepared.eval) == 3
+
+
+def test_missing_file_and_unreachable_hub_id(tmp_path, tokenizer):
+    with pytest.raises(DataError, match="does not exist"):
+        load_rows(str(tmp_path / "nope.jsonl"))
+    with pytest.raises(DataError, match="Use a local .jsonl/.csv file"):
+        load_rows("someone/not-a-dataset-xyz")
+
+
+def test_rows_losing_their_answer_are_dropped_and_counted(tokenizer):
+    rows = [{"instruction": "word " * 200, "output": "x"}, {"instruction": "short", "output": "y"}]
+    prepared = prepare(RunConfig(max_seq_length=64), tokenizer, rows=rows)
+    assert prepared.dropped == 1 and prepared.truncated == 1 and len(prepared.train) == 1
+    assert "Dropped 1 row(s)" in prepared.summary()
+    with pytest.raises(DataError, match="raise max_seq_length"):
+        prepare(RunConfig(max_seq_length=64), tokenizer, rows=rows[:1])
+
+
+def test_no_chat_template_is_explained(tokenizer):
+    bare = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
+    bare.chat_template = None
+    with pytest.raises(DataError, match="no chat template"):
+        assistant_spans(bare, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])

@@ -1,0 +1,43 @@
+"""Every tier notebook runs headless, top to bottom, in smoke mode (CPU, tiny model)."""
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_all_tiers_present_and_clean():
+    assert {p.stem for p in NOTEBOOKS} == {"8gb", "16gb", "24gb", "h100"}
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code), f"{path.name} has outputs"
+        params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+        assert len(params) == 1 and "smoke = " in params[0].source
+        assert code[1].source.startswith("import nbkit")  # before anything imports transformers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_in_smoke_mode(path, tmp_path):
+    from nbkit.cli import main
+
+    out = tmp_path / path.name
+    assert main(["notebook", str(path), "-o", str(out), "--cwd", str(tmp_path)]) == 0
+    nb = nbformat.read(out, as_version=4)
+    text = "".join(o.get("text", "") + o.get("data", {}).get("text/markdown", "")
+                   for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "SMOKE MODE" in text and "Training finished" in text
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    if path.stem == "h100":
+        assert "| 16bit |" in text and "Only one mode ran" in text
+        assert (tmp_path / "outputs/h100/16bit/lora_adapters/adapter_model.safetensors").exists()
+    else:
+        assert "adapters changed" in text and "GGUF skipped" in text
+        saved = tmp_path / "outputs" / path.stem
+        assert (saved / "lora_adapters" / "adapter_model.safetensors").exists()
+        assert (saved / "merged_16bit" / "model.safetensors").exists()
+        assert json.loads((saved / "lora_adapters" / "nbkit_run.json").read_text())["model"] == "nbkit/tiny-llama"

@@ -1,0 +1,122 @@
+from types import SimpleNamespace
+
+import pytest
+
+from nbkit.ui.display import Display, TextDisplay, resolve_mode
+from nbkit.ui.progress import TrainingProgress, fmt_seconds
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+class Recorder(Display):
+    wants_plot = True
+
+    def __init__(self, clock, plot_cost):
+        self.clock, self.plot_cost = clock, plot_cost
+        self.stats_calls, self.plots, self.ended, self.errors = [], 0, None, []
+
+    def stats(self, line, values):
+        self.stats_calls.append(line)
+
+    def plot(self, png):
+        assert png.startswith(b"\x89PNG")
+        self.plots += 1
+        self.clock.t += self.plot_cost  # drawing takes time
+
+    def end(self, summary):
+        self.ended = summary
+
+    def error(self, message):
+        self.errors.append(message)
+
+
+def drive(steps, step_seconds, plot_cost, budget=0.01):
+    clock = Clock()
+    cb = TrainingProgress(stats_interval=0.5, plot_budget=budget, clock=clock)
+    cb.display = Recorder(clock, plot_cost)
+    cb.attach(SimpleNamespace(tokens=0))
+    state = SimpleNamespace(max_steps=steps, global_step=0)
+    cb.on_train_begin(None, state, None)
+    for step in range(1, steps + 1):
+        clock.t += step_seconds
+        cb.counter.tokens += 1000
+        state.global_step = step
+        cb.on_log(None, state, None, logs={"loss": 5.0 - step * 0.01, "learning_rate": 1e-4})
+        cb.on_step_end(None, state, None)
+    cb.on_train_end(None, state, None)
+    return cb, clock
+
+
+def test_plot_redraws_cost_at_most_the_budget():
+    # 0.1 s steps, a 0.2 s plot: unthrottled this would be 2x the training time
+    cb, clock = drive(steps=2000, step_seconds=0.1, plot_cost=0.2)
+    assert cb.redraws >= 2
+    assert cb.plot_seconds / clock.t < 0.02  # under 2% of the run's time
+    assert len(cb.display.stats_calls) <= 2000 * 0.1 / 0.5 + 2  # stats at most every 0.5 s
+
+
+def test_stats_summary_and_eta():
+    cb, clock = drive(steps=100, step_seconds=1.0, plot_cost=0.01)
+    assert cb.finished and cb.display.ended.startswith("Training finished: 100 steps")
+    assert "loss 4.9900 → 4.0000" in cb.display.ended
+    cb.step, cb.total = 25, 100
+    stats = cb.stats()
+    assert stats["eta"] == pytest.approx(3 * stats["elapsed"])
+    assert "step 25/100" in cb.stats_line() and "tok/s" in cb.stats_line() and "lr 1.00e-04" in cb.stats_line()
+
+
+def test_errors_are_shown_with_advice():
+    from nbkit import HardwareError
+
+    cb, _ = drive(steps=3, step_seconds=1.0, plot_cost=0.0)
+    cb.fail(HardwareError("Out of GPU memory at batch 8 × 2048 tokens. Use batch_size=4 with grad_accum=8"))
+    assert cb.display.errors == [cb.error] and "out of GPU memory" in cb.error and "batch_size=4" in cb.error
+    cb.fail(ValueError("bad"))
+    assert cb.error == "Training stopped on an error: ValueError: bad"
+
+
+def test_text_display_throttles_lines():
+    clock = Clock()
+    lines = []
+    text = TextDisplay(interval=10.0, printer=lines.append, clock=clock)
+    text.begin(50)
+    for i in range(100):
+        clock.t = i
+        text.stats(f"line {i}", {})
+    text.end("done")
+    assert lines == ["nbkit: training for 50 steps"] + [f"line {i}" for i in range(0, 100, 10)] + ["done"]
+
+
+def test_display_mode(monkeypatch):
+    monkeypatch.setenv("NBKIT_DISPLAY", "text")
+    assert resolve_mode("auto") == "text"
+    monkeypatch.delenv("NBKIT_DISPLAY")
+    assert resolve_mode("auto") == "text"  # pytest is no notebook kernel
+    assert resolve_mode("widgets") == "widgets"
+    with pytest.raises(ValueError):
+        resolve_mode("fancy")
+
+
+def test_fmt_seconds():
+    assert fmt_seconds(5) == "0:05" and fmt_seconds(3725) == "1:02:05"
+
+
+def test_progress_in_a_real_run(tiny_dir, tmp_path):
+    from nbkit import RunConfig, data, models, train
+
+    cfg = RunConfig(quantization="16bit", max_seq_length=96, batch_size=2, grad_accum=1, max_steps=6,
+                    save_steps=0, max_samples=20, output_dir=str(tmp_path))
+    loaded = models.load(cfg)
+    lines = []
+    cb = TrainingProgress(mode="text")
+    cb.display = TextDisplay(interval=0.0, printer=lines.append)
+    train.run(loaded, data.prepare(cfg, loaded.tokenizer), progress=cb)
+    assert lines[0] == "nbkit: training for 6 steps" and lines[-1].startswith("Training finished: 6 steps")
+    assert any(line.startswith("step 6/6") for line in lines)
+    assert len(cb.losses) == 6 and cb.tokens > 0

@@ -1,0 +1,91 @@
+import pytest
+
+from nbkit import RunConfig
+from nbkit.hardware import GpuInfo
+from nbkit.ui.form import ConfigForm, quantization_availability
+from nbkit.ui.gauge import MemoryGauge, verdict
+from nbkit.ui.launch import Launcher
+
+LLAMA_8B = "unsloth/Meta-Llama-3.1-8B-Instruct"
+CPU = GpuInfo(available=False)
+
+
+def test_form_produces_a_validated_config():
+    form = ConfigForm(RunConfig(model=LLAMA_8B), CPU)
+    seen = []
+    form.observe_config(seen.append)
+    form.lora_r.value = 32
+    form.max_seq_length.value = 4096
+    assert form.config.lora_r == 32 and form.config.max_seq_length == 4096 and seen[-1] is form.config
+    form.batch_size.value = 0
+    assert form.config is None and seen[-1] is None
+    assert "batch_size=0 is invalid" in form.error.value
+    form.batch_size.value = 2
+    assert form.config.batch_size == 2 and form.error.value == ""
+
+
+def test_fp8_is_disabled_with_its_reason(fake_gpu):
+    form = ConfigForm(RunConfig(), fake_gpu(15.0, (7, 5)))
+    button = form.quantization.buttons["fp8"]
+    assert button.disabled and "Tesla T4 is 7.5" in button.tooltip and "Ada/Hopper" in form.quantization.note.value
+    assert not form.quantization.buttons["16bit"].disabled
+    assert quantization_availability(CPU)["fp8"].startswith("FP8 needs an NVIDIA GPU")
+    assert quantization_availability(fake_gpu(80.0, (9, 0)))["fp8"] is None
+
+
+def test_quantization_buttons_act_as_one_choice():
+    form = ConfigForm(RunConfig(quantization="4bit"), CPU)
+    form.quantization.buttons["16bit"].value = True  # the user clicks 16-bit
+    assert form.quantization.value == "16bit" and form.config.quantization == "16bit"
+    assert [b.value for b in form.quantization.buttons.values()] == [False, False, True, False]
+    form.quantization.buttons["16bit"].value = False  # clicking the chosen one again keeps it
+    assert form.quantization.buttons["16bit"].value is True
+
+
+def test_gauge_follows_the_form(fake_gpu):
+    gpu = fake_gpu(15.0)
+    form = ConfigForm(RunConfig(model=LLAMA_8B, quantization="4bit", batch_size=1, max_seq_length=1024), gpu)
+    gauge = MemoryGauge(gpu, backend="unsloth")
+    form.observe_config(gauge.update)
+    gauge.update(form.config)
+    assert gauge.level == "ok" and "fits" in gauge.bar.value and "data-level='ok'" in gauge.bar.value
+    small = gauge.breakdown.total
+    form.quantization.buttons["16bit"].value = True
+    assert gauge.level == "over" and "will not fit" in gauge.bar.value and gauge.breakdown.total > small
+    for part in ("weights", "LoRA + optimizer", "activations", "overhead"):
+        assert part in gauge.detail.value
+    form.lora_alpha.value = -1
+    assert gauge.level == "none" and "Fix the form" in gauge.bar.value
+
+
+def test_gauge_on_cpu_and_unknown_model():
+    gauge = MemoryGauge(CPU)
+    gauge.update(RunConfig(model=LLAMA_8B))
+    assert "no CUDA GPU here" in gauge.bar.value and gauge.breakdown is not None
+    gauge.update(RunConfig(model="nobody/no-such-model"))
+    assert "was not found" in gauge.bar.value
+    gauge.start_live(interval=0.25)
+    gauge.stop_live()
+    assert "no GPU in this session" in gauge.live.value
+
+
+@pytest.mark.parametrize("used, level", [(10.0, "ok"), (14.0, "tight"), (16.0, "over")])
+def test_verdict_levels(used, level):
+    assert verdict(used, 15.0)[0] == level
+
+
+def test_launcher_prefills_and_blocks_what_cannot_fit(fake_gpu):
+    ui = Launcher(RunConfig(model=LLAMA_8B), gpu=fake_gpu(15.0))
+    assert ui.form.config.quantization == "4bit" and "Recommended" in ui.status.value
+    assert ui.gauge.level == "ok" and not ui.train_button.disabled
+    ui.form.batch_size.value = 64
+    assert ui.gauge.level == "over" and ui.train_button.disabled
+
+
+def test_launcher_trains_the_tiny_model(tmp_path):
+    cfg = RunConfig(quantization="16bit", max_seq_length=96, batch_size=2, grad_accum=1, max_steps=3, save_steps=0,
+                    max_samples=12, output_dir=str(tmp_path))
+    ui = Launcher(cfg, gpu=CPU)
+    ui.train_button.click()
+    assert ui.report is not None and ui.report.train.steps == 3 and ui.report.verify.ok
+    assert (tmp_path / "lora_adapters" / "adapter_model.safetensors").exists()

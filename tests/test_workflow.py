@@ -1,0 +1,123 @@
+"""End to end on CPU: the shipped data set, the tiny model, real (4-bit and full-precision) LoRA training."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from nbkit import ModelNotFoundError, RunConfig, data, export, models, train, verify
+from nbkit.data import IGNORE
+
+
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = RunConfig(quantization="16bit", max_seq_length=128, batch_size=4, grad_accum=1, max_steps=30,
+                    learning_rate=3e-3, warmup_steps=2, lora_r=8, lora_alpha=16, save_steps=10, output_dir=str(out))
+    loaded = models.load(cfg)
+    prepared = data.prepare(cfg, loaded.tokenizer)
+    before = verify.snapshot(loaded.model)
+    result = train.run(loaded, prepared, progress=False)
+    return cfg, loaded, prepared, before, result
+
+
+def test_loss_falls_and_adapters_change(trained):
+    cfg, loaded, prepared, before, result = trained
+    assert result.steps == 30 and len(result.losses) == 30
+    assert mean([l for _, l in result.losses[-5:]]) < mean([l for _, l in result.losses[:5]]) - 0.05
+    report = verify.adapters_changed(loaded.model, before)
+    assert report.ok and report.changed == report.tensors == 2 * 7 * 2  # A and B, 7 targets, 2 layers
+    lengths = sorted(len(ids) for ids in prepared.train["input_ids"])
+    # 30 steps x 4 rows, drawn in shuffled order: between the 120 shortest and the 120 longest rows
+    assert sum(lengths[:120]) <= result.tokens <= sum(lengths[-120:])
+    assert result.tokens_per_second > 0
+
+
+def test_checkpoints_are_where_promised(trained):
+    cfg, *_, result = trained
+    names = sorted(Path(p).name for p in result.checkpoints)
+    assert names == ["checkpoint-20", "checkpoint-30"]  # save_total_limit=2 keeps the newest two
+    assert all((Path(p) / "adapter_model.safetensors").exists() for p in result.checkpoints)
+
+
+def test_save_reload_gives_identical_logits(trained, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    cfg, loaded, prepared, *_ = trained
+    adapter_dir = export.save_lora(loaded, tmp_path / "lora")
+    assert (adapter_dir / "adapter_model.safetensors").exists() and (adapter_dir / "nbkit_run.json").exists()
+    batch = torch.tensor([prepared.train[0]["input_ids"]])
+    loaded.model.eval()
+    with torch.no_grad():
+        expected = loaded.model(input_ids=batch).logits
+        base = AutoModelForCausalLM.from_pretrained(loaded.base_path, dtype=torch.float32)
+        reloaded = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+        assert torch.equal(reloaded(input_ids=batch).logits, expected)
+        merged_dir = export.save_merged(loaded, tmp_path / "merged", adapter_dir)
+        merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
+        torch.testing.assert_close(merged(input_ids=batch).logits, expected, atol=1e-4, rtol=1e-4)
+    loaded.model.train()
+
+
+def test_gguf_on_cpu_explains_the_alternative(trained, tmp_path):
+    from nbkit import ExportError
+
+    with pytest.raises(ExportError, match="convert_hf_to_gguf.py"):
+        export.save_gguf(trained[1], tmp_path / "gguf")
+
+
+def test_qlora_4bit_trains_on_cpu(tmp_path):
+    """Real NF4 weights (bitsandbytes) with LoRA on top: the 8 GB tier's recipe, on the tiny model."""
+    cfg = RunConfig(quantization="4bit", max_seq_length=128, batch_size=4, grad_accum=1, max_steps=20,
+                    learning_rate=3e-3, warmup_steps=1, lora_r=8, save_steps=0, output_dir=str(tmp_path))
+    loaded = models.load(cfg)
+    layer = loaded.model.base_model.model.model.layers[0].self_attn.q_proj.base_layer
+    assert type(layer).__name__ == "Linear4bit" and layer.weight.quant_state.quant_type == "nf4"
+    prepared = data.prepare(cfg, loaded.tokenizer)
+    before = verify.snapshot(loaded.model)
+    result = train.run(loaded, prepared, progress=False)
+    assert mean([l for _, l in result.losses[-5:]]) < mean([l for _, l in result.losses[:5]])
+    assert verify.adapters_changed(loaded.model, before).ok
+    assert all(label == IGNORE for label in prepared.train[0]["labels"][:5])
+
+
+def test_workflow_run_writes_a_report(tmp_path):
+    import json
+
+    from nbkit import workflow
+
+    cfg = RunConfig(quantization="16bit", max_seq_length=128, batch_size=4, grad_accum=1, max_steps=4,
+                    lora_r=4, save_steps=0, max_samples=40, output_dir=str(tmp_path))
+    report = workflow.run(cfg, merged=True, gguf=True, progress=False, max_new_tokens=4)
+    saved = json.loads((tmp_path / "nbkit_report.json").read_text())
+    assert saved["steps"] == 4 and saved["adapters_changed"] is True
+    assert Path(report.merged_dir, "model.safetensors").exists()
+    assert report.gguf_dir is None and any("GGUF skipped" in n for n in report.notes)
+
+
+def test_unknown_model_id_is_explained():
+    with pytest.raises(ModelNotFoundError) as err:
+        models.load(RunConfig(model="unsloth/Meta-Llama-3.1-8B-Instrukt"))
+    text = str(err.value)
+    assert "was not found" in text and "Did you mean unsloth/Meta-Llama-3.1-8B-Instruct" in text
+    assert "HF_HUB_OFFLINE=1" in text
+
+
+def test_fp8_without_gpu_fails_before_loading():
+    from nbkit import HardwareError
+
+    if torch.cuda.is_available():
+        pytest.skip("has a GPU")
+    with pytest.raises(HardwareError, match="FP8 LoRA needs an NVIDIA GPU"):
+        models.load(RunConfig(quantization="fp8"))
+
+
+def test_lora_targets_that_do_not_exist(tmp_path):
+    from nbkit import ConfigError
+
+    with pytest.raises(ConfigError, match="Its linear layers are .*'q_proj'"):
+        models.load(RunConfig(quantization="16bit", target_modules=("qkv_proj",)))
