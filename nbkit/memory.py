@@ -192,9 +192,10 @@ def check_fits(config: RunConfig, spec: ModelSpec, gpu: GpuInfo, backend: str = 
     )
 
 
-# Measured by bench/fp8_vs_bf16.py on an H100: FP8 LoRA speed relative to bf16 LoRA, by model size.
-# recommend() only picks FP8 where this says it was faster; see bench/results/fp8_vs_bf16.json.
-FP8_SPEEDUP_BY_BILLIONS: dict[float, float] = {}
+# Measured on an H100 (bench/fp8_vs_bf16.py, bench/results/fp8_vs_bf16.json): FP8 LoRA steady-state speed
+# relative to bf16 LoRA at 8192 tokens per step, by model size in billions of parameters. recommend() picks
+# FP8 only where it was measurably faster (Llama 8B: 1.17x; Llama 1B: 0.93x, i.e. slower).
+FP8_SPEEDUP_BY_BILLIONS: dict[float, float] = {1.24: 0.93, 8.03: 1.17}
 
 
 def _fp8_helps(spec: ModelSpec) -> bool:
@@ -256,7 +257,8 @@ def _reason(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo) -> str:
         "4bit": f"4-bit loading shrinks the {size}'s frozen weights to about a quarter, which is what lets it "
                 f"fit in {gpu.usable_gib:.0f} GiB.",
         "16bit": f"The {size} fits in 16-bit, which trains faster than 4-bit and avoids quantization error.",
-        "fp8": f"This GPU has FP8 tensor cores, and FP8 was measured faster than 16-bit for a {size}.",
+        "fp8": f"This GPU has FP8 tensor cores, and FP8 LoRA was measured faster than 16-bit for a {size} "
+               f"(after a few minutes of one-off kernel compilation), with half the weight memory.",
         "8bit": f"8-bit halves the {size}'s weights.",
     }[cfg.quantization]
     return (f"{why} Batch {cfg.batch_size} × {cfg.grad_accum} accumulation steps gives an effective batch of "

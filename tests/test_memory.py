@@ -94,7 +94,7 @@ def test_tier_too_small_says_what_to_do(fake_gpu):
 
 
 @pytest.mark.parametrize("total, arch, expect_quant", [
-    (15.0, LLAMA_8B, "4bit"), (7.6, LLAMA_1B, "4bit"), (23.6, LLAMA_8B, "16bit"), (79.2, LLAMA_8B, "16bit")])
+    (15.0, LLAMA_8B, "4bit"), (7.6, LLAMA_1B, "4bit"), (23.6, LLAMA_8B, "16bit"), (79.2, LLAMA_1B, "16bit")])
 def test_recommendations_fit_and_explain(fake_gpu, total, arch, expect_quant):
     gpu = fake_gpu(total, (9, 0) if total > 70 else (8, 6))
     rec = recommend(spec_for(arch), gpu)
@@ -102,8 +102,15 @@ def test_recommendations_fit_and_explain(fake_gpu, total, arch, expect_quant):
     assert rec.breakdown.total <= SAFETY_MARGIN * total
     assert rec.config.effective_batch >= 8 - rec.config.batch_size + 1
     assert "effective batch" in rec.reason and len(rec.reason) < 400
-    # FP8 is never picked without a measured speed-up behind it
-    assert rec.config.quantization != "fp8"
+
+
+def test_fp8_only_where_it_was_measured_faster(fake_gpu):
+    """H100 measurements: FP8 beat bf16 on Llama 8B (1.17x) but not on Llama 1B (0.93x)."""
+    h100, a100 = fake_gpu(79.2, (9, 0), "H100"), fake_gpu(79.2, (8, 0), "A100")
+    assert recommend(spec_for(LLAMA_8B), h100).config.quantization == "fp8"
+    assert "measured faster" in recommend(spec_for(LLAMA_8B), h100).reason
+    assert recommend(spec_for(LLAMA_1B), h100).config.quantization == "16bit"
+    assert recommend(spec_for(LLAMA_8B), a100).config.quantization == "16bit"  # no FP8 tensor cores
 
 
 def test_recommend_respects_a_requested_quantization(fake_gpu):
