@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
-if ! .venv/bin/python -c "import nbkit, torch, trl, papermill, pytest" 2>/dev/null; then
+if ! .venv/bin/python -c "import nbkit, torch, trl, papermill, pytest, playwright" 2>/dev/null; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "torch==2.13.0"
   .venv/bin/python -m pip install -q -e ".[test]"

@@ -23,7 +23,7 @@ def quantization_availability(gpu: GpuInfo) -> dict[str, str | None]:
     return reasons
 
 
-class QuantizationPicker(w.HBox):
+class QuantizationPicker(w.VBox):
     """One toggle per quantization, so an unavailable one can be disabled with its reason as tooltip."""
 
     def __init__(self, reasons: dict[str, str | None], value: str = "4bit"):
@@ -31,13 +31,13 @@ class QuantizationPicker(w.HBox):
         self.buttons = {
             q: w.ToggleButton(description=QUANT_LABELS[q], value=False, disabled=reasons[q] is not None,
                               tooltip=reasons[q] or f"Load the base model in {QUANT_LABELS[q]}",
-                              layout=w.Layout(width="auto"))
+                              layout=w.Layout(width="auto", min_width="120px"))
             for q in QUANTIZATIONS
         }
-        self.note = w.HTML(" ".join(f"<small>⛔ {r}</small>" for r in reasons.values() if r))
+        self.note = w.HTML(" ".join(f"<small>Unavailable: {r}</small>" for r in reasons.values() if r))
         self._callbacks: list[Callable[[str], None]] = []
         self._value = ""
-        super().__init__([*self.buttons.values(), self.note])
+        super().__init__([w.HBox(list(self.buttons.values())), self.note])
         for q, b in self.buttons.items():
             b.observe(lambda change, q=q: self._clicked(q, change["new"]), names="value")
         self.value = value if reasons.get(value) is None else "4bit"
