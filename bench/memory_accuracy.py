@@ -13,43 +13,12 @@ import argparse
 import json
 import time
 
-from common import RESULTS, free_cuda, gpu_used_gib, print_table, random_model, synthetic_data, write_json
+from common import (RESULTS, free_cuda, gpu_used_gib, print_table, random_model, step_timer, synthetic_data,
+                    write_json)
 
 DEFAULT_SHAPES = "512x1,512x8,1024x4,2048x1,2048x4,4096x2,4096x8"
 COLS = ["arch", "backend", "quant", "gc", "seq", "batch", "predicted_gib", "measured_gib", "error_pct",
         "weights_gib", "tok_s_steady"]
-
-
-class StepTimer:
-    """Wall time per optimizer step; the first `warmup` steps (compilation) are left out."""
-
-    def __init__(self, warmup: int = 2):
-        from transformers import TrainerCallback  # noqa: F401  (imported after Unsloth by then)
-
-        self.warmup, self.times, self._t = warmup, [], None
-
-    def __getattr__(self, name):  # the Trainer calls every hook; only two matter here
-        if name.startswith("on_"):
-            return lambda *a, **k: None
-        raise AttributeError(name)
-
-    def on_step_begin(self, *a, **k):
-        import torch
-
-        torch.cuda.synchronize()
-        self._t = time.perf_counter()
-
-    def on_step_end(self, *a, **k):
-        import torch
-
-        torch.cuda.synchronize()
-        self.times.append(time.perf_counter() - self._t)
-
-    def steady(self) -> float | None:
-        import statistics
-
-        rest = self.times[self.warmup:]
-        return statistics.median(rest) if rest else None
 
 
 def predict(rec: dict) -> dict:
@@ -125,7 +94,7 @@ def measure(args) -> list[dict]:
                     free_cuda()
                     loaded.config = cfg.replace(max_seq_length=seq, batch_size=batch, grad_accum=1)
                     data = synthetic_data(batch * args.steps, seq)
-                    timer = StepTimer()
+                    timer = step_timer()
                     try:
                         res = train.run(loaded, data, progress=False, callbacks=[timer])
                         status = "ok"

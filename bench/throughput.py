@@ -2,35 +2,13 @@
 
 python bench/throughput.py --arch 1b --quant 16bit --seq 2048 --batch 4 --steps 8
 Both runs use the same random-weight model, synthetic rows of exactly `seq` tokens, LoRA r=16 on all linear
-layers and TRL's SFTTrainer; speed is the median step time after 3 warm-up (compilation) steps. The raw run goes
+layers and TRL's SFTTrainer; speed is the median step time after 2 warm-up (compilation) steps. The raw run goes
 first; its compiled kernels may be cached for the nbkit run, so read a ratio near 1 as "no slower". Writes bench/results/throughput_<arch>_<quant>.json.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-
-from common import free_cuda, print_table, random_model, synthetic_data, write_json
-
-
-def make_timer():
-    import torch
-    from transformers import TrainerCallback
-
-    class StepTimes(TrainerCallback):
-        def __init__(self):
-            self.times, self._t = [], 0.0
-
-        def on_step_begin(self, *a, **k):
-            torch.cuda.synchronize()
-            self._t = time.perf_counter()
-
-        def on_step_end(self, *a, **k):
-            torch.cuda.synchronize()
-            self.times.append(time.perf_counter() - self._t)
-
-    return StepTimes()
+from common import free_cuda, print_table, random_model, step_timer, synthetic_data, write_json
 
 
 def raw_unsloth(path, args, data):
@@ -42,14 +20,14 @@ def raw_unsloth(path, args, data):
     model = FastLanguageModel.get_peft_model(
         model, r=16, lora_alpha=16, lora_dropout=0.0, bias="none", use_gradient_checkpointing="unsloth",
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    timer = make_timer()
+    timer = step_timer()
     trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=data.train, callbacks=[timer],
                          args=SFTConfig(output_dir="/tmp/raw", per_device_train_batch_size=args.batch,
                                         gradient_accumulation_steps=1, max_steps=args.steps, learning_rate=2e-4,
                                         optim="adamw_8bit", logging_steps=1, report_to="none", bf16=True,
                                         max_length=args.seq, save_strategy="no"))
     trainer.train()
-    return timer.times
+    return timer
 
 
 def with_nbkit(path, args, data):
@@ -59,9 +37,9 @@ def with_nbkit(path, args, data):
     cfg = RunConfig(model=path, quantization=args.quant, max_seq_length=args.seq, batch_size=args.batch,
                     grad_accum=1, max_steps=args.steps, save_steps=0, output_dir="/tmp/nbk")
     loaded = models.load(cfg, check_memory=False)
-    timer = make_timer()
+    timer = step_timer()
     train.run(loaded, data, callbacks=[timer], progress=True)  # the progress display stays on
-    return timer.times
+    return timer
 
 
 def main() -> None:
@@ -80,9 +58,9 @@ def main() -> None:
     rows = []
     for name, fn in (("raw unsloth", raw_unsloth), ("nbkit", with_nbkit)):
         free_cuda()
-        times = fn(path, args, data)[3:]
-        step = statistics.median(times)
-        rows.append({"run": name, "steps_timed": len(times), "median_step_s": step,
+        timer = fn(path, args, data)
+        step = timer.steady()
+        rows.append({"run": name, "steps_timed": len(timer.times) - 2, "median_step_s": step,
                      "tokens_per_s": args.batch * args.seq / step})
     rows.append({"run": "nbkit / raw", "tokens_per_s": rows[1]["tokens_per_s"] / rows[0]["tokens_per_s"]})
     print_table(rows, ["run", "steps_timed", "median_step_s", "tokens_per_s"])
