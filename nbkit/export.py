@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from .errors import ExportError
@@ -72,7 +71,3 @@ def _checked(directory: Path) -> Path:
     if not any(directory.glob("*.safetensors")):
         raise ExportError(f"Merged export to {directory} wrote no .safetensors weights.")
     return directory
-
-
-def clean(directory: str | Path) -> None:
-    shutil.rmtree(directory, ignore_errors=True)
