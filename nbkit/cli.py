@@ -40,10 +40,13 @@ def _train(args) -> int:
     backend.ensure()
     from . import workflow
 
+    from .distributed import is_main
+
     cfg = RunConfig.load(args.config)
     report = workflow.run(cfg, merged=args.merged, gguf=args.gguf, progress=True)
-    print(report.summary())
-    return 0
+    if is_main():
+        print(report.summary())
+    return 0 if report.ranks_agree else 1
 
 
 def _notebook(args) -> int:
@@ -84,7 +87,8 @@ def main(argv=None) -> int:
     p.add_argument("--r", type=int, default=16)
     p.add_argument("--backend", default="unsloth")
     p.set_defaults(fn=_estimate)
-    p = sub.add_parser("train", help="run the whole workflow from a RunConfig YAML/JSON")
+    p = sub.add_parser("train", help="run the whole workflow from a RunConfig YAML/JSON "
+                                     "(data-parallel under torchrun / accelerate launch)")
     p.add_argument("--config", required=True)
     p.add_argument("--merged", action="store_true")
     p.add_argument("--gguf", action="store_true")

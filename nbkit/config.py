@@ -91,6 +91,10 @@ class RunConfig:
     def effective_batch(self) -> int:
         return self.batch_size * self.grad_accum
 
+    def global_batch(self, processes: int = 1) -> int:
+        """Rows per optimizer step across all data-parallel processes (GPUs)."""
+        return self.effective_batch * processes
+
     def resolved_optimizer(self, on_cuda: bool) -> str:
         if self.optimizer != "auto":
             return self.optimizer

@@ -210,10 +210,12 @@ class Recommendation:
 
 
 def recommend(spec: ModelSpec, gpu: GpuInfo, base: RunConfig | None = None, backend: str = "unsloth",
-              target_effective_batch: int = 8, quantizations=None) -> Recommendation:
+              target_effective_batch: int = 8, quantizations=None, processes: int = 1) -> Recommendation:
     """Settings that fit `gpu` with a safety margin, with a short reason a workshop attendee can follow.
 
     `quantizations` limits the choice (e.g. to the one the user asked for); by default nbkit chooses.
+    Memory is per GPU; with `processes` data-parallel GPUs the accumulation shrinks so that the global batch
+    (batch x accumulation x processes) stays near `target_effective_batch`.
     """
     base = base or RunConfig(model=spec.name or RunConfig().model)
     options = []
@@ -231,8 +233,9 @@ def recommend(spec: ModelSpec, gpu: GpuInfo, base: RunConfig | None = None, back
                 # 16-bit is only worth it with room for a real batch; otherwise 4-bit is the safer pick
                 if batch == 0 or (quant != "4bit" and batch < 2 and not quantizations):
                     continue
-                cfg = cfg.replace(batch_size=batch, grad_accum=max(1, target_effective_batch // batch))
-                return Recommendation(cfg, estimate(cfg, spec, backend), True, _reason(cfg, spec, gpu))
+                cfg = cfg.replace(batch_size=batch,
+                                  grad_accum=max(1, target_effective_batch // (batch * processes)))
+                return Recommendation(cfg, estimate(cfg, spec, backend), True, _reason(cfg, spec, gpu, processes))
     cfg = base.replace(quantization="4bit", lora_r=8, lora_alpha=8, max_seq_length=512, batch_size=1,
                        grad_accum=target_effective_batch)
     part = estimate(cfg, spec, backend)
@@ -241,7 +244,7 @@ def recommend(spec: ModelSpec, gpu: GpuInfo, base: RunConfig | None = None, back
                           f"this GPU has {gpu.usable_gib:.1f} GiB. Choose a smaller model.")
 
 
-def _reason(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo) -> str:
+def _reason(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, processes: int = 1) -> str:
     size = f"{spec.total_params / 1e9:.1f}B-parameter model"
     why = {
         "4bit": f"4-bit loading shrinks the {size}'s frozen weights to about a quarter, which is what lets it "
@@ -251,5 +254,6 @@ def _reason(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo) -> str:
                f"(after a few minutes of one-off kernel compilation), with half the weight memory.",
         "8bit": f"8-bit halves the {size}'s weights.",
     }[cfg.quantization]
-    return (f"{why} Batch {cfg.batch_size} × {cfg.grad_accum} accumulation steps gives an effective batch of "
-            f"{cfg.effective_batch} within the memory, with {cfg.max_seq_length}-token sequences.")
+    gpus = f" on each of {processes} GPUs" if processes > 1 else ""
+    return (f"{why} Batch {cfg.batch_size} × {cfg.grad_accum} accumulation steps{gpus} gives an effective batch "
+            f"of {cfg.global_batch(processes)} within the memory, with {cfg.max_seq_length}-token sequences.")

@@ -90,6 +90,7 @@ def sft_config(loaded: LoadedModel, data: PreparedData, **overrides: Any):
         max_length=cfg.max_seq_length,
         packing=False,
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # LoRA uses every adapter each step; the search costs time
         disable_tqdm=True,  # the progress display replaces tqdm
         # model gradient checkpointing is set up at load time (Unsloth's or peft's)
         gradient_checkpointing=False,

@@ -23,10 +23,15 @@ class WorkflowReport:
     merged_dir: str | None = None
     gguf_dir: str | None = None
     notes: list[str] = field(default_factory=list)
+    world_size: int = 1
+    ranks_agree: bool = True  # every data-parallel rank ended with the same adapter tensors
 
     def summary(self) -> str:
         lines = [f"backend: {self.backend}", f"train: {self.train.summary()}", f"verify: {self.verify.summary()}",
                  f"adapters: {self.adapter_dir}"]
+        if self.world_size > 1:
+            lines.append(f"data parallel: {self.world_size} processes, adapters identical on all ranks: "
+                         f"{self.ranks_agree}")
         if self.merged_dir:
             lines.append(f"merged 16-bit: {self.merged_dir}")
         if self.gguf_dir:
@@ -42,24 +47,32 @@ class WorkflowReport:
             "checkpoints": t.checkpoints, "adapters_changed": self.verify.ok, "max_abs_diff": self.verify.max_abs_diff,
             "sample_before": self.sample_before, "sample_after": self.sample_after, "adapter_dir": self.adapter_dir,
             "merged_dir": self.merged_dir, "gguf_dir": self.gguf_dir, "notes": self.notes,
+            "world_size": self.world_size, "ranks_agree": self.ranks_agree,
         }
 
 
 def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, gguf: bool = False,
         progress: Any = True, max_new_tokens: int = 48) -> WorkflowReport:
-    from . import data, export, generate, models, train, verify
+    from . import data, distributed, export, generate, models, train, verify
     from .errors import ExportError
 
     loaded = models.load(config)
     prepared = data.prepare(config, loaded.tokenizer)
     before = verify.snapshot(loaded.model)
     sample_before = generate.generate(loaded, prompt, max_new_tokens)
-    result = train.run(loaded, prepared, progress=progress)
+    # in a data-parallel run one process shows progress and writes; the trainer keeps ranks in step
+    result = train.run(loaded, prepared, progress=progress if distributed.is_main() else False)
     report = verify.adapters_changed(loaded.model, before)
+    digests = distributed.gather(report.hash_after)
     sample_after = generate.generate(loaded, prompt, max_new_tokens)
     out = Path(config.output_dir)
-    adapter_dir = export.save_lora(loaded, out / "lora_adapters")
-    wf = WorkflowReport(config, loaded.backend, result, report, sample_before, sample_after, str(adapter_dir))
+    adapter_dir = out / "lora_adapters"
+    wf = WorkflowReport(config, loaded.backend, result, report, sample_before, sample_after, str(adapter_dir),
+                        world_size=len(digests), ranks_agree=len(set(digests)) == 1)
+    if not distributed.is_main():
+        distributed.barrier()  # wait for rank 0's files, so no rank returns before the run is saved
+        return wf
+    export.save_lora(loaded, adapter_dir)
     if merged:
         wf.merged_dir = str(export.save_merged(loaded, out / "merged_16bit", adapter_dir))
     if gguf:
@@ -68,4 +81,5 @@ def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, g
         except ExportError as exc:
             wf.notes.append(f"GGUF skipped: {exc}")
     (out / "nbkit_report.json").write_text(json.dumps(wf.to_dict(), indent=2, default=str))
+    distributed.barrier()
     return wf

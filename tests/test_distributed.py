@@ -1,0 +1,45 @@
+"""Data-parallel training on CPU: 2 processes under torchrun, gloo backend, the tiny model."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from nbkit import RunConfig
+from nbkit.memory import recommend
+from nbkit.specs import spec_for
+
+
+def test_two_processes_train_one_adapter(tmp_path, tiny_dir):
+    out = tmp_path / "out"
+    cfg = RunConfig(quantization="16bit", max_seq_length=96, batch_size=2, grad_accum=1, max_steps=12,
+                    learning_rate=3e-3, warmup_steps=1, lora_r=4, save_steps=0, max_samples=60, output_dir=str(out))
+    path = cfg.save(tmp_path / "run.yaml")
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "NBKIT_DISPLAY": "text", "OMP_NUM_THREADS": "1"}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", str(port), "-m", "nbkit", "train",
+                           "--config", str(path)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "nbkit_report.json").read_text())
+    assert report["world_size"] == 2 and report["ranks_agree"] is True and report["adapters_changed"]
+    losses = [loss for _, loss in report["losses"]]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    assert sorted(p.name for p in out.iterdir()) == ["lora_adapters", "nbkit_report.json"]
+    assert (out / "lora_adapters" / "adapter_model.safetensors").exists()
+    # one process talks: a single progress stream and summary
+    assert proc.stdout.count("Training finished") == 1 and proc.stdout.count("data parallel: 2 processes") == 1
+
+
+def test_recommend_counts_the_global_batch(fake_gpu):
+    spec = spec_for("unsloth/Meta-Llama-3.1-8B-Instruct")
+    one = recommend(spec, fake_gpu(15.0), target_effective_batch=64)
+    two = recommend(spec, fake_gpu(15.0), target_effective_batch=64, processes=2)
+    batch = one.config.batch_size
+    assert batch == two.config.batch_size and 1 < batch < 16  # memory is per GPU
+    assert one.config.grad_accum == 64 // batch and two.config.grad_accum == 64 // (2 * batch)
+    assert abs(two.config.global_batch(2) - one.config.global_batch(1)) <= batch
+    assert "on each of 2 GPUs" in two.reason
