@@ -42,3 +42,31 @@ def gather(value) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, value)
     return out
+
+
+def _worker(config_dict: dict, merged: bool) -> None:
+    from .config import RunConfig
+    from .workflow import run
+
+    run(RunConfig.from_dict(config_dict), merged=merged, progress=True)
+
+
+def launch(config, num_processes: int | None = None, merged: bool = False) -> dict:
+    """Train `config` data-parallel from a notebook: one forked process per GPU (accelerate's notebook_launcher).
+
+    Call it before anything touches CUDA in the kernel (forked processes cannot inherit a CUDA context).
+    Returns rank 0's report (also in output_dir/nbkit_report.json).
+    """
+    import json
+    import socket
+    from pathlib import Path
+
+    import torch
+    from accelerate import notebook_launcher
+
+    n = num_processes or max(1, torch.cuda.device_count())
+    with socket.socket() as sock:  # a free port for the processes' rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    notebook_launcher(_worker, (config.to_dict(), merged), num_processes=n, use_port=str(port))
+    return json.loads((Path(config.output_dir) / "nbkit_report.json").read_text())

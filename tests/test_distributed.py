@@ -43,3 +43,14 @@ def test_recommend_counts_the_global_batch(fake_gpu):
     assert one.config.grad_accum == 64 // batch and two.config.grad_accum == 64 // (2 * batch)
     assert abs(two.config.global_batch(2) - one.config.global_batch(1)) <= batch
     assert "on each of 2 GPUs" in two.reason
+
+
+def test_notebook_launch_forks_processes(tmp_path, tiny_dir):
+    """The notebook entry point: accelerate's notebook_launcher forks 2 processes (gloo on CPU)."""
+    from nbkit import distributed
+
+    cfg = RunConfig(quantization="16bit", max_seq_length=96, batch_size=2, grad_accum=1, max_steps=6,
+                    save_steps=0, max_samples=40, lora_r=4, output_dir=str(tmp_path / "out"))
+    report = distributed.launch(cfg, num_processes=2)
+    assert report["world_size"] == 2 and report["ranks_agree"] is True and report["steps"] == 6
+    assert (tmp_path / "out" / "lora_adapters" / "adapter_model.safetensors").exists()
