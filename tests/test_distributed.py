@@ -46,11 +46,21 @@ def test_recommend_counts_the_global_batch(fake_gpu):
 
 
 def test_notebook_launch_forks_processes(tmp_path, tiny_dir):
-    """The notebook entry point: accelerate's notebook_launcher forks 2 processes (gloo on CPU)."""
-    from nbkit import distributed
+    """The notebook entry point: accelerate's notebook_launcher forks 2 processes (gloo on CPU).
 
-    cfg = RunConfig(quantization="16bit", max_seq_length=96, batch_size=2, grad_accum=1, max_steps=6,
-                    save_steps=0, max_samples=40, lora_r=4, output_dir=str(tmp_path / "out"))
-    report = distributed.launch(cfg, num_processes=2)
-    assert report["world_size"] == 2 and report["ranks_agree"] is True and report["steps"] == 6
-    assert (tmp_path / "out" / "lora_adapters" / "adapter_model.safetensors").exists()
+    Run in a fresh interpreter, as in a fresh kernel: notebook_launcher refuses a process that already
+    created an Accelerator (other tests here did)."""
+    out = tmp_path / "out"
+    code = (
+        "from nbkit import RunConfig, distributed\n"
+        "cfg = RunConfig(quantization='16bit', max_seq_length=96, batch_size=2, grad_accum=1, max_steps=6,"
+        f" save_steps=0, max_samples=40, lora_r=4, output_dir={str(out)!r})\n"
+        "r = distributed.launch(cfg, num_processes=2)\n"
+        "print('REPORT', r['world_size'], r['ranks_agree'], r['steps'])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NBKIT_DISPLAY": "text"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "REPORT 2 True 6" in proc.stdout
+    assert proc.stdout.count("Training finished") == 1
+    assert (out / "lora_adapters" / "adapter_model.safetensors").exists()
