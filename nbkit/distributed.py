@@ -8,10 +8,6 @@ from __future__ import annotations
 import os
 
 
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
@@ -44,6 +40,15 @@ def gather(value) -> list:
     return out
 
 
+def free_port() -> int:
+    """A TCP port free on localhost now, for a rendezvous or a local server."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _worker(config_dict: dict, merged: bool) -> None:
     from .config import RunConfig
     from .workflow import run
@@ -58,15 +63,11 @@ def launch(config, num_processes: int | None = None, merged: bool = False) -> di
     Returns rank 0's report (also in output_dir/nbkit_report.json).
     """
     import json
-    import socket
     from pathlib import Path
 
     import torch
     from accelerate import notebook_launcher
 
     n = num_processes or max(1, torch.cuda.device_count())
-    with socket.socket() as sock:  # a free port for the processes' rendezvous
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    notebook_launcher(_worker, (config.to_dict(), merged), num_processes=n, use_port=str(port))
+    notebook_launcher(_worker, (config.to_dict(), merged), num_processes=n, use_port=str(free_port()))
     return json.loads((Path(config.output_dir) / "nbkit_report.json").read_text())

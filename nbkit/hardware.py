@@ -79,6 +79,17 @@ def check_gpu(device: int = 0) -> GpuInfo:
     )
 
 
+def live_vram() -> tuple[float, float, float] | None:
+    """(allocated, reserved, peak reserved) GiB from the allocator's host-side counters: no GPU sync.
+    None without a CUDA GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return (torch.cuda.memory_allocated() / GIB, torch.cuda.memory_reserved() / GIB,
+            torch.cuda.max_memory_reserved() / GIB)
+
+
 def cap_memory(gib: float, device: int = 0) -> GpuInfo:
     """Limit this process to `gib` of GPU memory, to rehearse a smaller tier on a bigger card."""
     global _cap_gib

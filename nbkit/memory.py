@@ -138,7 +138,7 @@ def estimate(config: RunConfig, spec: ModelSpec, backend: str = "unsloth", on_cu
                      cuda_context=cal.context_gib)
 
 
-def _limit(gpu: GpuInfo, part: Breakdown) -> tuple[float, float]:
+def usage_vs_capacity(gpu: GpuInfo, part: Breakdown) -> tuple[float, float]:
     """(predicted, capacity): a cap set by cap_memory() bounds torch's reservation; a card bounds everything."""
     if gpu.capped_gib:
         return part.reserved, gpu.capped_gib
@@ -151,7 +151,7 @@ SAFETY_MARGIN = 0.85
 
 
 def fits(part: Breakdown, gpu: GpuInfo, margin: float = SAFETY_MARGIN) -> bool:
-    predicted, capacity = _limit(gpu, part)
+    predicted, capacity = usage_vs_capacity(gpu, part)
     return predicted <= capacity * margin
 
 
@@ -171,7 +171,7 @@ def check_fits(config: RunConfig, spec: ModelSpec, gpu: GpuInfo, backend: str = 
     part = estimate(config, spec, backend)
     if fits(part, gpu, margin=1.0):
         return part
-    predicted, capacity = _limit(gpu, part)
+    predicted, capacity = usage_vs_capacity(gpu, part)
     rec = recommend(spec, gpu, base=config, backend=backend)
     advice = (f"Try: {rec.summary()}" if rec.fits else
               "Even 4-bit with batch 1 and 512 tokens does not fit: pick a smaller model.")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -33,17 +32,13 @@ t4 = GpuInfo(True, "Tesla T4 (simulated)", (7, 5), 15.0, 14.5, False, False, 1)
 ui = launch(RunConfig(model="unsloth/Meta-Llama-3.1-8B-Instruct"), gpu=t4)"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def lab(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(CELL)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "ui.ipynb")
+    from nbkit.distributed import free_port
+
     port = free_port()
     env = {**os.environ, "NBKIT_DISPLAY": "widgets", "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")}

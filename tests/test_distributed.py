@@ -1,12 +1,12 @@
 """Data-parallel training on CPU: 2 processes under torchrun, gloo backend, the tiny model."""
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from nbkit import RunConfig
+from nbkit.distributed import free_port
 from nbkit.memory import recommend
 from nbkit.specs import spec_for
 
@@ -18,11 +18,9 @@ def test_two_processes_train_one_adapter(tmp_path, tiny_dir):
     path = cfg.save(tmp_path / "run.yaml")
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "NBKIT_DISPLAY": "text", "OMP_NUM_THREADS": "1"}
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", str(port), "-m", "nbkit", "train",
-                           "--config", str(path)], capture_output=True, text=True, env=env, timeout=300)
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "nbkit", "train",
+           "--config", str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "nbkit_report.json").read_text())
     assert report["world_size"] == 2 and report["ranks_agree"] is True and report["adapters_changed"]

@@ -7,7 +7,7 @@ import ipywidgets as w
 
 from ..config import RunConfig
 from ..errors import NbkitError
-from ..hardware import GpuInfo, check_gpu
+from ..hardware import GpuInfo, check_gpu, live_vram
 
 COLORS = {"weights": "#4e79a7", "LoRA + optimizer": "#f28e2b", "activations": "#59a14f", "logits": "#b07aa1",
           "overhead": "#9c9c9c"}
@@ -55,7 +55,7 @@ class MemoryGauge(w.VBox):
             self.bar.value = "<i>Fix the form's error to see the memory prediction.</i>"
             self.detail.value = ""
             return
-        from ..memory import estimate
+        from ..memory import estimate, usage_vs_capacity
         from ..specs import spec_for
 
         try:
@@ -67,14 +67,14 @@ class MemoryGauge(w.VBox):
             return
         part = estimate(config, spec, self.backend, on_cuda=True)
         self.breakdown = part
-        used = part.reserved if self.gpu.capped_gib else part.total
         if not self.gpu.available:
             self.level = "none"
             self.bar.value = (f"<b>Predicted peak VRAM on a GPU: {part.total:.2f} GiB</b> — no CUDA GPU here, "
                               "so this run trains on the CPU.")
         else:
-            self.level, words = verdict(used, self.capacity)
-            self.bar.value = self._bar_html(part.groups(), self.capacity, words)
+            used, capacity = usage_vs_capacity(self.gpu, part)
+            self.level, words = verdict(used, capacity)
+            self.bar.value = self._bar_html(part.groups(), capacity, words)
         self.detail.value = "<small>" + " · ".join(f"{k} {v:.2f} GiB" for k, v in part.groups().items()) + "</small>"
 
     def _bar_html(self, groups: dict[str, float], capacity: float, words: str) -> str:
@@ -91,18 +91,8 @@ class MemoryGauge(w.VBox):
                 f"</div></div><b style='color:{color}'>{total:.2f} / {capacity:.1f} GiB — {words}</b></div>")
 
     # --- live view ---------------------------------------------------------------------------
-    def read_live(self) -> tuple[float, float, float] | None:
-        """(allocated, reserved, peak reserved) GiB from allocator counters (host-side, no sync)."""
-        import torch
-
-        if not torch.cuda.is_available():
-            return None
-        g = 1024**3
-        return (torch.cuda.memory_allocated() / g, torch.cuda.memory_reserved() / g,
-                torch.cuda.max_memory_reserved() / g)
-
     def refresh_live(self) -> None:
-        vals = self.read_live()
+        vals = live_vram()
         if vals is None:
             self.live.value = "<small>Live VRAM: no GPU in this session.</small>"
             return

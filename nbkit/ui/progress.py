@@ -11,6 +11,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from ..hardware import live_vram
 from .display import Display, make_display
 from .plot import loss_curve_png
 
@@ -99,7 +100,7 @@ class TrainingProgress(TrainerCallback):
             "step": self.step, "total": self.total, "elapsed": elapsed, "eta": eta,
             "tokens_per_s": self.tokens / elapsed if elapsed > 0 else 0.0,
             "loss": self.losses[-1][1] if self.losses else None, "lr": self.lr,
-            "vram": _vram(),
+            "vram": live_vram(),
         }
 
     def stats_line(self) -> str:
@@ -147,17 +148,6 @@ class TrainingProgress(TrainerCallback):
             self._last_plot_cost = self._last_plot_end - t0
             self.plot_seconds += self._last_plot_cost
             self.redraws += 1
-
-
-def _vram() -> tuple[float, float, float] | None:
-    """(allocated, reserved, peak reserved) GiB from the allocator's host-side counters: no sync."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    g = 1024**3
-    return (torch.cuda.memory_allocated() / g, torch.cuda.memory_reserved() / g,
-            torch.cuda.max_memory_reserved() / g)
 
 
 def _explain(exc: BaseException) -> str:
