@@ -11,11 +11,15 @@ from .models import LoadedModel
 def save_lora(loaded: LoadedModel, directory: str | Path) -> Path:
     """Adapters + tokenizer + the run's config; checks the adapter file really landed on disk."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    loaded.model.save_pretrained(directory)
-    loaded.tokenizer.save_pretrained(directory)
-    (directory / "nbkit_run.json").write_text(
-        json.dumps({"base_model": loaded.base_path, "backend": loaded.backend, **loaded.config.to_dict()}, indent=2))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        loaded.model.save_pretrained(directory)
+        loaded.tokenizer.save_pretrained(directory)
+        (directory / "nbkit_run.json").write_text(json.dumps(
+            {"base_model": loaded.base_path, "backend": loaded.backend, **loaded.config.to_dict()}, indent=2))
+    except OSError as exc:
+        raise ExportError(f"Could not write the adapters to {directory}: {exc}. Free disk space or pick another "
+                          f"folder, then call nbkit.export.save_lora(loaded, folder) again.") from exc
     if not any(directory.glob("adapter_model.*")):
         raise ExportError(f"Saving adapters to {directory} produced no adapter_model file; check disk space.")
     return directory

@@ -11,6 +11,7 @@ GIB = 1024**3
 TIERS = {"8GB": 8.0, "16GB": 16.0, "24GB": 24.0, "H100": 80.0}
 
 _cap_gib: float | None = None
+_nvml_ready = False
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,51 @@ def live_vram() -> tuple[float, float, float] | None:
         return None
     return (torch.cuda.memory_allocated() / GIB, torch.cuda.memory_reserved() / GIB,
             torch.cuda.max_memory_reserved() / GIB)
+
+
+def all_gpus_memory() -> list[tuple[int, float, float]] | None:
+    """(index, used GiB, total GiB) for every GPU this process may see, from NVML: driver counters, so it covers
+    other processes (the other ranks of a data-parallel run) and creates no CUDA context. None without NVML."""
+    global _nvml_ready
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        if not _nvml_ready:
+            pynvml.nvmlInit()  # once per process: it costs milliseconds, a reading costs microseconds
+            _nvml_ready = True
+        out = []
+        for shown, physical in enumerate(_visible_indices(pynvml.nvmlDeviceGetCount())):
+            info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(physical))
+            out.append((shown, info.used / GIB, info.total / GIB))
+        return out
+    except pynvml.NVMLError:
+        return None
+
+
+def _visible_indices(count: int) -> list[int]:
+    """NVML numbers GPUs physically; CUDA_VISIBLE_DEVICES renumbers them for this process."""
+    import os
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None or visible.strip() == "":
+        return list(range(count)) if visible is None else []
+    out = []
+    for item in visible.split(","):
+        item = item.strip()
+        if not item.isdigit():  # UUIDs or MIG names: fall back to physical order rather than guess
+            return list(range(count))
+        if int(item) < count:
+            out.append(int(item))
+    return out
+
+
+def per_gpu_line(readings: list[tuple[int, float, float]] | None) -> str:
+    """'GPU0 12.3/80 · GPU1 12.1/80 GiB' for the progress line and gauge of a multi-GPU run."""
+    if not readings:
+        return ""
+    return " · ".join(f"GPU{i} {used:.1f}/{total:.0f}" for i, used, total in readings) + " GiB"
 
 
 def cap_memory(gib: float, device: int = 0) -> GpuInfo:

@@ -65,7 +65,15 @@ def _unknown_model_message(model_id: str, exc: Exception) -> str:
 
 def load(config: RunConfig, gpu: GpuInfo | None = None, check_memory: bool = True) -> LoadedModel:
     """Load the base model in the configured precision and attach LoRA adapters to it."""
-    gpu = gpu or check_gpu()
+    from .distributed import local_rank
+
+    if gpu is None:
+        # under torchrun each process owns the GPU of its local rank; set it before anything allocates
+        gpu = check_gpu(local_rank())
+        if gpu.available:
+            import torch
+
+            torch.cuda.set_device(local_rank())
     if config.quantization == "fp8":
         require_fp8(gpu)
     name = backend.ensure(config.backend)
@@ -94,6 +102,10 @@ def _load_unsloth(config: RunConfig, path: str):
     )
     if config.quantization == "fp8":
         kwargs["load_in_fp8"] = True
+    if os.environ.get("WORLD_SIZE", "1") != "1":  # data parallel: the whole model on this rank's GPU
+        from .distributed import local_rank
+
+        kwargs["device_map"] = {"": local_rank()}
     model, tokenizer = FastLanguageModel.from_pretrained(**kwargs)
     model = FastLanguageModel.get_peft_model(
         model, r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
@@ -126,7 +138,9 @@ def _load_transformers(config: RunConfig, path: str, gpu: GpuInfo):
                                    bnb_4bit_compute_dtype=dtype)
     elif config.quantization == "8bit":
         quant = BitsAndBytesConfig(load_in_8bit=True)
-    device = "cuda:0" if gpu.available else "cpu"
+    from .distributed import local_rank
+
+    device = f"cuda:{local_rank()}" if gpu.available else "cpu"
     torch.manual_seed(config.seed)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=quant,
                                                  device_map={"": device})

@@ -53,7 +53,7 @@ class WorkflowReport:
 
 def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, gguf: bool = False,
         progress: Any = True, max_new_tokens: int = 48) -> WorkflowReport:
-    from . import data, distributed, export, generate, models, train, verify
+    from . import data, distributed, generate, models, train, verify
     from .errors import ExportError
 
     loaded = models.load(config)
@@ -70,8 +70,32 @@ def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, g
     wf = WorkflowReport(config, loaded.backend, result, report, sample_before, sample_after, str(adapter_dir),
                         world_size=len(digests), ranks_agree=len(set(digests)) == 1)
     if not distributed.is_main():
-        distributed.barrier()  # wait for rank 0's files, so no rank returns before the run is saved
+        # wait for rank 0's files, so no rank returns before the run is saved, or fails if it was not
+        failure = distributed.from_main(None)
+        if failure:
+            raise ExportError(f"Rank 0 could not save this run, so it is not saved: {failure}")
         return wf
+    try:
+        _save(wf, loaded, out, merged, gguf)
+    except BaseException as exc:
+        distributed.from_main(f"{type(exc).__name__}: {exc}")  # release the other ranks with the reason
+        if not isinstance(exc, Exception):
+            raise
+        # the trained adapters are still in memory: hand them to the caller rather than lose them
+        err = ExportError(f"Training finished but saving failed: {exc} The trained model is kept on this "
+                          f"error as `.loaded` (and the run's report as `.report`): save it elsewhere with "
+                          f"nbkit.export.save_lora(err.loaded, 'another/folder').")
+        err.loaded, err.report = loaded, wf
+        raise err from exc
+    distributed.from_main(None)
+    return wf
+
+
+def _save(wf: WorkflowReport, loaded, out: Path, merged: bool, gguf: bool) -> None:
+    from . import export
+    from .errors import ExportError
+
+    adapter_dir = Path(wf.adapter_dir)
     export.save_lora(loaded, adapter_dir)
     if merged:
         wf.merged_dir = str(export.save_merged(loaded, out / "merged_16bit", adapter_dir))
@@ -81,5 +105,3 @@ def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, g
         except ExportError as exc:
             wf.notes.append(f"GGUF skipped: {exc}")
     (out / "nbkit_report.json").write_text(json.dumps(wf.to_dict(), indent=2, default=str))
-    distributed.barrier()
-    return wf

@@ -62,3 +62,20 @@ def test_notebook_launch_forks_processes(tmp_path, tiny_dir):
     assert "REPORT 2 True 6" in proc.stdout
     assert proc.stdout.count("Training finished") == 1
     assert (out / "lora_adapters" / "adapter_model.safetensors").exists()
+
+
+def test_a_failed_save_on_rank_0_releases_the_other_ranks(tmp_path, tiny_dir):
+    """Rank 0 cannot write its adapters: every rank must stop with the reason, not wait at a barrier forever."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "lora_adapters").write_text("a file where the adapter folder should go")
+    cfg = RunConfig(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=2, lora_r=4,
+                    save_steps=0, max_samples=20, output_dir=str(out))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "nbkit", "train",
+           "--config", str(cfg.save(tmp_path / "run.yaml"))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "NBKIT_DISPLAY": "text", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0
+    assert "Rank 0 could not save this run" in proc.stderr  # rank 1's message
+    assert "Training finished but saving failed" in proc.stderr and "save_lora(err.loaded" in proc.stderr

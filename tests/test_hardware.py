@@ -1,7 +1,10 @@
+import sys
+from types import SimpleNamespace
+
 import pytest
 
 from nbkit import HardwareError
-from nbkit.hardware import check_gpu, require_fp8, supports_fp8, tier_for
+from nbkit.hardware import GIB, check_gpu, require_fp8, supports_fp8, tier_for
 
 
 @pytest.mark.parametrize("gib, tier", [(6.0, "8GB"), (7.6, "8GB"), (11.9, "8GB"), (15.0, "16GB"), (22.5, "24GB"),
@@ -35,3 +38,68 @@ def test_cap_shows_in_tier(fake_gpu):
     gpu = fake_gpu(80.0, (9, 0), "H100", capped=16.0)
     assert gpu.usable_gib == 16.0 and gpu.tier == "16GB"
     assert "capped to 16.0 GiB" in gpu.summary()
+
+
+class FakeNvml:
+    """The pynvml calls nbkit makes, over a table of physical GPUs (used, total) in bytes."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, gpus):
+        self.gpus, self.inits = gpus, 0
+
+    def nvmlInit(self):
+        self.inits += 1
+
+    def nvmlDeviceGetCount(self):
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return i
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        used, total = self.gpus[handle]
+        return SimpleNamespace(used=used, total=total)
+
+
+@pytest.fixture
+def nvml(monkeypatch):
+    from nbkit import hardware
+
+    fake = FakeNvml([(g * GIB, 80 * GIB) for g in (1, 2, 30, 40)])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(hardware, "_nvml_ready", False)
+    return fake
+
+
+def test_every_gpu_is_read_in_cuda_numbering(nvml, monkeypatch):
+    from nbkit.hardware import all_gpus_memory, per_gpu_line
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert [round(u) for _, u, _ in all_gpus_memory()] == [1, 2, 30, 40]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,2")  # this process's GPU0 is the card NVML calls 3
+    readings = all_gpus_memory()
+    assert [(i, round(u)) for i, u, _ in readings] == [(0, 40), (1, 30)]
+    assert per_gpu_line(readings) == "GPU0 40.0/80 · GPU1 30.0/80 GiB"
+    assert nvml.inits == 1  # initialised once, not per reading
+
+
+def test_progress_of_a_data_parallel_run_shows_every_gpu(nvml, monkeypatch):
+    from nbkit.ui.progress import TrainingProgress
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    cb = TrainingProgress(mode="text")
+    state = SimpleNamespace(max_steps=10, global_step=0)
+    cb.on_train_begin(SimpleNamespace(world_size=2), state, None)
+    assert "GPU0 30.0/80 · GPU1 40.0/80 GiB" in cb.stats_line()
+    single = TrainingProgress(mode="text")
+    single.on_train_begin(SimpleNamespace(world_size=1), state, None)
+    assert "GPU0" not in single.stats_line()
+
+
+def test_without_nvml_there_is_no_per_gpu_reading(monkeypatch):
+    from nbkit.hardware import all_gpus_memory
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails, as on a machine without the package
+    assert all_gpus_memory() is None

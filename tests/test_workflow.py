@@ -121,3 +121,17 @@ def test_lora_targets_that_do_not_exist(tmp_path):
 
     with pytest.raises(ConfigError, match="Its linear layers are .*'q_proj'"):
         models.load(RunConfig(quantization="16bit", target_modules=("qkv_proj",)))
+
+
+def test_a_failed_save_keeps_the_trained_model(tmp_path):
+    from nbkit import ExportError, workflow
+
+    (tmp_path / "lora_adapters").write_text("not a folder")
+    cfg = RunConfig(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=2, lora_r=4,
+                    save_steps=0, max_samples=10, output_dir=str(tmp_path))
+    with pytest.raises(ExportError, match="saving failed") as info:
+        workflow.run(cfg, progress=False, max_new_tokens=2)
+    err = info.value
+    assert err.report.train.steps == 2
+    saved = export.save_lora(err.loaded, tmp_path / "elsewhere")  # the advice in the message works
+    assert (saved / "adapter_model.safetensors").exists()

@@ -7,7 +7,7 @@ import ipywidgets as w
 
 from ..config import RunConfig
 from ..errors import NbkitError
-from ..hardware import GpuInfo, check_gpu, live_vram
+from ..hardware import GpuInfo, all_gpus_memory, check_gpu, live_vram, per_gpu_line
 
 COLORS = {"weights": "#4e79a7", "LoRA + optimizer": "#f28e2b", "activations": "#59a14f", "logits": "#b07aa1",
           "overhead": "#9c9c9c"}
@@ -98,8 +98,12 @@ class MemoryGauge(w.VBox):
             return
         alloc, reserved, peak = vals
         predicted = f", predicted {self.breakdown.reserved:.2f}" if self.breakdown else ""
+        every = ""
+        if self.gpu.count > 1:  # data-parallel ranks live in other processes: the driver sees them all
+            every = per_gpu_line(all_gpus_memory())
+            every = f"<br>All GPUs (driver): {every}" if every else ""
         self.live.value = (f"<small>Live VRAM: {alloc:.2f} GiB allocated, {reserved:.2f} reserved, "
-                           f"peak {peak:.2f}{predicted} of {self.capacity:.1f} GiB</small>")
+                           f"peak {peak:.2f}{predicted} of {self.capacity:.1f} GiB{every}</small>")
 
     def start_live(self, interval: float = 0.5) -> None:
         """Refresh from a background thread, at most every `interval` s (>= 0.25: a few times a second)."""

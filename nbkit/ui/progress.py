@@ -11,7 +11,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..hardware import live_vram
+from ..hardware import all_gpus_memory, live_vram, per_gpu_line
 from .display import Display, make_display
 from .plot import loss_curve_png
 
@@ -38,6 +38,7 @@ class TrainingProgress(TrainerCallback):
         self.lr: float | None = None
         self.step = 0
         self.total = 0
+        self.world_size = 1
         self.start = 0.0
         self.redraws = 0
         self.plot_seconds = 0.0
@@ -54,6 +55,7 @@ class TrainingProgress(TrainerCallback):
     # --- TrainerCallback hooks -------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
         self.total = state.max_steps
+        self.world_size = max(1, getattr(args, "world_size", 1))
         self.start = self.clock()
         self.display = self.display or make_display(self.mode, self.text_interval)
         self.display.begin(self.total)
@@ -101,6 +103,8 @@ class TrainingProgress(TrainerCallback):
             "tokens_per_s": self.tokens / elapsed if elapsed > 0 else 0.0,
             "loss": self.losses[-1][1] if self.losses else None, "lr": self.lr,
             "vram": live_vram(),
+            # a data-parallel run is shown by rank 0 alone, so it reads every GPU from the driver
+            "gpus": all_gpus_memory() if self.world_size > 1 else None,
         }
 
     def stats_line(self) -> str:
@@ -115,6 +119,8 @@ class TrainingProgress(TrainerCallback):
             parts.append(f"lr {s['lr']:.2e}")
         if s["vram"]:
             parts.append("VRAM {:.2f}/{:.2f} GiB (peak {:.2f})".format(*s["vram"]))
+        if s["gpus"]:
+            parts.append(per_gpu_line(s["gpus"]))
         return " | ".join(parts)
 
     def summary(self) -> str:

@@ -1,0 +1,152 @@
+"""Confirm a batch size by training on it: a few steps at full sequence length under the current memory cap.
+
+memory.largest_batch() predicts; probe_batch() checks the prediction on the GPU in hand. The probe trains a
+copy of nothing: it snapshots the LoRA tensors first and puts them back afterwards, so the model is exactly
+as it was before the probe (the optimizer is the probe trainer's own and is dropped with it).
+"""
+from __future__ import annotations
+
+import gc
+import math
+import tempfile
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .data import PreparedData
+from .models import LoadedModel
+
+
+@dataclass
+class ProbeResult:
+    predicted: int
+    largest: int  # largest batch that trained (0: not even the smallest tried)
+    tried: dict[int, bool] = field(default_factory=dict)  # batch -> trained without OOM
+    peak_gib: dict[int, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        tried = ", ".join(f"{b}{'✓' if ok else '✗'}" for b, ok in sorted(self.tried.items()))
+        return f"predicted batch {self.predicted}, largest that trained {self.largest} (tried {tried})"
+
+
+def search(predicted: int, trains: Callable[[int], bool], grow: float = 0.0, max_up: int = 3) -> ProbeResult:
+    """Try `predicted`; on failure step down (halving, then one by one) until a batch trains.
+
+    With `grow` > 0, after a success keep trying batches `grow` larger (at least +1) up to `max_up` times, to
+    find how much room the prediction left. Each batch is tried at most once.
+    """
+    result = ProbeResult(predicted, 0)
+
+    def attempt(b: int) -> bool:
+        if b not in result.tried:
+            result.tried[b] = trains(b)
+        return result.tried[b]
+
+    batch = max(1, predicted)
+    if attempt(batch):
+        result.largest = batch
+        for _ in range(max_up if grow > 0 else 0):
+            nxt = max(batch + 1, math.ceil(batch * (1 + grow)))
+            if not attempt(nxt):
+                break
+            batch = result.largest = nxt
+        return result
+    low, high = 0, batch  # low trains (0 = trivially), high does not
+    while high - low > 1:
+        mid = (low + high) // 2
+        if attempt(mid):
+            low = mid
+        else:
+            high = mid
+    result.largest = low
+    return result
+
+
+def synthetic_rows(n_rows: int, seq: int, vocab: int, seed: int = 0) -> PreparedData:
+    """Rows of exactly `seq` labelled tokens: the longest batch the run can see, which is what must fit."""
+    import datasets
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(10, max(11, vocab), (n_rows, seq), generator=g).tolist()
+    ds = datasets.Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * seq] * n_rows, "labels": ids})
+    return PreparedData(ds, None, "probe", n_rows)
+
+
+def probe_batch(loaded: LoadedModel, predicted: int, steps: int = 2, grow: float = 0.0, max_up: int = 3,
+                on_result: Callable[[int, bool, float | None, float | None], None] | None = None) -> ProbeResult:
+    """Train `steps` steps at each tried batch (full max_seq_length rows); see search() for the order.
+
+    `on_result(batch, ok, peak_gib, step_seconds)` is called after each try (progress for long probes).
+    """
+    import torch
+
+    from . import train
+    from .verify import snapshot
+
+    saved = snapshot(loaded.model)
+    seq = loaded.config.max_seq_length
+    vocab = len(loaded.tokenizer)
+    peaks: dict[int, float] = {}
+
+    def trains(batch: int) -> bool:
+        data = synthetic_rows(batch * steps, seq, vocab)
+        timer = _step_timer()
+        if loaded.on_cuda:
+            gc.collect()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        ok = True
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                trainer = train.build_trainer(loaded, data, [timer], output_dir=tmp, per_device_train_batch_size=batch,
+                                              gradient_accumulation_steps=1, max_steps=steps, save_strategy="no",
+                                              eval_strategy="no", warmup_steps=0)
+                trainer.train()
+            except torch.OutOfMemoryError:
+                ok = False
+            finally:
+                trainer = None  # noqa: F841 — drop optimizer state and activations before the next try
+                gc.collect()
+                if loaded.on_cuda:
+                    torch.cuda.empty_cache()
+        peak = torch.cuda.max_memory_reserved() / 1024**3 if loaded.on_cuda else None
+        if peak is not None:
+            peaks[batch] = peak
+        if on_result:
+            on_result(batch, ok, peak, timer.last)
+        return ok
+
+    try:
+        result = search(predicted, trains, grow, max_up)
+    finally:
+        _restore(loaded.model, saved)
+    result.peak_gib = peaks
+    return result
+
+
+def _restore(model, saved: dict) -> None:
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in saved:
+                p.copy_(saved[name].to(device=p.device, dtype=p.dtype))
+
+
+def _step_timer():
+    """Seconds of the last optimizer step on the host clock: the probe is about fitting, not precise speed."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        last: float | None = None
+        _t = 0.0
+
+        def on_step_begin(self, *args, **kwargs):
+            self._t = time.perf_counter()
+
+        def on_step_end(self, *args, **kwargs):
+            self.last = time.perf_counter() - self._t
+
+    return StepTimer()

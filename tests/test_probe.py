@@ -1,0 +1,43 @@
+"""Batch probing: the search order, and a real probe on the tiny model that leaves the adapters as they were."""
+import pytest
+
+from nbkit import RunConfig, models, probe, verify
+
+
+def limit(n, log):
+    """A stand-in for 'the GPU': batches up to n train. It records the order the probe asked in."""
+    def trains(b):
+        log.append(b)
+        return b <= n
+    return trains
+
+
+@pytest.mark.parametrize("predicted, capacity, largest", [(8, 8, 8), (8, 5, 5), (8, 1, 1), (3, 0, 0), (1, 1, 1)])
+def test_search_steps_down_to_the_largest_that_trains(predicted, capacity, largest):
+    log = []
+    result = probe.search(predicted, limit(capacity, log))
+    assert result.largest == largest
+    assert log[0] == predicted and len(log) == len(set(log))  # the prediction first, no batch twice
+    assert all(ok == (b <= capacity) for b, ok in result.tried.items())
+
+
+def test_search_grows_past_a_cautious_prediction():
+    log = []
+    result = probe.search(4, limit(11, log), grow=0.5, max_up=5)
+    assert log == [4, 6, 9, 14] and result.largest == 9
+    log.clear()
+    assert probe.search(4, limit(100, log), grow=0.5, max_up=2).largest == 9 and log == [4, 6, 9]
+
+
+def test_probe_trains_full_length_rows_and_restores_the_adapters(tmp_path):
+    cfg = RunConfig(quantization="16bit", max_seq_length=64, lora_r=4, save_steps=0, output_dir=str(tmp_path))
+    loaded = models.load(cfg)
+    before = verify.snapshot(loaded.model)
+    seen = []
+    result = probe.probe_batch(loaded, predicted=2, steps=1, grow=0.5, max_up=1,
+                               on_result=lambda b, ok, peak, secs: seen.append((b, ok, secs)))
+    assert result.largest == 3 and result.tried == {2: True, 3: True}
+    assert [b for b, _, _ in seen] == [2, 3] and all(secs > 0 for _, _, secs in seen)
+    after = verify.snapshot(loaded.model)
+    assert verify.compare(before, after).changed == 0  # the probe's training steps were undone
+    assert not list(tmp_path.iterdir())  # nothing written where the real run will save
