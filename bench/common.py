@@ -113,7 +113,7 @@ def write_json(name: str, payload) -> Path:
     path = RESULTS / name
     path.write_text(json.dumps(payload, indent=2, default=str))
     out = os.environ.get("OUT")
-    if out:  # the device tool brings back files written under $OUT
+    if out and not name.startswith("_"):  # '_' files are a child's partial results, merged by its parent  # the device tool brings back files written under $OUT
         Path(out, name).write_text(path.read_text())
     return path
 

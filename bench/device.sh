@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
 # Run nbkit's GPU scripts on a machine without network: install the carried wheels, then run a stage.
-# usage: bash bench/device.sh STAGE...   (stages: e2e mem1b mem1b-hf mem8b notebooks throughput)
+# usage: bash bench/device.sh STAGE...   (stages: see the case below; each writes JSON under bench/results and $OUT)
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
+# installed once per machine: several device.sh runs may share it (concurrent stages on one GPU)
+if [ ! -f /tmp/site/.nbkit-installed ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl-nb/*.whl || exit 1
+  touch /tmp/site/.nbkit-installed
+fi
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+# NVLink multicast can take a shared host's GPUs out of service: off in every process started from here
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export NBKIT_DISPLAY=text OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
+nb() { name=$1; shift; timeout "$NB_TIMEOUT" python3 -m nbkit notebook "notebooks/$name.ipynb" -o "$OUT/nb_$name.ipynb" \
+         -p smoke False -p max_steps 20 -p save_gguf False "$@"; echo "[notebook $name] rc=$?"; }
 cd bench
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
+    models) python3 -c "from common import random_model; random_model('1b'); random_model('8b')" ;;
     e2e) python3 gpu_e2e.py --arch 1b --quant 4bit,16bit,fp8 --steps 30 ;;
     mem1b) python3 memory_accuracy.py --arch 1b --quant 4bit,16bit,fp8 --out memory_1b_unsloth.json ;;
     mem1b-rest) python3 memory_accuracy.py --arch 1b --quant 16bit,fp8 --shapes 512x8,2048x4,4096x2,4096x8 \
@@ -27,13 +37,28 @@ for stage in "$@"; do
         --shapes 512x8,2048x4 --out mem_8b_4bit_hf.json
       timeout 150 python3 memory_accuracy.py --arch 1b --quant fp8 --shapes 512x8,2048x4,4096x8 --out mem_1b_fp8.json
       timeout 100 python3 memory_accuracy.py --arch 1b --quant 4bit --shapes 512x1,2048x4,4096x8 --out mem_1b_4bit.json ;;
-    # each tier notebook, headless, on a random-weight model of its default architecture, under the tier's cap
-    notebooks)
-      python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site ../.whl-nb/*.whl || exit 1
+    # FP8 peaks, one process per model; --shared-gpu: other stages may run beside it, so its speeds are not used
+    fp8mem) timeout 560 python3 memory_accuracy.py --arch 1b,8b --quant fp8 --shapes 512x8,2048x4,4096x8 \
+              --part-timeout 330 --shared-gpu --out mem_fp8.json ;;
+    parity) timeout 400 python3 loss_parity.py --arch 1b --quant 16bit --steps 50 --batch 4 --seq 512 ;;
+    tput8b) timeout 560 python3 throughput.py --arch 8b --quant 4bit --seq 2048 --batch 4 --steps 10 --part-timeout 200 ;;
+    lb8) timeout 300 python3 largest_batch.py --arch 1b --quant 4bit --tiers 8GB --seq 2048 ;;
+    lb16) timeout 420 python3 largest_batch.py --arch 8b --quant 4bit --tiers 16GB,24GB --seq 2048 --steps 2 ;;
+    ddp) timeout 580 python3 ddp_scaling.py --arch 1b --quant 16bit --seq 2048 --batch 4 --steps 12 --gpus 1,2 ;;
+    nb24|nbh100|nb8|nb16)
       python3 -c "from common import random_model; random_model('1b'); random_model('8b')"
       cd ..
-      nb() { name=$1; shift; timeout "$NB_TIMEOUT" python3 -m nbkit notebook "notebooks/$name.ipynb" -o "$OUT/nb_$name.ipynb" \
-               -p smoke False -p max_steps 20 -p save_gguf False "$@"; echo "[notebook $name] rc=$?"; }
+      case $stage in
+        nb8) NB_TIMEOUT=200 nb 8gb -p model /tmp/nbkit-models/1b -p emulate_tier True ;;
+        nb16) NB_TIMEOUT=240 nb 16gb -p model /tmp/nbkit-models/8b -p emulate_tier True -p save_merged False ;;
+        nb24) NB_TIMEOUT=300 nb 24gb -p model /tmp/nbkit-models/8b -p emulate_tier True -p save_merged False ;;
+        nbh100) NB_TIMEOUT=540 nb h100 -p model /tmp/nbkit-models/8b ;;
+      esac
+      cd bench ;;
+    # each tier notebook, headless, on a random-weight model of its default architecture, under the tier's cap
+    notebooks)
+      python3 -c "from common import random_model; random_model('1b'); random_model('8b')"
+      cd ..
       NB_TIMEOUT=150 nb 8gb -p model /tmp/nbkit-models/1b -p emulate_tier True
       NB_TIMEOUT=150 nb 16gb -p model /tmp/nbkit-models/8b -p emulate_tier True -p save_merged False
       NB_TIMEOUT=170 nb h100 -p model /tmp/nbkit-models/8b

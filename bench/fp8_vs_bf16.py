@@ -17,6 +17,8 @@ def main() -> None:
         if path.stem.endswith("_report"):
             continue
         for r in json.loads(path.read_text())["records"]:
+            if r.get("shared_gpu"):  # timed while other jobs shared the GPU
+                continue
             if r["backend"] == "unsloth" and r.get("tok_s_steady") and r["quant"] in ("fp8", "16bit"):
                 speeds.setdefault((r["arch"], r["seq"], r["batch"]), {})[r["quant"]] = r["tok_s_steady"]
     rows = []

@@ -49,6 +49,7 @@ def measure_isolated(args) -> list[dict]:
             cmd = [sys.executable, __file__, "--arch", arch, "--quant", quant, "--shapes", args.shapes,
                    "--steps", str(args.steps), "--backend", args.backend, "--out", out, "--in-process"]
             cmd += ["--no-gc-too"] if args.no_gc_too else []
+            cmd += ["--shared-gpu"] if args.shared_gpu else []
             subprocess.run(cmd, timeout=args.part_timeout)
             part = RESULTS / out
             if part.exists():
@@ -108,7 +109,7 @@ def measure(args) -> list[dict]:
                            "measured_allocated_gib": torch.cuda.max_memory_allocated() / 1024**3,
                            "gpu_used_gib": gpu_used_gib(),
                            "tok_s": res.tokens_per_second if res else None,
-                           "gpu": torch.cuda.get_device_name()}
+                           "gpu": torch.cuda.get_device_name(), "shared_gpu": args.shared_gpu}
                     rec["context_gib"] = rec["gpu_used_gib"] - torch.cuda.memory_reserved() / 1024**3
                     rec["step_seconds"] = timer.steady()
                     rec["tok_s_steady"] = (batch * seq / rec["step_seconds"]) if rec["step_seconds"] else None
@@ -145,6 +146,8 @@ def main() -> None:
     ap.add_argument("--report", nargs="*", help="re-predict saved measurement files instead of measuring")
     ap.add_argument("--in-process", action="store_true", help="measure every combination in this process")
     ap.add_argument("--part-timeout", type=int, default=300)
+    ap.add_argument("--shared-gpu", action="store_true",
+                    help="other jobs use the GPU meanwhile: memory readings hold, speeds are marked unusable")
     args = ap.parse_args()
     if args.report is not None:
         raw = []

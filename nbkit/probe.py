@@ -113,7 +113,7 @@ def probe_batch(loaded: LoadedModel, predicted: int, steps: int = 2, grow: float
         if peak is not None:
             peaks[batch] = peak
         if on_result:
-            on_result(batch, ok, peak, timer.last)
+            on_result(batch, ok, peak, timer.steady if ok else None)
         return ok
 
     try:
@@ -134,19 +134,32 @@ def _restore(model, saved: dict) -> None:
 
 
 def _step_timer():
-    """Seconds of the last optimizer step on the host clock: the probe is about fitting, not precise speed."""
+    """Step times, CUDA-synchronised (a probe may wait for the GPU; real training never does). `steady` is the
+    median after the first step, which includes compilation."""
+    import statistics
     import time
 
+    import torch
     from transformers import TrainerCallback
 
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+
     class StepTimer(TrainerCallback):
-        last: float | None = None
-        _t = 0.0
+        def __init__(self):
+            self.times: list[float] = []
+            self._t = 0.0
 
         def on_step_begin(self, *args, **kwargs):
+            sync()
             self._t = time.perf_counter()
 
         def on_step_end(self, *args, **kwargs):
-            self.last = time.perf_counter() - self._t
+            sync()
+            self.times.append(time.perf_counter() - self._t)
+
+        @property
+        def steady(self) -> float | None:
+            rest = self.times[1:] or self.times
+            return statistics.median(rest) if rest else None
 
     return StepTimer()

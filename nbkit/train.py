@@ -12,6 +12,25 @@ from .errors import HardwareError
 from .models import LoadedModel
 
 
+def _step_marks(counter: "TokenCounter"):
+    """A callback noting (host time, tokens) at each step's end. No GPU sync of its own: the trainer's per-step
+    loss logging already waits for the GPU, so over several steps the host clock tracks the GPU's."""
+    from transformers import TrainerCallback
+
+    class StepMarks(TrainerCallback):
+        def __init__(self):
+            self.start = time.perf_counter()
+            self.marks: list[tuple[float, int]] = []
+
+        def on_train_begin(self, *args, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, *args, **kwargs):
+            self.marks.append((time.perf_counter() - self.start, counter.tokens))
+
+    return StepMarks()
+
+
 class TokenCounter:
     """Wraps the data collator to count real (non-padding) tokens on the CPU side: no GPU sync needed."""
 
@@ -34,10 +53,21 @@ class TrainResult:
     peak_vram_gib: float | None = None
     output_dir: str = ""
     checkpoints: list[str] = field(default_factory=list)
+    # (seconds since start, tokens so far) at each optimizer step's end, for speed after warm-up
+    step_marks: list[tuple[float, int]] = field(default_factory=list)
 
     @property
     def tokens_per_second(self) -> float:
+        """Over the whole run, first-step compilation included: what the wall clock saw."""
         return self.tokens / self.train_seconds if self.train_seconds else 0.0
+
+    def steady_tokens_per_second(self, warmup: int = 2) -> float | None:
+        """After the first `warmup` steps (compilation, allocator growth): the speed a longer run settles at.
+        None when the run had too few steps to tell."""
+        if len(self.step_marks) < warmup + 2:
+            return None
+        (t0, n0), (t1, n1) = self.step_marks[warmup], self.step_marks[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else None
 
     @property
     def first_loss(self) -> float:
@@ -132,6 +162,8 @@ def build_trainer(loaded: LoadedModel, data: PreparedData, callbacks=(), **overr
         callbacks=list(callbacks),
     )
     trainer.nbkit_token_counter = collator
+    trainer.nbkit_step_marks = _step_marks(collator)
+    trainer.add_callback(trainer.nbkit_step_marks)
     for cb in callbacks:
         if hasattr(cb, "attach"):
             cb.attach(collator)
@@ -192,5 +224,5 @@ def result_from(trainer, seconds: float, on_cuda: bool) -> TrainResult:
     return TrainResult(
         steps=trainer.state.global_step, losses=losses, eval_losses=evals, train_seconds=seconds,
         tokens=trainer.nbkit_token_counter.tokens, peak_vram_gib=peak, output_dir=str(out),
-        checkpoints=checkpoints,
+        checkpoints=checkpoints, step_marks=list(trainer.nbkit_step_marks.marks),
     )

@@ -43,7 +43,8 @@ class WorkflowReport:
         return {
             "backend": self.backend, "config": self.config.to_dict(), "steps": t.steps, "losses": t.losses,
             "eval_losses": t.eval_losses, "train_seconds": t.train_seconds, "tokens": t.tokens,
-            "tokens_per_second": t.tokens_per_second, "peak_vram_gib": t.peak_vram_gib,
+            "tokens_per_second": t.tokens_per_second, "steady_tokens_per_second": t.steady_tokens_per_second(),
+            "peak_vram_gib": t.peak_vram_gib,
             "checkpoints": t.checkpoints, "adapters_changed": self.verify.ok, "max_abs_diff": self.verify.max_abs_diff,
             "sample_before": self.sample_before, "sample_after": self.sample_after, "adapter_dir": self.adapter_dir,
             "merged_dir": self.merged_dir, "gguf_dir": self.gguf_dir, "notes": self.notes,

@@ -135,3 +135,22 @@ def test_a_failed_save_keeps_the_trained_model(tmp_path):
     assert err.report.train.steps == 2
     saved = export.save_lora(err.loaded, tmp_path / "elsewhere")  # the advice in the message works
     assert (saved / "adapter_model.safetensors").exists()
+
+
+def test_speed_after_warm_up_leaves_out_the_first_steps():
+    from nbkit.train import TrainResult
+
+    # a 10 s first step (compilation), then 1 s per 1000-token step
+    marks = [(10.0, 1000)] + [(10.0 + i, 1000 * (i + 1)) for i in range(1, 10)]
+    r = TrainResult(steps=10, losses=[(1, 1.0)], train_seconds=19.0, tokens=10000, step_marks=marks)
+    assert r.tokens_per_second == pytest.approx(10000 / 19.0)
+    assert r.steady_tokens_per_second() == pytest.approx(1000.0)
+    assert TrainResult(steps=3, losses=[(1, 1.0)], step_marks=marks[:3]).steady_tokens_per_second() is None
+
+
+def test_a_real_run_records_one_mark_per_step(trained):
+    result = trained[4]
+    assert len(result.step_marks) == result.steps
+    times = [t for t, _ in result.step_marks]
+    assert times == sorted(times) and result.step_marks[-1][1] == result.tokens
+    assert result.steady_tokens_per_second() > 0

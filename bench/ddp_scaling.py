@@ -1,0 +1,132 @@
+"""Data-parallel scaling: tokens/s of the same per-GPU run on 1 GPU and on N GPUs (torchrun, NCCL).
+
+python bench/ddp_scaling.py --arch 1b --quant 16bit --seq 2048 --batch 4 --steps 12 --gpus 1,2
+Each rank runs nbkit.models.load + nbkit.train.run (rank 0 shows progress) on synthetic rows of exactly `seq`
+tokens, so every step is N x batch x seq tokens; speed is rank 0's median synchronised step time after 2
+warm-up steps. Then `torchrun -m nbkit train --config` runs the real workflow on the largest N (shipped data,
+one adapter saved, ranks checked identical). If Unsloth fails under DDP the same is tried with
+NBKIT_BACKEND=transformers, and the JSON says which backend ran.
+Writes bench/results/ddp_scaling_<arch>_<quant>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from common import print_table, random_model, step_timer, synthetic_data, write_json
+
+# multicast (NVLS) can take a shared host's GPUs out of service: keep it off in every process we start
+SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+
+
+def worker(args) -> None:
+    from nbkit import backend
+
+    name = backend.ensure()
+    import torch
+
+    from nbkit import distributed, models, train
+    from nbkit.config import RunConfig
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cfg = RunConfig(model=args.model, quantization=args.quant, max_seq_length=args.seq, batch_size=args.batch,
+                    grad_accum=1, max_steps=args.steps, save_steps=0, output_dir="/tmp/ddp_bench")
+    loaded = models.load(cfg, check_memory=False)
+    data = synthetic_data(args.batch * args.steps * world, args.seq)
+    timer = step_timer()
+    result = train.run(loaded, data, callbacks=[timer], progress=distributed.is_main())
+    peaks = distributed.gather(torch.cuda.max_memory_reserved() / 1024**3)
+    devices = distributed.gather(str(next(loaded.model.parameters()).device))
+    if distributed.is_main():
+        step = timer.steady()
+        print("RESULT " + json.dumps({
+            "gpus": world, "backend": name, "median_step_s": step, "tokens_per_s": world * args.batch * args.seq / step,
+            "peak_gib_per_rank": peaks, "devices": devices, "final_loss": result.final_loss,
+            "step_times": timer.times}), flush=True)
+
+
+def torchrun(n: int, module_args: list[str], env: dict, timeout: int) -> tuple[int, str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port",
+           str(29500 + n)] + module_args
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                              timeout=timeout)
+        return proc.returncode, proc.stdout
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        return 124, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--arch", default="1b")
+    ap.add_argument("--quant", default="16bit")
+    ap.add_argument("--seq", type=int, default=2048)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--gpus", default="1,2")
+    ap.add_argument("--backends", default="unsloth,transformers")
+    ap.add_argument("--timeout", type=int, default=240)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--model", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    os.environ.update(SAFE_ENV)
+    model = random_model(args.arch)
+    rows, e2e = [], None
+    name = f"ddp_scaling_{args.arch}_{args.quant}.json"
+    for backend in args.backends.split(","):
+        env = {**os.environ, **SAFE_ENV, "NBKIT_BACKEND": backend}
+        ok = True
+        for n in (int(x) for x in args.gpus.split(",")):
+            rc, out = torchrun(n, [__file__, "--worker", "--model", model, "--arch", args.arch, "--quant", args.quant,
+                                   "--seq", str(args.seq), "--batch", str(args.batch), "--steps", str(args.steps)],
+                               env, args.timeout)
+            found = [json.loads(line[7:]) for line in out.splitlines() if line.startswith("RESULT ")]
+            if rc != 0 or not found:
+                print(out[-4000:])
+                rows.append({"gpus": n, "backend": backend, "error": f"rc={rc}", "tail": out[-1500:]})
+                ok = False
+                break
+            rows.append(found[0])
+            print(f"[{backend}] {n} GPU(s): {found[0]['tokens_per_s']:,.0f} tok/s", flush=True)
+            write_json(name, {"args": vars(args), "rows": rows})
+        if ok:
+            e2e = run_workflow(model, args, env, max(int(x) for x in args.gpus.split(",")))
+            break  # the first backend that works is the one reported
+    good = [r for r in rows if "tokens_per_s" in r]
+    scaling = None
+    if len(good) >= 2:
+        scaling = good[-1]["tokens_per_s"] / good[0]["tokens_per_s"]
+    print_table(good, ["gpus", "backend", "median_step_s", "tokens_per_s", "peak_gib_per_rank"])
+    print(f"scaling {good[0]['gpus'] if good else '?'} -> {good[-1]['gpus'] if good else '?'} GPUs: {scaling}")
+    write_json(name, {"args": vars(args), "rows": rows, "scaling": scaling, "workflow": e2e})
+
+
+def run_workflow(model: str, args, env: dict, n: int) -> dict:
+    """The user's path: `torchrun -m nbkit train --config run.yaml` on the shipped data."""
+    from nbkit.config import RunConfig
+
+    out = Path("/tmp/ddp_workflow")
+    cfg = RunConfig(model=model, quantization=args.quant, max_seq_length=512, batch_size=4, grad_accum=1,
+                    max_steps=30, save_steps=0, output_dir=str(out))
+    path = cfg.save("/tmp/ddp_run.yaml")
+    rc, text = torchrun(n, ["-m", "nbkit", "train", "--config", str(path)], env, args.timeout)
+    print(text[-2500:])
+    report_file = out / "nbkit_report.json"
+    report = json.loads(report_file.read_text()) if report_file.exists() else {}
+    return {"rc": rc, "world_size": report.get("world_size"), "ranks_agree": report.get("ranks_agree"),
+            "adapters_changed": report.get("adapters_changed"), "loss_first_last":
+            [report["losses"][0][1], report["losses"][-1][1]] if report.get("losses") else None,
+            "saved": sorted(p.name for p in out.iterdir()) if out.exists() else [],
+            "per_gpu_line": [l for l in text.splitlines() if "GPU0" in l][-1:]}
+
+
+if __name__ == "__main__":
+    main()
