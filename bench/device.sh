@@ -38,8 +38,8 @@ for stage in "$@"; do
       timeout 150 python3 memory_accuracy.py --arch 1b --quant fp8 --shapes 512x8,2048x4,4096x8 --out mem_1b_fp8.json
       timeout 100 python3 memory_accuracy.py --arch 1b --quant 4bit --shapes 512x1,2048x4,4096x8 --out mem_1b_4bit.json ;;
     # FP8 peaks, one process per model; --shared-gpu: other stages may run beside it, so its speeds are not used
-    fp8mem) timeout 560 python3 memory_accuracy.py --arch 1b,8b --quant fp8 --shapes 512x8,2048x4,4096x8 \
-              --part-timeout 330 --shared-gpu --out mem_fp8.json ;;
+    fp8mem) timeout 520 python3 memory_accuracy.py --arch 1b,8b --quant fp8 --shapes 512x8,2048x4,4096x8 \
+              --part-timeout 300 --shared-gpu --out mem_fp8.json ;;
     parity) timeout 400 python3 loss_parity.py --arch 1b --quant 16bit --steps 50 --batch 4 --seq 512 ;;
     tput8b) timeout 560 python3 throughput.py --arch 8b --quant 4bit --seq 2048 --batch 4 --steps 10 --part-timeout 200 ;;
     lb8) timeout 300 python3 largest_batch.py --arch 1b --quant 4bit --tiers 8GB --seq 2048 ;;
