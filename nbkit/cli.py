@@ -40,10 +40,13 @@ def _train(args) -> int:
     backend.ensure()
     from . import workflow
 
-    from .distributed import is_main
+    from .distributed import is_main, shutdown
 
     cfg = RunConfig.load(args.config)
-    report = workflow.run(cfg, merged=args.merged, gguf=args.gguf, progress=True)
+    try:
+        report = workflow.run(cfg, merged=args.merged, gguf=args.gguf, progress=True)
+    finally:
+        shutdown()
     if is_main():
         print(report.summary())
     return 0 if report.ranks_agree else 1

@@ -56,6 +56,14 @@ def from_main(value):
     return box[0]
 
 
+def shutdown() -> None:
+    """End the process group the trainer started (torch warns, and may leak NCCL resources, otherwise)."""
+    if _initialized():
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
 def free_port() -> int:
     """A TCP port free on localhost now, for a rendezvous or a local server."""
     import socket

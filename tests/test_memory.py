@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from nbkit import HardwareError, RunConfig
+from nbkit.hardware import GpuInfo
 from nbkit.memory import (SAFETY_MARGIN, WEIGHT_BYTES, check_fits, estimate, fits, largest_batch, recommend)
 from nbkit.specs import from_config_dict, spec_for
 
@@ -68,9 +69,31 @@ def test_prediction_matches_h100_measurements():
                for r in with_load_index(json.loads(f.read_text())["records"])]
     rows = [predict(r) for r in records if r["status"] == "ok" and r["load_index"] == 0]
     assert len(rows) >= 12
-    assert {r["quant"] for r in rows} >= {"4bit", "16bit"} and {r["arch"] for r in rows} == {"1b", "8b"}
+    assert {r["quant"] for r in rows} >= {"4bit", "16bit", "fp8"} and {r["arch"] for r in rows} == {"1b", "8b"}
     for r in rows:
         assert 0 <= r["error_pct"] <= 10, r
+
+
+def test_largest_batch_is_safe_against_the_h100_probes():
+    """bench/largest_batch.py trained growing batches under 8/16/24 GB caps until one ran out of memory.
+    Every batch that trained is predicted within +0…+10%, and the predicted largest batch is one that trains."""
+    from nbkit.hardware import TIERS
+
+    rows = [r for f in sorted((ROOT / "bench" / "results").glob("largest_batch_*.json"))
+            for r in json.loads(f.read_text())["rows"]]
+    assert {r["tier"] for r in rows} >= {"8GB", "16GB", "24GB"}
+    for r in rows:
+        spec = spec_for({"1b": "unsloth/Llama-3.2-1B-Instruct", "8b": LLAMA_8B}[r["arch"]])
+        cfg = RunConfig(quantization=r["quant"], max_seq_length=r["seq"], batch_size=r["batch"])
+        if r["trained"]:
+            error = 100 * (estimate(cfg, spec).reserved - r["peak_gib"]) / r["peak_gib"]
+            assert 0 <= error <= 10, (r, error)
+        gpu = GpuInfo(True, "H100 capped", (9, 0), 79.2, 79.0, True, True, 1, TIERS[r["tier"]])
+        predicted = largest_batch(cfg, spec, gpu)
+        trained = {x["batch"] for x in rows if x["tier"] == r["tier"] and x["trained"]}
+        failed = {x["batch"] for x in rows if x["tier"] == r["tier"] and not x["trained"]}
+        # memory grows with the batch, so anything up to a batch that trained trains too
+        assert 1 <= predicted <= max(trained) and all(predicted < b for b in failed), (r["tier"], predicted)
 
 
 def test_largest_batch_and_fit(fake_gpu):
