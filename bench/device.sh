@@ -43,6 +43,9 @@ for stage in "$@"; do
               --part-timeout 270 --shared-gpu --out mem_fp8.json ;;
     parity) timeout 400 python3 loss_parity.py --arch 1b --quant 16bit --steps 50 --batch 4 --seq 512 ;;
     tput8b) timeout 560 python3 throughput.py --arch 8b --quant 4bit --seq 2048 --batch 4 --steps 10 --part-timeout 200 ;;
+    tput-rest)
+      timeout 270 python3 throughput.py --arch 1b --quant 4bit --seq 2048 --batch 4 --steps 8 --part-timeout 110
+      timeout 290 python3 throughput.py --arch 8b --quant 16bit --seq 2048 --batch 4 --steps 8 --part-timeout 120 ;;
     lb8) timeout 300 python3 largest_batch.py --arch 1b --quant 4bit --tiers 8GB --seq 2048 ;;
     lb16) timeout 420 python3 largest_batch.py --arch 8b --quant 4bit --tiers 16GB,24GB --seq 2048 --steps 2 ;;
     ddp) timeout 580 python3 ddp_scaling.py --arch 1b --quant 16bit --seq 2048 --batch 4 --steps 12 --gpus 1,2 ;;
