@@ -55,15 +55,9 @@ def random_model(arch: str, root: str = "/tmp/nbkit-models") -> str:
 
 def synthetic_data(n_rows: int, seq: int, vocab: int = 1000, seed: int = 0):
     """Rows of exactly `seq` tokens, every one labelled: the worst case the memory model plans for."""
-    import datasets
-    import torch
+    from nbkit.probe import synthetic_rows
 
-    from nbkit.data import PreparedData
-
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(10, vocab, (n_rows, seq), generator=g).tolist()
-    ds = datasets.Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * seq] * n_rows, "labels": ids})
-    return PreparedData(ds, None, "synthetic", n_rows)
+    return synthetic_rows(n_rows, seq, vocab, seed)
 
 
 def step_timer(warmup: int = 2):
@@ -129,3 +123,36 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.2f}"
     return "" if v is None else str(v)
+
+
+def run_parser(doc: str | None, steps: int, seq: int = 2048, batch: int = 4, quant: str = "16bit"):
+    """The shape arguments every GPU script takes (model architecture, quantization, rows, steps)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--arch", default="1b")
+    ap.add_argument("--quant", default=quant)
+    ap.add_argument("--seq", type=int, default=seq)
+    ap.add_argument("--batch", type=int, default=batch)
+    ap.add_argument("--steps", type=int, default=steps)
+    return ap
+
+
+def emit(result: dict) -> None:
+    """How a child process hands its result to the parent: one line on stdout."""
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def child_result(cmd: list[str], timeout: int, env: dict | None = None) -> tuple[int, dict | None, str]:
+    """Run a measuring child process (one model per process) and read back what it emit()ted.
+    Returns (exit code, result or None, combined output); a time-out returns 124 and what was printed."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                              timeout=timeout)
+        rc, out = proc.returncode, proc.stdout
+    except subprocess.TimeoutExpired as exc:
+        rc, out = 124, exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+    found = [json.loads(line[7:]) for line in out.splitlines() if line.startswith("RESULT ")]
+    return rc, (found[0] if found else None), out

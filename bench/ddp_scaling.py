@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
-from common import print_table, random_model, step_timer, synthetic_data, write_json
+from common import child_result, emit, print_table, random_model, run_parser, step_timer, synthetic_data, write_json
 
 # multicast (NVLS) can take a shared host's GPUs out of service: keep it off in every process we start
 SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
@@ -43,31 +42,20 @@ def worker(args) -> None:
     devices = distributed.gather(str(next(loaded.model.parameters()).device))
     if distributed.is_main():
         step = timer.steady()
-        print("RESULT " + json.dumps({
+        emit({
             "gpus": world, "backend": name, "median_step_s": step, "tokens_per_s": world * args.batch * args.seq / step,
             "peak_gib_per_rank": peaks, "devices": devices, "final_loss": result.final_loss,
-            "step_times": timer.times}), flush=True)
+            "step_times": timer.times})
 
 
-def torchrun(n: int, module_args: list[str], env: dict, timeout: int) -> tuple[int, str]:
+def torchrun(n: int, module_args: list[str], env: dict, timeout: int) -> tuple[int, dict | None, str]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port",
            str(29500 + n)] + module_args
-    try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                              timeout=timeout)
-        return proc.returncode, proc.stdout
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        return 124, out
+    return child_result(cmd, timeout, env)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--arch", default="1b")
-    ap.add_argument("--quant", default="16bit")
-    ap.add_argument("--seq", type=int, default=2048)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=12)
+    ap = run_parser(__doc__, steps=12)
     ap.add_argument("--gpus", default="1,2")
     ap.add_argument("--backends", default="unsloth,transformers")
     ap.add_argument("--timeout", type=int, default=240)
@@ -85,17 +73,16 @@ def main() -> None:
         env = {**os.environ, **SAFE_ENV, "NBKIT_BACKEND": backend}
         ok = True
         for n in (int(x) for x in args.gpus.split(",")):
-            rc, out = torchrun(n, [__file__, "--worker", "--model", model, "--arch", args.arch, "--quant", args.quant,
+            rc, found, out = torchrun(n, [__file__, "--worker", "--model", model, "--arch", args.arch, "--quant", args.quant,
                                    "--seq", str(args.seq), "--batch", str(args.batch), "--steps", str(args.steps)],
                                env, args.timeout)
-            found = [json.loads(line[7:]) for line in out.splitlines() if line.startswith("RESULT ")]
             if rc != 0 or not found:
                 print(out[-4000:])
                 rows.append({"gpus": n, "backend": backend, "error": f"rc={rc}", "tail": out[-1500:]})
                 ok = False
                 break
-            rows.append(found[0])
-            print(f"[{backend}] {n} GPU(s): {found[0]['tokens_per_s']:,.0f} tok/s", flush=True)
+            rows.append(found)
+            print(f"[{backend}] {n} GPU(s): {found['tokens_per_s']:,.0f} tok/s", flush=True)
             write_json(name, {"args": vars(args), "rows": rows})
         if ok:
             e2e = run_workflow(model, args, env, max(int(x) for x in args.gpus.split(",")))
@@ -117,7 +104,7 @@ def run_workflow(model: str, args, env: dict, n: int) -> dict:
     cfg = RunConfig(model=model, quantization=args.quant, max_seq_length=512, batch_size=4, grad_accum=1,
                     max_steps=30, save_steps=0, output_dir=str(out))
     path = cfg.save("/tmp/ddp_run.yaml")
-    rc, text = torchrun(n, ["-m", "nbkit", "train", "--config", str(path)], env, args.timeout)
+    rc, _, text = torchrun(n, ["-m", "nbkit", "train", "--config", str(path)], env, args.timeout)
     print(text[-2500:])
     report_file = out / "nbkit_report.json"
     report = json.loads(report_file.read_text()) if report_file.exists() else {}

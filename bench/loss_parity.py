@@ -13,10 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 
-from common import print_table, random_model, write_json
+from common import child_result, emit, print_table, random_model, run_parser, write_json
 
 TOLERANCE = 0.02
 
@@ -61,27 +60,21 @@ def one_backend(args) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--arch", default="1b")
-    ap.add_argument("--quant", default="16bit")
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--seq", type=int, default=512)
+    ap = run_parser(__doc__, steps=50, seq=512)
     ap.add_argument("--backend", help=argparse.SUPPRESS)  # internal: one backend in this process
     args = ap.parse_args()
     if args.backend:
-        print("RESULT " + json.dumps(one_backend(args)), flush=True)
+        emit(one_backend(args))
         return
     runs = {}
     for b in ("unsloth", "transformers"):
         cmd = [sys.executable, __file__, "--arch", args.arch, "--quant", args.quant, "--steps", str(args.steps),
                "--batch", str(args.batch), "--seq", str(args.seq), "--backend", b]
-        out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=400).stdout
-        found = [json.loads(line[7:]) for line in out.splitlines() if line.startswith("RESULT ")]
+        _, found, out = child_result(cmd, 400)
         if not found:
             print(out[-3000:])
             raise SystemExit(f"{b}: no result")
-        runs[b] = found[0]
+        runs[b] = found
     u, h = runs["unsloth"]["losses"], runs["transformers"]["losses"]
     rows = [{"step": i + 1, "unsloth": a, "hf": b, "abs_diff": abs(a - b), "rel_diff": abs(a - b) / b}
             for i, (a, b) in enumerate(zip(u, h))]

@@ -14,12 +14,10 @@ torch.cuda.max_memory_reserved over training. Writes bench/results/throughput_<a
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 
-from common import RESULTS, print_table, random_model, step_timer, synthetic_data, write_json
+from common import child_result, emit, print_table, random_model, run_parser, step_timer, synthetic_data, write_json
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -102,34 +100,22 @@ def one_variant(args) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--arch", default="1b")
-    ap.add_argument("--quant", default="16bit")
-    ap.add_argument("--seq", type=int, default=2048)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=10)
+    ap = run_parser(__doc__, steps=10)
     ap.add_argument("--variants", default="raw,nbkit,hf")
     ap.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant in this process
     ap.add_argument("--part-timeout", type=int, default=300)
     args = ap.parse_args()
     if args.variant:
-        print("RESULT " + json.dumps(one_variant(args)), flush=True)
+        emit(one_variant(args))
         return
     rows = []
     name = f"throughput_{args.arch}_{args.quant}.json"
     for v in args.variants.split(","):
         cmd = [sys.executable, __file__, "--arch", args.arch, "--quant", args.quant, "--seq", str(args.seq),
                "--batch", str(args.batch), "--steps", str(args.steps), "--variant", v]
-        try:
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=args.part_timeout)
-            out = proc.stdout
-        except subprocess.TimeoutExpired as exc:
-            out = exc.stdout or ""
-            if isinstance(out, bytes):
-                out = out.decode()
+        _, found, out = child_result(cmd, args.part_timeout)
         print(out[-1500:])
-        found = [json.loads(line[7:]) for line in out.splitlines() if line.startswith("RESULT ")]
-        rows.append(found[0] if found else {"run": VARIANTS[v][0], "variant": v, "error": "no result"})
+        rows.append(found or {"run": VARIANTS[v][0], "variant": v, "error": "no result"})
         write_json(name, {"args": vars(args), "rows": rows})
     by = {r["variant"]: r for r in rows if "tokens_per_s" in r}
     ratios = {}

@@ -1,8 +1,8 @@
 """Confirm a batch size by training on it: a few steps at full sequence length under the current memory cap.
 
-memory.largest_batch() predicts; probe_batch() checks the prediction on the GPU in hand. The probe trains a
-copy of nothing: it snapshots the LoRA tensors first and puts them back afterwards, so the model is exactly
-as it was before the probe (the optimizer is the probe trainer's own and is dropped with it).
+memory.largest_batch() predicts; probe_batch() checks the prediction on the GPU in hand. The probe trains the
+real model, so it snapshots the LoRA tensors first and puts them back afterwards: the model is exactly as it
+was before the probe (the optimizer is the probe trainer's own and is dropped with it).
 """
 from __future__ import annotations
 
