@@ -34,7 +34,10 @@ def main() -> None:
     spec = spec_for(path)
     rows, loaded = [], None
     for tier in args.tiers.split(","):
-        gpu = hardware.cap_memory(hardware.TIERS[tier])
+        # a tier as large as the card (H100 on an H100) is the card itself: nothing to cap
+        card = hardware.check_gpu()
+        cap = hardware.TIERS[tier]
+        gpu = hardware.cap_memory(cap) if cap < card.total_gib else card
         cfg = RunConfig(model=path, quantization=args.quant, max_seq_length=args.seq, batch_size=1, grad_accum=1,
                         save_steps=0, output_dir="/tmp/lb")
         predicted = memory.largest_batch(cfg, spec, gpu, name)
@@ -44,7 +47,7 @@ def main() -> None:
 
         def report(batch, ok, peak, secs, tier=tier, predicted=predicted):
             row = {"tier": tier, "arch": args.arch, "quant": args.quant, "seq": args.seq, "predicted": predicted,
-                   "batch": batch, "trained": ok, "peak_gib": peak, "cap_gib": hardware.TIERS[tier],
+                   "batch": batch, "trained": ok, "peak_gib": peak, "cap_gib": gpu.usable_gib,
                    "step_s": secs, "tokens_per_s": batch * args.seq / secs if secs else None,
                    "predicted_peak_gib": memory.estimate(cfg, spec, name, batch_size=batch).reserved}
             print(row, flush=True)
