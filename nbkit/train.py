@@ -79,8 +79,11 @@ class TrainResult:
 
     def summary(self) -> str:
         peak = f", peak VRAM {self.peak_vram_gib:.2f} GiB" if self.peak_vram_gib is not None else ""
+        steady = self.steady_tokens_per_second()
+        after = (f" ({steady:,.0f} after warm-up)" if steady and abs(steady - self.tokens_per_second)
+                 > 0.1 * self.tokens_per_second else "")
         return (f"{self.steps} steps in {self.train_seconds:.1f} s, loss {self.first_loss:.3f} → "
-                f"{self.final_loss:.3f}, {self.tokens_per_second:,.0f} tokens/s{peak}")
+                f"{self.final_loss:.3f}, {self.tokens_per_second:,.0f} tokens/s{after}{peak}")
 
 
 def sft_config(loaded: LoadedModel, data: PreparedData, **overrides: Any):

@@ -65,10 +65,31 @@ def test_stats_summary_and_eta():
     cb, clock = drive(steps=100, step_seconds=1.0, plot_cost=0.01)
     assert cb.finished and cb.display.ended.startswith("Training finished: 100 steps")
     assert "loss 4.9900 → 4.0000" in cb.display.ended
-    cb.step, cb.total = 25, 100
+    assert "tokens/s." in cb.display.ended and "after the first step" not in cb.display.ended  # steady run
+
+
+def test_a_slow_first_step_is_left_out_of_eta_and_speed():
+    """FP8's first step compiles for minutes: ETA and tok/s must come from the steps after it."""
+    clock = Clock()
+    cb = TrainingProgress(stats_interval=0.0, clock=clock)
+    cb.display = Recorder(clock, plot_cost=0.0)
+    cb.attach(SimpleNamespace(tokens=0))
+    state = SimpleNamespace(max_steps=100, global_step=0)
+    cb.on_train_begin(None, state, None)
+    for step in range(1, 26):
+        clock.t += 300.0 if step == 1 else 2.0  # 5 minutes of compilation, then 2 s steps
+        cb.counter.tokens += 4000
+        state.global_step = step
+        cb.on_step_end(None, state, None)
+        if step == 1:
+            assert cb.stats()["eta"] == pytest.approx(99 * 300.0)  # only an upper bound so far
     stats = cb.stats()
-    assert stats["eta"] == pytest.approx(3 * stats["elapsed"])
-    assert "step 25/100" in cb.stats_line() and "tok/s" in cb.stats_line() and "lr 1.00e-04" in cb.stats_line()
+    assert stats["eta"] == pytest.approx(75 * 2.0) and stats["tokens_per_s"] == pytest.approx(2000.0)
+    line = cb.stats_line()
+    assert "step 25/100" in line and "ETA 2:30" in line and "2,000 tok/s" in line
+    assert "first step 5:00 (one-off compilation" in line
+    cb.on_train_end(None, state, None)
+    assert cb.display.ended.endswith("287 tokens/s (2,000 after the first step).")
 
 
 def test_errors_are_shown_with_advice():

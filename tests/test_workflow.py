@@ -146,6 +146,7 @@ def test_speed_after_warm_up_leaves_out_the_first_steps():
     assert r.tokens_per_second == pytest.approx(10000 / 19.0)
     assert r.steady_tokens_per_second() == pytest.approx(1000.0)
     assert TrainResult(steps=3, losses=[(1, 1.0)], step_marks=marks[:3]).steady_tokens_per_second() is None
+    assert "526 tokens/s (1,000 after warm-up)" in r.summary()
 
 
 def test_a_real_run_records_one_mark_per_step(trained):

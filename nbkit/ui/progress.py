@@ -47,6 +47,9 @@ class TrainingProgress(TrainerCallback):
         self._last_plot_cost = 0.0
         self.finished = False
         self.error: str | None = None
+        # (clock, tokens) when the first step ended: that step includes one-off compilation (minutes for FP8),
+        # so speed and ETA are measured from there once a second step exists
+        self._first: tuple[float, int, int] | None = None  # (clock, tokens, step)
 
     def attach(self, counter: Any) -> None:
         """Given the trainer's token counter (see train.TokenCounter)."""
@@ -62,6 +65,8 @@ class TrainingProgress(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.step = state.global_step
+        if self._first is None:
+            self._first = (self.clock(), self.tokens, self.step)
         self._maybe_refresh()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -97,10 +102,19 @@ class TrainingProgress(TrainerCallback):
 
     def stats(self) -> dict[str, Any]:
         elapsed = self.elapsed
-        eta = (self.total - self.step) * elapsed / self.step if self.step else None
+        eta, first_step, tokens_per_s = None, None, (self.tokens / elapsed if elapsed > 0 else 0.0)
+        if self._first is not None:
+            first_step = self._first[0] - self.start
+            since = self.clock() - self._first[0]
+            later_steps = self.step - self._first[2]
+            if later_steps > 0 and since > 0:
+                eta = (self.total - self.step) * since / later_steps
+                tokens_per_s = (self.tokens - self._first[1]) / since
+            elif self.step and first_step > 0:
+                eta = (self.total - self.step) * first_step  # an upper bound until a second step is timed
         return {
-            "step": self.step, "total": self.total, "elapsed": elapsed, "eta": eta,
-            "tokens_per_s": self.tokens / elapsed if elapsed > 0 else 0.0,
+            "step": self.step, "total": self.total, "elapsed": elapsed, "eta": eta, "first_step": first_step,
+            "tokens_per_s": tokens_per_s,
             "loss": self.losses[-1][1] if self.losses else None, "lr": self.lr,
             "vram": live_vram(),
             # a data-parallel run is shown by rank 0 alone, so it reads every GPU from the driver
@@ -113,6 +127,8 @@ class TrainingProgress(TrainerCallback):
         if s["eta"] is not None:
             parts.append(f"ETA {fmt_seconds(s['eta'])}")
         parts.append(f"{s['tokens_per_s']:,.0f} tok/s")
+        if s["first_step"] and s["step"] > 1 and s["first_step"] > 0.25 * s["elapsed"]:
+            parts.append(f"first step {fmt_seconds(s['first_step'])} (one-off compilation; not in ETA or tok/s)")
         if s["loss"] is not None:
             parts.append(f"loss {s['loss']:.4f}")
         if s["lr"] is not None:
@@ -128,7 +144,10 @@ class TrainingProgress(TrainerCallback):
         text = f"Training finished: {s['step']} steps in {fmt_seconds(s['elapsed'])}"
         if self.losses:
             text += f", loss {self.losses[0][1]:.4f} → {self.losses[-1][1]:.4f}"
-        text += f", {s['tokens_per_s']:,.0f} tokens/s"
+        whole = self.tokens / s["elapsed"] if s["elapsed"] > 0 else 0.0
+        text += f", {whole:,.0f} tokens/s"
+        if self.step > 2 and abs(s["tokens_per_s"] - whole) > 0.1 * max(whole, 1.0):
+            text += f" ({s['tokens_per_s']:,.0f} after the first step)"
         if s["vram"]:
             text += f", peak VRAM {s['vram'][2]:.2f} GiB"
         return text + "."
