@@ -27,13 +27,6 @@ def _initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def barrier() -> None:
-    if _initialized():
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 def gather(value) -> list:
     """`value` from every rank (a one-element list outside a distributed run)."""
     if not _initialized():

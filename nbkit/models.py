@@ -13,6 +13,7 @@ from typing import Any
 
 from . import backend
 from .config import TINY_MODEL, RunConfig
+from .distributed import local_rank
 from .errors import ConfigError, HardwareError, ModelNotFoundError
 from .hardware import GpuInfo, check_gpu, require_fp8
 
@@ -65,8 +66,6 @@ def _unknown_model_message(model_id: str, exc: Exception) -> str:
 
 def load(config: RunConfig, gpu: GpuInfo | None = None, check_memory: bool = True) -> LoadedModel:
     """Load the base model in the configured precision and attach LoRA adapters to it."""
-    from .distributed import local_rank
-
     if gpu is None:
         # under torchrun each process owns the GPU of its local rank; set it before anything allocates
         gpu = check_gpu(local_rank())
@@ -103,8 +102,6 @@ def _load_unsloth(config: RunConfig, path: str):
     if config.quantization == "fp8":
         kwargs["load_in_fp8"] = True
     if os.environ.get("WORLD_SIZE", "1") != "1":  # data parallel: the whole model on this rank's GPU
-        from .distributed import local_rank
-
         kwargs["device_map"] = {"": local_rank()}
     model, tokenizer = FastLanguageModel.from_pretrained(**kwargs)
     model = FastLanguageModel.get_peft_model(
@@ -138,8 +135,6 @@ def _load_transformers(config: RunConfig, path: str, gpu: GpuInfo):
                                    bnb_4bit_compute_dtype=dtype)
     elif config.quantization == "8bit":
         quant = BitsAndBytesConfig(load_in_8bit=True)
-    from .distributed import local_rank
-
     device = f"cuda:{local_rank()}" if gpu.available else "cpu"
     torch.manual_seed(config.seed)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=quant,
