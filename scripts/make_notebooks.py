@@ -45,7 +45,7 @@ quantization error, at ~15 GiB of weights. If you want a bigger model instead, s
 (`load_in_fp8=True`), which halves the weights' memory against 16-bit. Whether it is *faster* depends on the model
 size and the tokens per step: FP8 adds scaling work around each matmul, and its first step compiles for several
 minutes. Measured on an H100 (`bench/README.md`): on Llama-3.1-8B with 2048-token rows × 4, FP8 ran 1.17× faster
-than 16-bit; on a 1B model, or with short rows like this notebook's ~60-token examples, 16-bit was faster. This
+than 16-bit; on a 1B model, or with short rows like this notebook's examples (tens of tokens each), 16-bit was faster. This
 notebook trains the same model on the same data both ways and reports the speed over the whole run and after
 warm-up, and the memory, so you can pick from evidence on your data.""",
     ),
