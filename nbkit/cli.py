@@ -44,7 +44,7 @@ def _train(args) -> int:
 
     cfg = RunConfig.load(args.config)
     try:
-        report = workflow.run(cfg, merged=args.merged, gguf=args.gguf, progress=True)
+        report = workflow.run(cfg, merged=args.merged, gguf=args.gguf, progress=True, probe=args.probe)
     finally:
         shutdown()
     if is_main():
@@ -95,6 +95,9 @@ def main(argv=None) -> int:
     p.add_argument("--config", required=True)
     p.add_argument("--merged", action="store_true")
     p.add_argument("--gguf", action="store_true")
+    p.add_argument("--probe", action="store_true",
+                   help="first train 2 full-length steps at the batch; if they run out of memory, use the largest "
+                        "batch that fits with more accumulation")
     p.set_defaults(fn=_train)
     p = sub.add_parser("notebook", help="execute a notebook headless")
     p.add_argument("notebook")

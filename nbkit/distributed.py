@@ -17,6 +17,11 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def world_size() -> int:
+    """Processes in this run, from the launcher's environment (known before the process group exists)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def is_main() -> bool:
     return rank() == 0
 

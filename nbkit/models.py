@@ -13,7 +13,7 @@ from typing import Any
 
 from . import backend
 from .config import TINY_MODEL, RunConfig
-from .distributed import local_rank
+from .distributed import local_rank, world_size
 from .errors import ConfigError, HardwareError, ModelNotFoundError
 from .hardware import GpuInfo, check_gpu, require_fp8
 
@@ -101,7 +101,7 @@ def _load_unsloth(config: RunConfig, path: str):
     )
     if config.quantization == "fp8":
         kwargs["load_in_fp8"] = True
-    if os.environ.get("WORLD_SIZE", "1") != "1":  # data parallel: the whole model on this rank's GPU
+    if world_size() > 1:  # data parallel: the whole model on this rank's GPU
         kwargs["device_map"] = {"": local_rank()}
     model, tokenizer = FastLanguageModel.from_pretrained(**kwargs)
     model = FastLanguageModel.get_peft_model(

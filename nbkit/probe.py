@@ -124,6 +124,22 @@ def probe_batch(loaded: LoadedModel, predicted: int, steps: int = 2, grow: float
     return result
 
 
+def settle_batch(config, result: ProbeResult):
+    """The config to train with after a probe, and a note saying what changed: a batch that did not train is
+    replaced by the largest that did, with more accumulation so the effective batch stays about the same."""
+    from .errors import HardwareError
+
+    if result.largest >= config.batch_size:
+        return config, f"probe: batch {config.batch_size} trained at {config.max_seq_length} tokens on this GPU"
+    if result.largest == 0:
+        raise HardwareError(f"Not even batch 1 trained at {config.max_seq_length} tokens on this GPU. Use a shorter "
+                            f"max_seq_length, quantization='4bit', or a smaller model.")
+    effective = config.batch_size * config.grad_accum
+    new = config.replace(batch_size=result.largest, grad_accum=max(1, math.ceil(effective / result.largest)))
+    return new, (f"probe: batch {config.batch_size} ran out of memory; training with batch {new.batch_size} × "
+                 f"{new.grad_accum} accumulation instead (effective {new.batch_size * new.grad_accum}, was {effective})")
+
+
 def _restore(model, saved: dict) -> None:
     import torch
 

@@ -53,11 +53,28 @@ class WorkflowReport:
 
 
 def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, gguf: bool = False,
-        progress: Any = True, max_new_tokens: int = 48) -> WorkflowReport:
+        progress: Any = True, max_new_tokens: int = 48, probe: bool = False) -> WorkflowReport:
+    """`probe=True` first trains a couple of full-length steps at the configured batch (nbkit.probe) and, if
+    that runs out of memory, trains with the largest batch that fits and more accumulation instead."""
     from . import data, distributed, generate, models, train, verify
     from .errors import ExportError
 
+    if probe and distributed.world_size() > 1:
+        from .errors import ConfigError
+
+        # ranks probing apart could settle on different batches and leave DDP waiting for each other
+        raise ConfigError("probe=True runs on one GPU: probe the batch in a single-GPU run first (memory is per "
+                          "GPU, so the answer holds for each), then launch the data-parallel run with it.")
     loaded = models.load(config)
+    notes = []
+    if probe:
+        from .probe import probe_batch, settle_batch
+
+        loaded.config, note = settle_batch(config, probe_batch(loaded, config.batch_size))
+        config = loaded.config
+        notes.append(note)
+        if distributed.is_main():
+            print(f"nbkit: {note}")
     prepared = data.prepare(config, loaded.tokenizer)
     before = verify.snapshot(loaded.model)
     sample_before = generate.generate(loaded, prompt, max_new_tokens)
@@ -69,7 +86,7 @@ def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, g
     out = Path(config.output_dir)
     adapter_dir = out / "lora_adapters"
     wf = WorkflowReport(config, loaded.backend, result, report, sample_before, sample_after, str(adapter_dir),
-                        world_size=len(digests), ranks_agree=len(set(digests)) == 1)
+                        notes=notes, world_size=len(digests), ranks_agree=len(set(digests)) == 1)
     if not distributed.is_main():
         # wait for rank 0's files, so no rank returns before the run is saved, or fails if it was not
         failure = distributed.from_main(None)

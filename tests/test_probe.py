@@ -41,3 +41,37 @@ def test_probe_trains_full_length_rows_and_restores_the_adapters(tmp_path):
     after = verify.snapshot(loaded.model)
     assert verify.compare(before, after).changed == 0  # the probe's training steps were undone
     assert not list(tmp_path.iterdir())  # nothing written where the real run will save
+
+
+def test_a_batch_that_did_not_train_is_replaced_keeping_the_effective_batch():
+    from nbkit import HardwareError
+
+    cfg = RunConfig(batch_size=8, grad_accum=2, max_seq_length=2048)
+    same, note = probe.settle_batch(cfg, probe.ProbeResult(8, 8, {8: True}))
+    assert same is cfg and "batch 8 trained" in note
+    smaller, note = probe.settle_batch(cfg, probe.ProbeResult(8, 3, {8: False, 4: False, 2: True, 3: True}))
+    assert (smaller.batch_size, smaller.grad_accum) == (3, 6) and "effective 18, was 16" in note
+    with pytest.raises(HardwareError, match="Not even batch 1"):
+        probe.settle_batch(cfg, probe.ProbeResult(8, 0, {8: False, 4: False, 2: False, 1: False}))
+
+
+def test_workflow_probes_first_when_asked(tmp_path):
+    import json
+
+    from nbkit import workflow
+
+    cfg = RunConfig(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=3, lora_r=4,
+                    save_steps=0, max_samples=20, output_dir=str(tmp_path))
+    report = workflow.run(cfg, progress=False, max_new_tokens=2, probe=True)
+    assert report.notes[0] == "probe: batch 2 trained at 64 tokens on this GPU"
+    assert report.train.steps == 3 and report.verify.ok
+    saved = json.loads((tmp_path / "nbkit_report.json").read_text())
+    assert saved["notes"][0].startswith("probe:")
+
+
+def test_probe_is_refused_in_a_data_parallel_run(monkeypatch, tmp_path):
+    from nbkit import ConfigError, workflow
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="single-GPU run first"):
+        workflow.run(RunConfig(output_dir=str(tmp_path)), probe=True)
