@@ -47,6 +47,7 @@ for stage in "$@"; do
       timeout 290 python3 throughput.py --arch 8b --quant 16bit --seq 2048 --batch 4 --steps 8 --part-timeout 120 ;;
     lbh100) timeout 330 python3 largest_batch.py --arch 8b --quant 16bit --tiers H100 --seq 2048 --steps 2 --max-up 1 ;;
     tput1b16) timeout 250 python3 throughput.py --arch 1b --quant 16bit --seq 2048 --batch 4 --steps 8 --part-timeout 100 ;;
+    probe) timeout 500 python3 probe_fallback.py --arch 1b --quant 4bit --tier 8GB --batch 32 --seq 2048 ;;
     lb8) timeout 300 python3 largest_batch.py --arch 1b --quant 4bit --tiers 8GB --seq 2048 ;;
     lb16) timeout 420 python3 largest_batch.py --arch 8b --quant 4bit --tiers 16GB,24GB --seq 2048 --steps 2 ;;
     ddp) timeout 580 python3 ddp_scaling.py --arch 1b --quant 16bit --seq 2048 --batch 4 --steps 12 --gpus 1,2 ;;

@@ -55,7 +55,8 @@ class WorkflowReport:
 def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, gguf: bool = False,
         progress: Any = True, max_new_tokens: int = 48, probe: bool = False) -> WorkflowReport:
     """`probe=True` first trains a couple of full-length steps at the configured batch (nbkit.probe) and, if
-    that runs out of memory, trains with the largest batch that fits and more accumulation instead."""
+    that runs out of memory, trains with the largest batch that fits and more accumulation instead; the memory
+    check before loading then asks only that the model fits with batch 1."""
     from . import data, distributed, generate, models, train, verify
     from .errors import ExportError
 
@@ -65,7 +66,9 @@ def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, g
         # ranks probing apart could settle on different batches and leave DDP waiting for each other
         raise ConfigError("probe=True runs on one GPU: probe the batch in a single-GPU run first (memory is per "
                           "GPU, so the answer holds for each), then launch the data-parallel run with it.")
-    loaded = models.load(config)
+    # with a probe coming, only the weights and one row need to pass the memory check: the probe finds the batch
+    loaded = models.load(config.replace(batch_size=1) if probe else config)
+    loaded.config = config
     notes = []
     if probe:
         from .probe import probe_batch, settle_batch
