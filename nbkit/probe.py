@@ -125,8 +125,9 @@ def probe_batch(loaded: LoadedModel, predicted: int, steps: int = 2, grow: float
 
 
 def settle_batch(config, result: ProbeResult):
-    """The config to train with after a probe, and a note saying what changed: a batch that did not train is
-    replaced by the largest that did, with more accumulation so the effective batch stays about the same."""
+    """The config to train with after a probe, and a note saying what changed. A batch that did not train is
+    replaced by one that did, with more accumulation: preferably a batch that divides the effective batch (so it
+    stays exactly the same), else the largest that trained with the nearest accumulation."""
     from .errors import HardwareError
 
     if result.largest >= config.batch_size:
@@ -135,9 +136,14 @@ def settle_batch(config, result: ProbeResult):
         raise HardwareError(f"Not even batch 1 trained at {config.max_seq_length} tokens on this GPU. Use a shorter "
                             f"max_seq_length, quantization='4bit', or a smaller model.")
     effective = config.batch_size * config.grad_accum
-    new = config.replace(batch_size=result.largest, grad_accum=max(1, math.ceil(effective / result.largest)))
-    return new, (f"probe: batch {config.batch_size} ran out of memory; training with batch {new.batch_size} × "
-                 f"{new.grad_accum} accumulation instead (effective {new.batch_size * new.grad_accum}, was {effective})")
+    # giving up at most half the batch keeps the GPU about as busy
+    exact = [b for b in range(result.largest, (result.largest + 1) // 2 - 1, -1) if effective % b == 0]
+    batch = exact[0] if exact else result.largest
+    new = config.replace(batch_size=batch, grad_accum=max(1, round(effective / batch)))
+    changed = "" if new.batch_size * new.grad_accum == effective else f", was {effective}"
+    return new, (f"probe: batch {config.batch_size} ran out of memory (largest that trained: {result.largest}); "
+                 f"training with batch {new.batch_size} × {new.grad_accum} accumulation instead "
+                 f"(effective {new.batch_size * new.grad_accum}{changed})")
 
 
 def _restore(model, saved: dict) -> None:

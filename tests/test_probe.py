@@ -49,8 +49,14 @@ def test_a_batch_that_did_not_train_is_replaced_keeping_the_effective_batch():
     cfg = RunConfig(batch_size=8, grad_accum=2, max_seq_length=2048)
     same, note = probe.settle_batch(cfg, probe.ProbeResult(8, 8, {8: True}))
     assert same is cfg and "batch 8 trained" in note
-    smaller, note = probe.settle_batch(cfg, probe.ProbeResult(8, 3, {8: False, 4: False, 2: True, 3: True}))
-    assert (smaller.batch_size, smaller.grad_accum) == (3, 6) and "effective 18, was 16" in note
+    # 32 did not train, 23 did: 16 × 2 keeps the effective batch exactly (the H100 run's case)
+    cfg32 = RunConfig(batch_size=32, grad_accum=1)
+    smaller, note = probe.settle_batch(cfg32, probe.ProbeResult(32, 23, {32: False, 16: True, 23: True, 24: False}))
+    assert (smaller.batch_size, smaller.grad_accum) == (16, 2) and note.endswith("(effective 32)")
+    # nothing between 3 and 5 divides 7: the largest that trained, nearest accumulation, and the note says so
+    cfg7 = RunConfig(batch_size=7, grad_accum=1)
+    smaller, note = probe.settle_batch(cfg7, probe.ProbeResult(7, 5, {7: False, 3: True, 5: True, 6: False}))
+    assert (smaller.batch_size, smaller.grad_accum) == (5, 1) and "effective 5, was 7" in note
     with pytest.raises(HardwareError, match="Not even batch 1"):
         probe.settle_batch(cfg, probe.ProbeResult(8, 0, {8: False, 4: False, 2: False, 1: False}))
 
