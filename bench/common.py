@@ -61,30 +61,10 @@ def synthetic_data(n_rows: int, seq: int, vocab: int = 1000, seed: int = 0):
 
 
 def step_timer(warmup: int = 2):
-    """A TrainerCallback that times each optimizer step (CUDA-synchronised); `steady()` is the median after
-    the first `warmup` steps, which include compilation. Built lazily: transformers must come after Unsloth."""
-    import statistics
+    """CUDA-synchronised step times; `steady()` is the median after `warmup` (compilation) steps."""
+    from nbkit.train import synced_step_timer
 
-    import torch
-    from transformers import TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.times, self._t = [], 0.0
-
-        def on_step_begin(self, *args, **kwargs):
-            torch.cuda.synchronize()
-            self._t = time.perf_counter()
-
-        def on_step_end(self, *args, **kwargs):
-            torch.cuda.synchronize()
-            self.times.append(time.perf_counter() - self._t)
-
-        def steady(self) -> float | None:
-            rest = self.times[warmup:]
-            return statistics.median(rest) if rest else None
-
-    return StepTimer()
+    return synced_step_timer(warmup)
 
 
 def free_cuda() -> None:

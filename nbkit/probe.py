@@ -90,7 +90,7 @@ def probe_batch(loaded: LoadedModel, predicted: int, steps: int = 2, grow: float
 
     def trains(batch: int) -> bool:
         data = synthetic_rows(batch * steps, seq, vocab)
-        timer = _step_timer()
+        timer = train.synced_step_timer(warmup=1 if steps > 1 else 0)  # the first step compiles
         if loaded.on_cuda:
             gc.collect()
             torch.cuda.empty_cache()
@@ -113,7 +113,7 @@ def probe_batch(loaded: LoadedModel, predicted: int, steps: int = 2, grow: float
         if peak is not None:
             peaks[batch] = peak
         if on_result:
-            on_result(batch, ok, peak, timer.steady if ok else None)
+            on_result(batch, ok, peak, timer.steady() if ok else None)
         return ok
 
     try:
@@ -153,35 +153,3 @@ def _restore(model, saved: dict) -> None:
         for name, p in model.named_parameters():
             if name in saved:
                 p.copy_(saved[name].to(device=p.device, dtype=p.dtype))
-
-
-def _step_timer():
-    """Step times, CUDA-synchronised (a probe may wait for the GPU; real training never does). `steady` is the
-    median after the first step, which includes compilation."""
-    import statistics
-    import time
-
-    import torch
-    from transformers import TrainerCallback
-
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.times: list[float] = []
-            self._t = 0.0
-
-        def on_step_begin(self, *args, **kwargs):
-            sync()
-            self._t = time.perf_counter()
-
-        def on_step_end(self, *args, **kwargs):
-            sync()
-            self.times.append(time.perf_counter() - self._t)
-
-        @property
-        def steady(self) -> float | None:
-            rest = self.times[1:] or self.times
-            return statistics.median(rest) if rest else None
-
-    return StepTimer()

@@ -31,6 +31,37 @@ def _step_marks(counter: "TokenCounter"):
     return StepMarks()
 
 
+def synced_step_timer(warmup: int = 2):
+    """A callback timing each optimizer step with a CUDA sync on both ends: exact step times, for measuring
+    (the probe, the benchmarks), never for ordinary training. `steady()` is the median after the first `warmup`
+    steps, which include compilation; None until there is such a step."""
+    import statistics
+
+    import torch
+    from transformers import TrainerCallback
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.times: list[float] = []
+            self._t = 0.0
+
+        def on_step_begin(self, *args, **kwargs):
+            sync()
+            self._t = time.perf_counter()
+
+        def on_step_end(self, *args, **kwargs):
+            sync()
+            self.times.append(time.perf_counter() - self._t)
+
+        def steady(self) -> float | None:
+            rest = self.times[warmup:]
+            return statistics.median(rest) if rest else None
+
+    return StepTimer()
+
+
 class TokenCounter:
     """Wraps the data collator to count real (non-padding) tokens on the CPU side: no GPU sync needed."""
 

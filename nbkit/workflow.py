@@ -68,13 +68,12 @@ def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, g
                           "GPU, so the answer holds for each), then launch the data-parallel run with it.")
     # with a probe coming, only the weights and one row need to pass the memory check: the probe finds the batch
     loaded = models.load(config.replace(batch_size=1) if probe else config)
-    loaded.config = config
     notes = []
     if probe:
         from .probe import probe_batch, settle_batch
 
-        loaded.config, note = settle_batch(config, probe_batch(loaded, config.batch_size))
-        config = loaded.config
+        config, note = settle_batch(config, probe_batch(loaded, config.batch_size))
+        loaded.config = config
         notes.append(note)
         if distributed.is_main():
             print(f"nbkit: {note}")

@@ -47,9 +47,9 @@ class TrainingProgress(TrainerCallback):
         self._last_plot_cost = 0.0
         self.finished = False
         self.error: str | None = None
-        # (clock, tokens) when the first step ended: that step includes one-off compilation (minutes for FP8),
-        # so speed and ETA are measured from there once a second step exists
-        self._first: tuple[float, int, int] | None = None  # (clock, tokens, step)
+        # (clock, tokens, step) when the first step ended: that step includes one-off compilation (minutes
+        # for FP8), so speed and ETA are measured from there once a second step exists
+        self._first: tuple[float, int, int] | None = None
 
     def attach(self, counter: Any) -> None:
         """Given the trainer's token counter (see train.TokenCounter)."""
