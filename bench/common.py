@@ -18,7 +18,7 @@ ARCHS = {"1b": "unsloth/Llama-3.2-1B-Instruct", "3b": "unsloth/Llama-3.2-3B-Inst
 def random_model(arch: str, root: str = "/tmp/nbkit-models") -> str:
     """Save a random-weight model with `arch`'s real config (speed and memory don't depend on weight values).
 
-    The tokenizer is nbkit's tiny BPE one: its ids fit any vocabulary, and the model keeps its real vocab size
+    The tokenizer is nbkit's tiny SentencePiece one: its ids fit any vocabulary, and the model keeps its real vocab size
     so logits cost what they cost in the real model.
     """
     import torch
@@ -31,7 +31,8 @@ def random_model(arch: str, root: str = "/tmp/nbkit-models") -> str:
     if (target / "config.json").exists():
         return str(target)
     spec = spec_for(ARCHS.get(arch, arch))
-    tok = build_tokenizer()
+    target.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(target)
     config = LlamaConfig(
         vocab_size=spec.vocab_size, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
         num_hidden_layers=spec.num_hidden_layers, num_attention_heads=spec.num_attention_heads,
@@ -61,10 +62,27 @@ def synthetic_data(n_rows: int, seq: int, vocab: int = 1000, seed: int = 0):
 
 
 def step_timer(warmup: int = 2):
-    """CUDA-synchronised step times; `steady()` is the median after `warmup` (compilation) steps."""
-    from nbkit.train import synced_step_timer
+    """CUDA-synchronised step times; `steady()` is the median after `warmup` (compilation) steps. An nbkit run
+    observer: pass it to train.run, or `observe(timer)` to a trainer nbkit did not build."""
+    from nbkit.results import StepTimer
 
-    return synced_step_timer(warmup)
+    return StepTimer(warmup)
+
+
+def observe(*observers):
+    """The callback that lets nbkit observers (the step timer) watch any HF Trainer: the baselines are timed by the
+    very same code as nbkit's own runs."""
+    from nbkit.events import RunEvents
+    from nbkit.trainer_bridge import bridge
+
+    return bridge(RunEvents(observers))
+
+
+def scratch_dir(name: str) -> str:
+    """A fresh, empty output folder: each nbkit run claims its own."""
+    import tempfile
+
+    return tempfile.mkdtemp(prefix=f"nbkit-{name}-")
 
 
 def free_cuda() -> None:

@@ -30,14 +30,17 @@ def worker(args) -> None:
 
     from nbkit import distributed, models, train
     from nbkit.config import RunConfig
+    from nbkit.ui.progress import TrainingProgress
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cfg = RunConfig(model=args.model, quantization=args.quant, max_seq_length=args.seq, batch_size=args.batch,
-                    grad_accum=1, max_steps=args.steps, save_steps=0, output_dir="/tmp/ddp_bench")
+                    grad_accum=1, max_steps=args.steps, save_steps=0, save_minutes=0,
+                    output_dir=f"/tmp/ddp_bench-{os.environ.get('MASTER_PORT', 'x')}")  # one folder per launch
     loaded = models.load(cfg, check_memory=False)
     data = synthetic_data(args.batch * args.steps * world, args.seq)
     timer = step_timer()
-    result = train.run(loaded, data, callbacks=[timer], progress=distributed.is_main())
+    views = [TrainingProgress()] if distributed.is_main() else []
+    result = train.run(loaded, data, [timer, *views], claim=distributed.is_main())  # rank 0 writes
     peaks = distributed.gather(torch.cuda.max_memory_reserved() / 1024**3)
     devices = distributed.gather(str(next(loaded.model.parameters()).device))
     if distributed.is_main():

@@ -2,13 +2,11 @@
 # Run nbkit's GPU scripts on a machine without network: install the carried wheels, then run a stage.
 # usage: bash bench/device.sh STAGE...   (stages: see the case below; each writes JSON under bench/results and $OUT)
 set -uo pipefail
-# installed once per machine: several device.sh runs may share it (concurrent stages on one GPU)
-if [ ! -f /tmp/site/.nbkit-installed ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl-nb/*.whl || exit 1
-  touch /tmp/site/.nbkit-installed
-fi
-export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+# the same install path as everywhere (scripts/setup.sh), in its offline mode: the carried wheels, once per machine
+# (.whl-nb, the notebook stack, is only needed by the notebook stages: leave it out of a call's carry otherwise)
+wheels=$(for d in .whl .whl-nb .whl-extra; do [ -d "$d" ] && printf '%s ' "$d"; done)
+eval "$(NBKIT_WHEELS="$wheels" bash scripts/setup.sh)" || exit 1
+export HF_HUB_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 # NVLink multicast can take a shared host's GPUs out of service: off in every process started from here
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export NBKIT_DISPLAY=text OUT=${OUT:-/tmp/out}
@@ -20,6 +18,7 @@ for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
     models) python3 -c "from common import random_model; random_model('1b'); random_model('8b')" ;;
+    model1b) python3 -c "from common import random_model; random_model('1b')" ;;
     e2e) python3 gpu_e2e.py --arch 1b --quant 4bit,16bit,fp8 --steps 30 ;;
     mem1b) python3 memory_accuracy.py --arch 1b --quant 4bit,16bit,fp8 --out memory_1b_unsloth.json ;;
     mem1b-rest) python3 memory_accuracy.py --arch 1b --quant 16bit,fp8 --shapes 512x8,2048x4,4096x2,4096x8 \
@@ -47,6 +46,8 @@ for stage in "$@"; do
       timeout 290 python3 throughput.py --arch 8b --quant 16bit --seq 2048 --batch 4 --steps 8 --part-timeout 120 ;;
     lbh100) timeout 330 python3 largest_batch.py --arch 8b --quant 16bit --tiers H100 --seq 2048 --steps 2 --max-up 1 ;;
     tput1b16) timeout 250 python3 throughput.py --arch 1b --quant 16bit --seq 2048 --batch 4 --steps 8 --part-timeout 100 ;;
+    # stop/resume, a forced OOM, merged-from-4-bit reload and offline GGUF (the converter carried in .tools/)
+    survive) NBKIT_TOOLS=$PWD/../.tools timeout 540 python3 session_survival.py --arch 1b ${SURVIVE_PARTS:+--parts $SURVIVE_PARTS} ;;
     probe) timeout 500 python3 probe_fallback.py --arch 1b --quant 4bit --tier 8GB --batch 32 --seq 2048 ;;
     lb8) timeout 300 python3 largest_batch.py --arch 1b --quant 4bit --tiers 8GB --seq 2048 ;;
     lb16) timeout 420 python3 largest_batch.py --arch 8b --quant 4bit --tiers 16GB,24GB --seq 2048 --steps 2 ;;

@@ -24,6 +24,7 @@ def main() -> None:
     name = backend.ensure()
     from nbkit import workflow
     from nbkit.config import RunConfig
+    from nbkit.ui.progress import TrainingProgress
 
     if args.cap_gib:
         hardware.cap_memory(args.cap_gib)
@@ -36,7 +37,7 @@ def main() -> None:
         cfg = RunConfig(model=path, quantization=quant, max_seq_length=1024, batch_size=4, grad_accum=2,
                         max_steps=args.steps, learning_rate=5e-4, save_steps=max(1, args.steps // 2),
                         output_dir=str(out), backend=name)
-        report = workflow.run(cfg, merged=False, progress=True)
+        report = workflow.run(cfg, merged=False, observers=[TrainingProgress()], overwrite=True)
         first = sum(l for _, l in report.train.losses[:3]) / 3
         last = sum(l for _, l in report.train.losses[-3:]) / 3
         saved = sorted(p.name for p in Path(report.adapter_dir).iterdir())

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from common import child_result, emit, print_table, random_model, run_parser, write_json
+from common import child_result, emit, print_table, random_model, run_parser, scratch_dir, write_json
 
 TOLERANCE = 0.02
 
@@ -50,7 +50,7 @@ def one_backend(args) -> dict:
 
     cfg = RunConfig(model=random_model(args.arch), quantization=args.quant, max_seq_length=args.seq,
                     batch_size=args.batch, grad_accum=1, max_steps=args.steps, learning_rate=2e-4, warmup_steps=5,
-                    save_steps=0, lora_dropout=0.0, output_dir=f"/tmp/parity_{args.backend}")
+                    save_steps=0, lora_dropout=0.0, output_dir=scratch_dir(f"parity-{args.backend}"))
     loaded = models.load(cfg, check_memory=False)
     touched = reinit_lora(loaded.model, seed=1234)
     prepared = data.prepare(cfg, loaded.tokenizer)

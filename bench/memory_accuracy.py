@@ -13,7 +13,7 @@ import argparse
 import json
 import time
 
-from common import (RESULTS, free_cuda, gpu_used_gib, print_table, random_model, step_timer, synthetic_data,
+from common import (RESULTS, free_cuda, scratch_dir, gpu_used_gib, print_table, random_model, step_timer, synthetic_data,
                     write_json)
 
 DEFAULT_SHAPES = "512x1,512x8,1024x4,2048x1,2048x4,4096x2,4096x8"
@@ -100,7 +100,7 @@ def measure(args) -> list[dict]:
                     data = synthetic_data(batch * args.steps, seq)
                     timer = step_timer()
                     try:
-                        res = train.run(loaded, data, progress=False, callbacks=[timer])
+                        res = train.run(loaded, data, [timer], output_dir=scratch_dir("mem"))
                         status = "ok"
                     except Exception as exc:  # an OOM at a large shape is a data point, not a crash
                         status, res = f"error: {type(exc).__name__}: {str(exc)[:200]}", None

@@ -6,7 +6,7 @@ Writes bench/results/probe_fallback_<arch>_<quant>.json.
 """
 from __future__ import annotations
 
-from common import random_model, run_parser, write_json
+from common import random_model, run_parser, scratch_dir, write_json
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
     hardware.cap_memory(hardware.TIERS[args.tier])
     cfg = RunConfig(model=random_model(args.arch), quantization=args.quant, max_seq_length=args.seq,
                     batch_size=args.batch, grad_accum=1, max_steps=args.steps, save_steps=0,
-                    output_dir="/tmp/probe_fallback")
+                    output_dir=scratch_dir("probe-fallback"))
     report = workflow.run(cfg, probe=True, max_new_tokens=4)
     print(report.summary())
     write_json(f"probe_fallback_{args.arch}_{args.quant}.json", {

@@ -17,7 +17,8 @@ import argparse
 import os
 import sys
 
-from common import child_result, emit, print_table, random_model, run_parser, step_timer, synthetic_data, write_json
+from common import (child_result, emit, observe, print_table, random_model, run_parser, scratch_dir, step_timer,
+                    synthetic_data, write_json)
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -38,7 +39,7 @@ def raw_unsloth(path, args, data, timer):
                                                    load_in_4bit=args.quant == "4bit", dtype=None)
     model = FastLanguageModel.get_peft_model(model, r=16, lora_alpha=16, lora_dropout=0.0, bias="none",
                                              use_gradient_checkpointing="unsloth", target_modules=TARGETS)
-    SFTTrainer(model=model, processing_class=tok, train_dataset=data.train, callbacks=[timer],
+    SFTTrainer(model=model, processing_class=tok, train_dataset=data.train, callbacks=[observe(timer)],
                args=sft_args(args, "/tmp/raw")).train()
 
 
@@ -64,17 +65,18 @@ def hf_baseline(path, args, data, timer):
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS,
                                              bias="none", task_type="CAUSAL_LM"))
     SFTTrainer(model=model, processing_class=AutoTokenizer.from_pretrained(path), train_dataset=data.train,
-               callbacks=[timer], args=sft_args(args, "/tmp/hf")).train()
+               callbacks=[observe(timer)], args=sft_args(args, "/tmp/hf")).train()
 
 
 def with_nbkit(path, args, data, timer):
     from nbkit import models, train
     from nbkit.config import RunConfig
+    from nbkit.ui.progress import TrainingProgress
 
     cfg = RunConfig(model=path, quantization=args.quant, max_seq_length=args.seq, batch_size=args.batch,
-                    grad_accum=1, max_steps=args.steps, save_steps=0, output_dir="/tmp/nbk")
+                    grad_accum=1, max_steps=args.steps, save_steps=0, output_dir=scratch_dir("tput"))
     loaded = models.load(cfg, check_memory=False)
-    train.run(loaded, data, callbacks=[timer], progress=True)  # the progress display stays on
+    train.run(loaded, data, [timer, TrainingProgress()])  # the progress display stays on
 
 
 VARIANTS = {"raw": ("raw unsloth", raw_unsloth), "nbkit": ("nbkit", with_nbkit), "hf": ("hf+peft+bnb", hf_baseline)}

@@ -6,6 +6,7 @@ Every nbkit function that touches those libraries calls `ensure()` first.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
 import warnings
@@ -17,6 +18,32 @@ CPU_NOTICE = ("nbkit: no CUDA GPU, so Unsloth is not used: training runs on CPU 
               "(same workflow, much slower; fine for the tiny smoke model).")
 NO_UNSLOTH_NOTICE = ("nbkit: CUDA GPU found but Unsloth is not installed (pip install 'nbkit[gpu]'): "
                      "training runs through transformers + peft, slower and with more memory.")
+
+
+# Library log lines that say nothing a user can act on, printed on every import otherwise:
+# bitsandbytes asks for an optional CPU kernel package on CPUs with AVX512-BF16.
+QUIET_LOGGERS = ("bitsandbytes.backends.cpu.ops",)
+
+
+def quiet_libraries() -> None:
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def configure_allocator() -> None:
+    """Let torch's CUDA allocator grow segments in place (expandable_segments) unless the user chose a setting.
+
+    With rows of mixed length every step asks for differently sized blocks; the default allocator then holds on
+    to ever more reserved memory (measured on an H100, 7.6B 4-bit, batch 8 x 2048 of mixed-length rows: 19.8 GiB
+    reserved for 10.35 GiB allocated; with expandable segments 10.67 reserved, at the same speed). It is read
+    once, when CUDA first allocates, so this runs at `import nbkit`; if CUDA is already in use it changes nothing.
+    """
+    if "PYTORCH_CUDA_ALLOC_CONF" in os.environ or "PYTORCH_ALLOC_CONF" in os.environ:
+        return
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        return
+    os.environ["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
 
 
 def unsloth_installed() -> bool:

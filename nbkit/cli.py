@@ -37,19 +37,27 @@ def _train(args) -> int:
     from . import backend
     from .config import RunConfig
 
+    cfg = RunConfig.load(args.config)  # a bad file fails here, before anything heavy is imported
     backend.ensure()
     from . import workflow
-
     from .distributed import is_main, shutdown
+    from .errors import ExportError
+    from .ui.progress import TrainingProgress
 
-    cfg = RunConfig.load(args.config)
     try:
-        report = workflow.run(cfg, merged=args.merged, gguf=args.gguf, progress=True, probe=args.probe)
+        report = workflow.run(cfg, merged=args.merged, gguf=args.gguf, observers=[TrainingProgress()],
+                              probe=args.probe, resume=args.resume, overwrite=args.overwrite)
+    except ExportError as exc:
+        saved = getattr(exc, "saved_to", None)
+        if saved:  # from a shell, `err.loaded` is out of reach: say where the rescue copy is
+            raise ExportError(f"Training finished but the adapters could not be saved in {cfg.output_dir}; "
+                              f"they were saved to {saved} instead.") from exc
+        raise
     finally:
         shutdown()
     if is_main():
         print(report.summary())
-    return 0 if report.ranks_agree else 1
+    return 0 if report.ok else 1
 
 
 def _notebook(args) -> int:
@@ -77,12 +85,15 @@ def _literal(text: str):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="nbkit")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an nbkit error")
+    ap = argparse.ArgumentParser(prog="nbkit", parents=[common])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("check", help="describe the GPU and recommend settings for a model")
+    p = sub.add_parser("check", parents=[common], help="describe the GPU and recommend settings for a model")
     p.add_argument("--model")
     p.set_defaults(fn=_check)
-    p = sub.add_parser("estimate", help="predicted peak VRAM of a run")
+    p = sub.add_parser("estimate", parents=[common], help="predicted peak VRAM of a run")
     p.add_argument("model")
     p.add_argument("--quantization", default="4bit")
     p.add_argument("--seq", type=int, default=2048)
@@ -90,7 +101,7 @@ def main(argv=None) -> int:
     p.add_argument("--r", type=int, default=16)
     p.add_argument("--backend", default="unsloth")
     p.set_defaults(fn=_estimate)
-    p = sub.add_parser("train", help="run the whole workflow from a RunConfig YAML/JSON "
+    p = sub.add_parser("train", parents=[common], help="run the whole workflow from a RunConfig YAML/JSON "
                                      "(data-parallel under torchrun / accelerate launch)")
     p.add_argument("--config", required=True)
     p.add_argument("--merged", action="store_true")
@@ -98,8 +109,11 @@ def main(argv=None) -> int:
     p.add_argument("--probe", action="store_true",
                    help="first train 2 full-length steps at the batch; if they run out of memory, use the largest "
                         "batch that fits with more accumulation")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in output_dir from its newest complete checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace the nbkit run already in output_dir")
     p.set_defaults(fn=_train)
-    p = sub.add_parser("notebook", help="execute a notebook headless")
+    p = sub.add_parser("notebook", parents=[common], help="execute a notebook headless")
     p.add_argument("notebook")
     p.add_argument("-o", "--output")
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"))
@@ -111,7 +125,10 @@ def main(argv=None) -> int:
     try:
         return args.fn(args)
     except NbkitError as exc:
-        print(f"nbkit: {exc}", file=sys.stderr)
+        if getattr(args, "debug", False):
+            raise
+        # the user's to fix: one message with the fix, no traceback (--debug shows it)
+        print(f"nbkit: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -41,18 +42,24 @@ class RunConfig:
     dataset_format: str = "auto"
     max_samples: int | None = None
     eval_fraction: float = 0.0
-    output_dir: str = "outputs"
+    output_dir: str = ""  # "": a fresh folder per run, outputs/<model>-<date>-<time>
     save_steps: int = 50
     save_total_limit: int = 2
+    save_minutes: float = 10.0  # also checkpoint whenever this long has passed (0: off): a dying session loses less
     backend: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.target_modules = tuple(self.target_modules)
         self.validate()
 
     def validate(self) -> "RunConfig":
-        """Check values that need no hardware; raises ConfigError naming the field and a fix."""
+        """Check values that need no hardware; raises ConfigError naming the field and a fix.
+
+        Values arrive as people write them (YAML reads 2e-4 as a string, a form gives 8.0 for 8): numbers in
+        strings and whole floats are converted, anything else is an error that names the field."""
+        _coerce_fields(self)
+        if not self.output_dir:
+            self.output_dir = auto_output_dir(self.model)
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError("model must be a Hub id (e.g. 'unsloth/Llama-3.2-1B-Instruct') or a local folder.")
         if self.quantization not in QUANTIZATIONS:
@@ -79,8 +86,12 @@ class RunConfig:
             raise ConfigError("Set max_steps > 0, or max_steps = 0 with num_epochs > 0.")
         if not 0.0 <= self.eval_fraction < 0.5:
             raise ConfigError(f"eval_fraction={self.eval_fraction} must be in [0, 0.5).")
-        if self.save_steps < 0 or self.warmup_steps < 0:
-            raise ConfigError("save_steps and warmup_steps must be >= 0.")
+        if self.save_steps < 0 or self.warmup_steps < 0 or self.save_total_limit < 0 or self.save_minutes < 0:
+            raise ConfigError("save_steps, save_total_limit, save_minutes and warmup_steps must be >= 0.")
+        if self.max_steps < 0:
+            raise ConfigError(f"max_steps={self.max_steps} must be >= 0 (0: train for num_epochs).")
+        if not 0.0 <= self.weight_decay < 1.0:
+            raise ConfigError(f"weight_decay={self.weight_decay} must be in [0, 1); 0.01 is usual.")
         if not self.target_modules:
             raise ConfigError(f"target_modules is empty: use the default, all linear layers {ALL_LINEAR}.")
         if self.max_samples is not None and self.max_samples < 1:
@@ -114,7 +125,10 @@ class RunConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"Unknown RunConfig field(s) {unknown}; known fields: {sorted(known)}.")
+            hints = [f"{key!r} → {close[0]!r}" for key in unknown
+                     if (close := difflib.get_close_matches(str(key), known, n=1, cutoff=0.6))]
+            guess = f" (did you mean {', '.join(hints)}?)" if hints else ""
+            raise ConfigError(f"Unknown RunConfig field(s) {unknown}{guess}; known fields: {sorted(known)}.")
         return cls(**data)
 
     def save(self, path: str | Path) -> Path:
@@ -131,18 +145,95 @@ class RunConfig:
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
         path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"Config file {path} does not exist.")
+        if not path.is_file():
+            raise ConfigError(f"Config file {path} does not exist (or is not a file).")
         text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+        import yaml
 
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
+        try:
+            data = (yaml.safe_load(text) or {}) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: "
+                              f"{exc}".replace("\n", " ")) from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a mapping of RunConfig fields.")
         return cls.from_dict(data)
+
+
+def auto_output_dir(model: str, root: str = "outputs") -> str:
+    """A fresh folder name for a run: <root>/<model>-<date>-<time>[-n], never one that exists already."""
+    import re
+    import time
+
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(model).rstrip("/")).name or "run").strip("-") or "run"
+    base = Path(root) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = Path(f"{base}-{n}")
+    return str(candidate)
+
+
+_INT_FIELDS = ("max_seq_length", "lora_r", "lora_alpha", "batch_size", "grad_accum", "max_steps", "warmup_steps",
+               "seed", "save_steps", "save_total_limit", "max_samples")
+_FLOAT_FIELDS = ("lora_dropout", "learning_rate", "num_epochs", "weight_decay", "eval_fraction", "save_minutes")
+_STR_FIELDS = ("model", "quantization", "dataset", "dataset_format", "output_dir", "backend", "optimizer")
+_NULLABLE = ("max_samples",)
+_EXAMPLES = {"learning_rate": "2e-4", "max_steps": "60 (or 0 to train num_epochs)", "batch_size": "2",
+             "max_seq_length": "2048", "num_epochs": "1"}
+
+
+def _coerce_fields(cfg: "RunConfig") -> None:
+    for name in _INT_FIELDS + _FLOAT_FIELDS:
+        value = getattr(cfg, name)
+        if value is None:
+            if name in _NULLABLE:
+                continue
+            example = _EXAMPLES.get(name, "a number")
+            raise ConfigError(f"{name} is empty (null/None); write a number, e.g. {name}: {example}.")
+        setattr(cfg, name, _number(name, value, integer=name in _INT_FIELDS))
+    for name in _STR_FIELDS:
+        value = getattr(cfg, name)
+        if value is None and name == "output_dir":
+            cfg.output_dir = ""
+        elif not isinstance(value, str):
+            raise ConfigError(f"{name}={value!r} must be text (a string), not {type(value).__name__}.")
+    gc = cfg.gradient_checkpointing
+    if isinstance(gc, str) and gc.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        cfg.gradient_checkpointing = gc.strip().lower() in ("true", "yes", "on", "1")
+    elif isinstance(gc, int) and gc in (0, 1):
+        cfg.gradient_checkpointing = bool(gc)
+    else:
+        raise ConfigError(f"gradient_checkpointing={gc!r} must be true or false.")
+    targets = cfg.target_modules
+    if isinstance(targets, str) or not all(isinstance(t, str) for t in targets):
+        raise ConfigError(f"target_modules={targets!r} must be a list of layer names, e.g. "
+                          f"[q_proj, v_proj] in YAML or ['q_proj', 'v_proj'] in Python.")
+    cfg.target_modules = tuple(targets)
+    if not isinstance(cfg.extra, dict):
+        raise ConfigError(f"extra={cfg.extra!r} must be a mapping (or left out).")
+
+
+def _number(name: str, value: Any, integer: bool) -> int | float:
+    """A number from what people write: 2e-4, "2e-4", 1 for a float, 8.0 or "8" for a whole number."""
+    kind = "a whole number" if integer else "a number"
+    if isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} must be {kind}, not true/false.")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip().replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{name}={value!r} is not {kind}; write e.g. {name}: {_EXAMPLES.get(name, '1')}.") \
+                from None
+    if not isinstance(value, (int, float)):
+        raise ConfigError(f"{name}={value!r} must be {kind}, not {type(value).__name__}.")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"{name}={value!r} must be a finite number.")
+    if integer:
+        if float(value) != int(value):
+            raise ConfigError(f"{name}={value!r} must be a whole number.")
+        return int(value)
+    return value  # an int is a fine float; a string was converted above
 
 
 def _positive_int(cfg: RunConfig, name: str, hint: str) -> None:

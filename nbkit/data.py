@@ -5,6 +5,7 @@ Unsloth and under plain transformers: prompt tokens get -100, assistant tokens k
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -56,12 +57,22 @@ def load_rows(source: Any = DEFAULT_DATASET, split: str = "train"):
         source = str(DEFAULT_DATA_PATH)
     path = Path(str(source))
     if path.suffix in _LOCAL_KINDS or path.exists():
-        if not path.exists():
+        if not path.is_file():
             raise DataError(f"Data file {path} does not exist. Give a JSONL, JSON, CSV or Parquet file, or a Hub id.")
         kind = _LOCAL_KINDS.get(path.suffix)
         if kind is None:
             raise DataError(f"Cannot read {path}: use a .jsonl, .json, .csv or .parquet file.")
-        return datasets.load_dataset(kind, data_files=str(path), split="train")
+        if kind == "json":  # read here, so a broken line is named by its number
+            return _from_rows(read_json_rows(path), path)
+        try:
+            dataset = datasets.load_dataset(kind, data_files=str(path), split="train")
+        except Exception as exc:  # pyarrow/pandas parse errors: one line that names the file
+            raise DataError(f"Cannot read {path} as {path.suffix[1:].upper()}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        if len(dataset) == 0:
+            raise DataError(f"{path} has no rows. Add rows (one example each), or use the embedded "
+                            f"{DEFAULT_DATASET!r} to try things out.")
+        return dataset
     try:
         return datasets.load_dataset(str(source), split=split)
     except Exception as exc:  # the Hub's errors vary by version; the advice does not
@@ -69,6 +80,70 @@ def load_rows(source: Any = DEFAULT_DATASET, split: str = "train"):
             f"Could not load data set {source!r}: {exc}. Use a local .jsonl/.csv file, nbkit's embedded "
             f"{DEFAULT_DATASET!r}, or a Hub id you can reach."
         ) from exc
+
+
+def read_json_rows(path: Path) -> list[dict]:
+    """Rows of a JSONL file (one object a line) or a JSON file (a list of objects), with the line of the first
+    broken one named."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix == ".json" and text.lstrip()[:1] in ("[", "{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}. Fix "
+                            "that spot (a missing comma or quote is usual).") from None
+        rows = data.get("data", data.get("rows")) if isinstance(data, dict) else data
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise DataError(f"{path} must hold a list of objects (one per example), e.g. "
+                            '[{"instruction": "...", "output": "..."}].')
+    else:
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path} line {number} is not valid JSON ({exc.msg}, column {exc.colno}): fix or "
+                                f"delete that line. It starts: {line[:60]!r}") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path} line {number} is {type(row).__name__}, not an object: each line must be "
+                                'one example such as {"instruction": "...", "output": "..."}.')
+            rows.append(row)
+    if not rows:
+        raise DataError(f"{path} has no rows. Add examples (one JSON object a line), or use the embedded "
+                        f"{DEFAULT_DATASET!r} to try things out.")
+    return rows
+
+
+def _from_rows(rows: list[dict], path: Path):
+    import datasets
+
+    try:
+        return datasets.Dataset.from_list(rows)
+    except Exception as exc:  # pyarrow: one column holds text in some rows and lists in others
+        raise DataError(f"{path}: the rows do not share one layout ({str(exc).splitlines()[0][:200]}). Make each "
+                        "field hold the same kind of value in every row.") from None
+
+
+def missing_answer(row: dict[str, Any], fmt: str) -> bool:
+    """True when a row has nothing to train on: its answer (or prompt) is missing, null or blank."""
+    def blank(value) -> bool:
+        return value is None or not str(value).strip()
+
+    if fmt == "alpaca":
+        return blank(row.get("instruction")) or blank(row.get("output"))
+    if fmt == "prompt_completion":
+        return blank(row.get("prompt")) or blank(row.get("completion"))
+    turns = row.get("messages" if fmt == "messages" else "conversations")
+    if not isinstance(turns, list) or not turns:
+        return True
+    key = "content" if fmt == "messages" else "value"
+    if any(not isinstance(t, dict) or blank(t.get(key)) for t in turns):
+        return True
+    roles = [t.get("role") if fmt == "messages" else SHAREGPT_ROLES.get(str(t.get("from", "")).lower())
+             for t in turns]
+    return "assistant" not in roles
 
 
 def detect_format(columns: Iterable[str], requested: str = "auto") -> str:
@@ -180,6 +255,13 @@ def prepare(config: RunConfig, tokenizer, rows: Any = None) -> PreparedData:
     if config.max_samples:
         dataset = dataset.select(range(min(config.max_samples, len(dataset))))
     rows_in = len(dataset)
+    # never train on a rendered "None": rows without an answer are dropped and counted
+    complete = dataset.filter(lambda row: not missing_answer(row, fmt))
+    no_answer = rows_in - len(complete)
+    if len(complete) == 0:
+        raise DataError(f"None of the {rows_in} rows has both a prompt and an answer ({fmt} format): every answer "
+                        "is missing, null or empty. Fill them in, or check dataset_format.")
+    dataset = complete
     tokenized = dataset.map(
         lambda row: tokenize_example(tokenizer, to_messages(row, fmt), config.max_seq_length),
         remove_columns=dataset.column_names,
@@ -194,13 +276,34 @@ def prepare(config: RunConfig, tokenizer, rows: Any = None) -> PreparedData:
         raise DataError(f"Every row lost its answer when cut to max_seq_length={config.max_seq_length}; "
                         "raise max_seq_length.")
     notes = []
+    if no_answer:
+        notes.append(f"Dropped {no_answer} row(s) with no answer (missing, null or empty).")
     if dropped:
         notes.append(f"Dropped {dropped} row(s) whose answer lies beyond max_seq_length={config.max_seq_length}.")
     eval_set = None
     if config.eval_fraction > 0 and len(kept) >= 10:
         split = kept.train_test_split(test_size=config.eval_fraction, seed=config.seed)
         kept, eval_set = split["train"], split["test"]
-    data = PreparedData(kept, eval_set, fmt, rows_in, truncated, dropped, notes)
-    if truncated or dropped:
+    data = PreparedData(kept, eval_set, fmt, rows_in, truncated, dropped + no_answer, notes)
+    if truncated or dropped or no_answer:
         print("nbkit:", data.summary())
     return data
+
+
+def check(config: RunConfig) -> str:
+    """Everything about the data that can be known without the model, in seconds: the file reads, its rows
+    parse, a format matches, and some rows have answers. Returns a one-line summary; raises DataError.
+    Hub data sets are only checked once loaded (reaching the Hub is slow or impossible offline)."""
+    source = config.dataset
+    path = Path(str(DEFAULT_DATA_PATH if source == DEFAULT_DATASET else source)).expanduser()
+    if not (path.suffix in _LOCAL_KINDS or path.exists()):
+        return f"data: {source!r} (Hub data set; checked when loaded)"
+    dataset = load_rows(str(path))
+    fmt = detect_format(dataset.column_names, config.dataset_format)
+    rows = dataset.select(range(min(len(dataset), config.max_samples or len(dataset))))
+    empty = sum(missing_answer(row, fmt) for row in rows)
+    if empty == len(rows):
+        raise DataError(f"None of the {len(rows)} rows has both a prompt and an answer ({fmt} format, {path}): "
+                        "every answer is missing, null or empty. Fill them in, or check dataset_format.")
+    skipped = f", {empty} without an answer (will be skipped)" if empty else ""
+    return f"data: {len(rows)} rows, {fmt} format{skipped}"

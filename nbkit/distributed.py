@@ -54,6 +54,14 @@ def from_main(value):
     return box[0]
 
 
+def barrier() -> None:
+    """Wait for every rank (nothing outside a distributed run)."""
+    if _initialized():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def shutdown() -> None:
     """End the process group the trainer started (torch warns, and may leak NCCL resources, otherwise)."""
     if _initialized():
@@ -69,27 +77,3 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _worker(config_dict: dict, merged: bool) -> None:
-    from .config import RunConfig
-    from .workflow import run
-
-    run(RunConfig.from_dict(config_dict), merged=merged, progress=True)
-
-
-def launch(config, num_processes: int | None = None, merged: bool = False) -> dict:
-    """Train `config` data-parallel from a notebook: one forked process per GPU (accelerate's notebook_launcher).
-
-    Call it before anything touches CUDA in the kernel (forked processes cannot inherit a CUDA context).
-    Returns rank 0's report (also in output_dir/nbkit_report.json).
-    """
-    import json
-    from pathlib import Path
-
-    import torch
-    from accelerate import notebook_launcher
-
-    n = num_processes or max(1, torch.cuda.device_count())
-    notebook_launcher(_worker, (config.to_dict(), merged), num_processes=n, use_port=str(free_port()))
-    return json.loads((Path(config.output_dir) / "nbkit_report.json").read_text())

@@ -23,3 +23,7 @@ class DataError(NbkitError, ValueError):
 
 class ExportError(NbkitError, RuntimeError):
     """A save format is not available here."""
+
+
+class TrainingDivergedError(NbkitError, RuntimeError):
+    """The loss or gradient stopped being finite; nothing non-finite was saved. `.step`, `.checkpoint`."""

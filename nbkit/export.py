@@ -2,27 +2,63 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
+from . import outputs
 from .errors import ExportError
 from .models import LoadedModel
 
 
-def save_lora(loaded: LoadedModel, directory: str | Path) -> Path:
-    """Adapters + tokenizer + the run's config; checks the adapter file really landed on disk."""
-    directory = Path(directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        loaded.model.save_pretrained(directory)
-        loaded.tokenizer.save_pretrained(directory)
-        (directory / "nbkit_run.json").write_text(json.dumps(
-            {"base_model": loaded.base_path, "backend": loaded.backend, **loaded.config.to_dict()}, indent=2))
-    except OSError as exc:
-        raise ExportError(f"Could not write the adapters to {directory}: {exc}. Free disk space or pick another "
-                          f"folder, then call nbkit.export.save_lora(loaded, folder) again.") from exc
+def _write_lora(loaded: LoadedModel, directory: Path) -> None:
+    loaded.model.save_pretrained(directory)
+    loaded.tokenizer.save_pretrained(directory)
+    (directory / "nbkit_run.json").write_text(json.dumps(
+        {"base_model": loaded.base_path, "backend": loaded.backend, **loaded.config.to_dict()}, indent=2))
     if not any(directory.glob("adapter_model.*")):
         raise ExportError(f"Saving adapters to {directory} produced no adapter_model file; check disk space.")
-    return directory
+
+
+def _check_finite(loaded: LoadedModel) -> None:
+    from .verify import snapshot
+
+    bad = [name for name, t in snapshot(loaded.model).items() if not t.isfinite().all()]
+    if bad:
+        raise ExportError(f"{len(bad)} LoRA tensor(s) hold NaN or infinity (e.g. {bad[0]}), so they were not saved: "
+                          "the run diverged. Train again with a lower learning_rate.")
+
+
+def save_lora(loaded: LoadedModel, directory: str | Path, rescue: bool = True) -> Path:
+    """Adapters + tokenizer + the run's config, written under a temporary name and renamed when complete.
+
+    If the folder cannot take them (disk full, no permission), they are saved to a rescue folder instead and
+    the ExportError says where (`err.saved_to`): a trained result is never lost to a full disk."""
+    directory = Path(directory)
+    _check_finite(loaded)
+    try:
+        with outputs.atomic_dir(directory) as tmp:
+            _write_lora(loaded, tmp)
+        _record(directory)
+        return directory
+    except OSError as exc:
+        reason = f"Could not write the adapters to {directory}: {exc.strerror or exc}."
+        if not rescue:
+            raise ExportError(f"{reason} Free disk space or pick another folder, then call "
+                              f"nbkit.export.save_lora(loaded, folder) again.") from exc
+    spare = None
+    try:
+        spare = outputs.rescue_dir("lora_adapters")
+        _write_lora(loaded, spare)
+    except (OSError, ExportError) as exc2:
+        if spare is not None:
+            shutil.rmtree(spare, ignore_errors=True)  # an empty or partial rescue folder helps nobody
+        raise ExportError(f"{reason} A rescue copy failed too ({exc2}). The trained model is still in memory: "
+                          "free disk space, then call nbkit.export.save_lora(loaded, 'another/folder').") from exc2
+    err = ExportError(f"{reason} The adapters were saved to {spare} instead; copy them where you want them.")
+    err.saved_to = spare
+    print(f"nbkit: {err}")
+    raise err
 
 
 def save_merged(loaded: LoadedModel, directory: str | Path, adapter_dir: str | Path | None = None) -> Path:
@@ -32,43 +68,83 @@ def save_merged(loaded: LoadedModel, directory: str | Path, adapter_dir: str | P
     saved adapters are merged into it, so 4-bit runs merge into exact 16-bit weights too.
     """
     directory = Path(directory)
-    if loaded.backend == "unsloth":
-        loaded.model.save_pretrained_merged(str(directory), loaded.tokenizer, save_method="merged_16bit")
-        return _checked(directory)
-    if adapter_dir is None:
+    if loaded.backend != "unsloth" and adapter_dir is None:
         raise ExportError("save_merged on the transformers backend needs adapter_dir: call save_lora() first "
                           "and pass its folder.")
+    _check_finite(loaded)
+    with outputs.atomic_dir(directory) as tmp:
+        if loaded.backend == "unsloth":
+            loaded.model.save_pretrained_merged(str(tmp), loaded.tokenizer, save_method="merged_16bit")
+        else:
+            merged_model(loaded, adapter_dir).save_pretrained(tmp)
+            loaded.tokenizer.save_pretrained(tmp)
+        _checked(tmp)
+    _record(directory)
+    return directory
+
+
+def merged_model(loaded: LoadedModel, adapter_dir: str | Path):
+    """The base reloaded unquantized from its own files, the saved adapters merged in exactly (in float32), then
+    cast to the 16-bit type the export's name promises (bfloat16: float16 can overflow where bf16 does not)."""
+    import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from .models import compute_dtype
-
-    base = AutoModelForCausalLM.from_pretrained(loaded.base_path, dtype=compute_dtype(False))
+    base = AutoModelForCausalLM.from_pretrained(loaded.base_path, dtype=torch.float32)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-    merged.save_pretrained(directory)
-    loaded.tokenizer.save_pretrained(directory)
-    return _checked(directory)
+    for param in merged.parameters():  # weights only: buffers (rotary tables) stay as a fresh load makes them
+        param.data = param.data.to(torch.bfloat16)
+    merged.config.dtype = torch.bfloat16
+    return merged
 
 
-def save_gguf(loaded: LoadedModel, directory: str | Path, quantization_method: str = "q4_k_m") -> Path:
-    """GGUF for llama.cpp / Ollama, through Unsloth (which drives llama.cpp's converter)."""
+def save_gguf(loaded: LoadedModel, directory: str | Path, quantization_method: str = "q8_0",
+              adapter_dir: str | Path | None = None) -> Path:
+    """GGUF for llama.cpp / Ollama, with an Ollama Modelfile beside it.
+
+    Unsloth's own export is used where it works (it needs llama.cpp from GitHub); otherwise, and on the
+    transformers backend, the merged 16-bit model goes through llama.cpp's converter from the package index
+    (nbkit.gguf). The folder is written under a temporary name and renamed when complete."""
+    from . import gguf
+
     directory = Path(directory)
-    if loaded.backend != "unsloth":
-        raise ExportError(
-            "GGUF export runs through Unsloth on a CUDA GPU. Here: save_merged() and convert the folder "
-            "with llama.cpp's convert_hf_to_gguf.py."
-        )
-    try:
-        loaded.model.save_pretrained_gguf(str(directory), loaded.tokenizer, quantization_method=quantization_method)
-    except Exception as exc:  # llama.cpp missing/unbuildable offline: explain instead of a deep traceback
-        raise ExportError(
-            f"GGUF export failed ({exc}). Unsloth needs llama.cpp (it clones and builds it, which needs network "
-            "and a compiler). The LoRA adapters and merged weights are unaffected; convert the merged folder "
-            "later with llama.cpp's convert_hf_to_gguf.py."
-        ) from exc
-    if not list(directory.glob("*.gguf")) and not list(Path(".").glob(f"{directory.name}*.gguf")):
-        raise ExportError(f"GGUF export wrote no .gguf file into {directory}.")
+    _check_finite(loaded)
+    if loaded.backend == "unsloth":
+        try:
+            with outputs.atomic_dir(directory) as tmp:
+                loaded.model.save_pretrained_gguf(str(tmp), loaded.tokenizer, quantization_method=quantization_method)
+                files = sorted(tmp.glob("*.gguf"))
+                if not files:
+                    raise ExportError("Unsloth's GGUF export wrote no .gguf file.")
+                (tmp / "Modelfile").write_text(gguf.modelfile(files[-1].name, loaded.tokenizer.chat_template))
+            _record(directory)
+            return directory
+        except Exception as exc:  # llama.cpp not reachable or not buildable here: the converter path below
+            print(f"nbkit: Unsloth's GGUF export did not work here ({str(exc)[:200]}); using llama.cpp's "
+                  "converter from the package index instead.")
+    method = quantization_method.lower()
+    with tempfile.TemporaryDirectory(prefix="nbkit-merge-") as work, outputs.atomic_dir(directory) as tmp:
+        if adapter_dir is None and loaded.backend != "unsloth":  # the transformers merge starts from saved adapters
+            adapter_dir = save_lora(loaded, Path(work) / "lora")
+        merged = save_merged(loaded, Path(work) / "merged", adapter_dir)
+        spm = Path(loaded.base_path) / "tokenizer.model"
+        if spm.exists() and not (merged / "tokenizer.model").exists():  # SentencePiece vocabularies need it
+            shutil.copy(spm, merged / "tokenizer.model")
+        stem = Path(loaded.base_path.rstrip("/")).name
+        if method in gguf.CONVERTER_TYPES:
+            out = gguf.convert(merged, tmp / f"{stem}-{method}.gguf", method)
+        else:
+            f16 = gguf.convert(merged, Path(work) / f"{stem}-f16.gguf", "f16")
+            out = gguf.quantize(f16, tmp / f"{stem}-{method}.gguf", method)
+        (tmp / "Modelfile").write_text(gguf.modelfile(out.name, loaded.tokenizer.chat_template))
+    _record(directory)
     return directory
+
+
+def _record(directory: Path) -> None:
+    """Inside a run folder, note what was written there: only what a run wrote may be replaced later."""
+    if outputs.is_run_folder(directory.parent):
+        outputs.update_marker(directory.parent, written=directory.name)
 
 
 def _checked(directory: Path) -> Path:

@@ -80,6 +80,19 @@ def check_gpu(device: int = 0) -> GpuInfo:
     )
 
 
+# what allocation failures look like when they do not come as torch.OutOfMemoryError (cuBLAS, bitsandbytes)
+_OOM_TEXT = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDA_ERROR_OUT_OF_MEMORY", "cudaErrorMemoryAllocation")
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether `exc` is the GPU running out of memory, however the library that hit it spelled it."""
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and any(t in str(exc) for t in _OOM_TEXT)
+
+
 def live_vram() -> tuple[float, float, float] | None:
     """(allocated, reserved, peak reserved) GiB from the allocator's host-side counters: no GPU sync.
     None without a CUDA GPU."""

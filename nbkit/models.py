@@ -5,17 +5,17 @@ Unsloth is always imported before transformers.
 """
 from __future__ import annotations
 
-import difflib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import backend
+from . import backend, hub
 from .config import TINY_MODEL, RunConfig
 from .distributed import local_rank, world_size
 from .errors import ConfigError, HardwareError, ModelNotFoundError
 from .hardware import GpuInfo, check_gpu, require_fp8
+from .memory import check_fits
+from .specs import curated_ids, spec_for
 
 
 @dataclass
@@ -43,25 +43,8 @@ def resolve_model(model_id: str) -> str:
         if not (path / "config.json").exists():
             raise ModelNotFoundError(f"{path} exists but has no config.json, so it is not a model folder.")
         return str(path)
-    backend.ensure()
-    from transformers import AutoConfig
-
-    try:
-        AutoConfig.from_pretrained(model_id)
-    except Exception as exc:  # OSError, HTTP errors, offline mode: one clear message for all
-        raise ModelNotFoundError(_unknown_model_message(model_id, exc)) from exc
+    hub.auto_config(model_id, curated_ids())  # raises a ModelNotFoundError that says which problem it is
     return model_id
-
-
-def _unknown_model_message(model_id: str, exc: Exception) -> str:
-    from .specs import curated_ids
-
-    close = difflib.get_close_matches(model_id, curated_ids(), n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    offline = " (offline mode is on: HF_HUB_OFFLINE=1)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
-    return (f"Model {model_id!r} was not found: it is not a local folder and the Hugging Face Hub could not "
-            f"provide it{offline}.{hint} Check the spelling (ids look like 'unsloth/Llama-3.2-1B-Instruct'), "
-            f"log in for gated models, pass a local folder, or use {TINY_MODEL!r} for a smoke run. ({exc})")
 
 
 def load(config: RunConfig, gpu: GpuInfo | None = None, check_memory: bool = True) -> LoadedModel:
@@ -78,9 +61,6 @@ def load(config: RunConfig, gpu: GpuInfo | None = None, check_memory: bool = Tru
     name = backend.ensure(config.backend)
     path = resolve_model(config.model)
     if gpu.available and check_memory:
-        from .memory import check_fits
-        from .specs import spec_for
-
         check_fits(config, spec_for(path), gpu, backend=name)
     if name == "unsloth":
         model, tokenizer = _load_unsloth(config, path)

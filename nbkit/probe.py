@@ -81,6 +81,7 @@ def probe_batch(loaded: LoadedModel, predicted: int, steps: int = 2, grow: float
     import torch
 
     from . import train
+    from .hardware import is_oom
     from .verify import snapshot
 
     saved = snapshot(loaded.model)
@@ -98,11 +99,14 @@ def probe_batch(loaded: LoadedModel, predicted: int, steps: int = 2, grow: float
         ok = True
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                trainer = train.build_trainer(loaded, data, [timer], output_dir=tmp, per_device_train_batch_size=batch,
+                trainer = train.build_trainer(loaded, data, events=[timer], output_dir=tmp,
+                                              per_device_train_batch_size=batch,
                                               gradient_accumulation_steps=1, max_steps=steps, save_strategy="no",
                                               eval_strategy="no", warmup_steps=0)
                 trainer.train()
-            except torch.OutOfMemoryError:
+            except (torch.OutOfMemoryError, RuntimeError) as exc:  # cuBLAS/bitsandbytes fail as RuntimeError
+                if not is_oom(exc):
+                    raise
                 ok = False
             finally:
                 trainer = None  # noqa: F841 — drop optimizer state and activations before the next try

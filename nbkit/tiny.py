@@ -1,4 +1,4 @@
-"""The embedded tiny model: a small Llama with random weights and a BPE tokenizer trained on the shipped data.
+"""The embedded tiny model: a small Llama with random weights and a SentencePiece tokenizer trained on the shipped data.
 
 It is built locally (about a second, no download) so CPU smoke runs, tests and Binder work offline.
 """
@@ -17,9 +17,8 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
 # Bump when the recipe changes so cached builds are not reused.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 def default_dir() -> Path:
@@ -27,26 +26,39 @@ def default_dir() -> Path:
     return root / f"tiny-llama-v{RECIPE_VERSION}"
 
 
-def build_tokenizer(vocab_size: int = 1024, texts=None):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+def train_sentencepiece(vocab_size: int = 1024, texts=None) -> bytes:
+    """A SentencePiece BPE model trained on the shipped data, as Llama 2 and Mistral ship theirs: a tokenizer
+    llama.cpp's GGUF converter reads natively, so exports of the tiny model can be loaded back by llama.cpp."""
+    import io
 
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(list(texts if texts is not None else iter_texts(DEFAULT_DATA_PATH))),
+        model_writer=model, vocab_size=vocab_size, model_type="bpe", character_coverage=1.0, byte_fallback=True,
+        split_digits=True, add_dummy_prefix=False, user_defined_symbols=["<|im_start|>", "<|im_end|>"],
+        pad_id=0, unk_id=1, bos_id=2, eos_id=3, pad_piece="<pad>", unk_piece="<unk>", bos_piece="<s>",
+        eos_piece="</s>", num_threads=1, minloglevel=2,
     )
-    tok.train_from_iterator(texts if texts is not None else iter_texts(DEFAULT_DATA_PATH), trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="<|im_end|>", pad_token="<pad>",
-        additional_special_tokens=["<|im_start|>", "</s>"],
-    )
-    fast.chat_template = CHATML_TEMPLATE
-    return fast
+    return model.getvalue()
+
+
+def build_tokenizer(folder: Path, vocab_size: int = 1024, texts=None):
+    """Write tokenizer.model into `folder` and return the transformers tokenizer made from it (ChatML template,
+    <|im_end|> ends a turn)."""
+    from transformers import AutoTokenizer
+
+    (folder / "tokenizer.model").write_bytes(train_sentencepiece(vocab_size, texts))
+    (folder / "tokenizer_config.json").write_text(
+        '{"tokenizer_class": "LlamaTokenizer", "add_bos_token": false, "add_eos_token": false, "legacy": false}')
+    # the chat markers are special tokens and no space is put before the text, as in the SentencePiece model:
+    # saved that way, llama.cpp's converter and llama.cpp tokenize exactly as transformers does
+    tok = AutoTokenizer.from_pretrained(folder, bos_token="<s>", eos_token="<|im_end|>", pad_token="<pad>",
+                                        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+                                        add_prefix_space=False)
+    tok.chat_template = CHATML_TEMPLATE
+    return tok
 
 
 def build_model(tokenizer, hidden_size: int = 64, layers: int = 2, seed: int = 0):
@@ -76,13 +88,13 @@ def ensure_tiny_model(path: str | Path | None = None) -> Path:
 
     backend.ensure()  # keep Unsloth-before-transformers on GPU machines
     target = Path(path) if path else default_dir()
-    if (target / "config.json").exists() and (target / "tokenizer.json").exists():
+    if all((target / name).exists() for name in ("config.json", "tokenizer.json", "tokenizer.model")):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build in a sibling temp folder and rename, so a crash never leaves a half-written model behind.
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
     try:
-        tokenizer = build_tokenizer()
+        tokenizer = build_tokenizer(tmp)
         model = build_model(tokenizer)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

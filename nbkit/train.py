@@ -1,120 +1,26 @@
-"""Build TRL's SFTTrainer from a RunConfig, run it, and return what happened."""
+"""Build TRL's SFTTrainer from a RunConfig, run it under observation, and return what happened.
+
+What the run does is published through nbkit.events (observers are passed in; this module knows no view).
+A stop request ends it at a step boundary with a resumable checkpoint; an out-of-memory step is retried from
+the last completed step with half the batch and twice the accumulation; a non-finite loss stops it unsaved.
+"""
 from __future__ import annotations
 
+import gc
+import os
+import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import backend
+from . import backend, outputs
 from .data import PreparedData
-from .errors import HardwareError
+from .errors import HardwareError, TrainingDivergedError
+from .events import RunObserver, StopControl, as_events
+from .hardware import is_oom
 from .models import LoadedModel
-
-
-def _step_marks(counter: "TokenCounter"):
-    """A callback noting (host time, tokens) at each step's end. No GPU sync of its own: the trainer's per-step
-    loss logging already waits for the GPU, so over several steps the host clock tracks the GPU's."""
-    from transformers import TrainerCallback
-
-    class StepMarks(TrainerCallback):
-        def __init__(self):
-            self.start = time.perf_counter()
-            self.marks: list[tuple[float, int]] = []
-
-        def on_train_begin(self, *args, **kwargs):
-            self.start = time.perf_counter()
-
-        def on_step_end(self, *args, **kwargs):
-            self.marks.append((time.perf_counter() - self.start, counter.tokens))
-
-    return StepMarks()
-
-
-def synced_step_timer(warmup: int = 2):
-    """A callback timing each optimizer step with a CUDA sync on both ends: exact step times, for measuring
-    (the probe, the benchmarks), never for ordinary training. `steady()` is the median after the first `warmup`
-    steps, which include compilation; None until there is such a step."""
-    import statistics
-
-    import torch
-    from transformers import TrainerCallback
-
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.times: list[float] = []
-            self._t = 0.0
-
-        def on_step_begin(self, *args, **kwargs):
-            sync()
-            self._t = time.perf_counter()
-
-        def on_step_end(self, *args, **kwargs):
-            sync()
-            self.times.append(time.perf_counter() - self._t)
-
-        def steady(self) -> float | None:
-            rest = self.times[warmup:]
-            return statistics.median(rest) if rest else None
-
-    return StepTimer()
-
-
-class TokenCounter:
-    """Wraps the data collator to count real (non-padding) tokens on the CPU side: no GPU sync needed."""
-
-    def __init__(self, collator):
-        self.collator = collator
-        self.tokens = 0
-
-    def __call__(self, examples):
-        self.tokens += sum(len(ex["input_ids"]) for ex in examples)
-        return self.collator(examples)
-
-
-@dataclass
-class TrainResult:
-    steps: int
-    losses: list[tuple[int, float]]
-    eval_losses: list[tuple[int, float]] = field(default_factory=list)
-    train_seconds: float = 0.0
-    tokens: int = 0
-    peak_vram_gib: float | None = None
-    output_dir: str = ""
-    checkpoints: list[str] = field(default_factory=list)
-    # (seconds since start, tokens so far) at each optimizer step's end, for speed after warm-up
-    step_marks: list[tuple[float, int]] = field(default_factory=list)
-
-    @property
-    def tokens_per_second(self) -> float:
-        """Over the whole run, first-step compilation included: what the wall clock saw."""
-        return self.tokens / self.train_seconds if self.train_seconds else 0.0
-
-    def steady_tokens_per_second(self, warmup: int = 2) -> float | None:
-        """After the first `warmup` steps (compilation, allocator growth): the speed a longer run settles at.
-        None when the run had too few steps to tell."""
-        if len(self.step_marks) < warmup + 2:
-            return None
-        (t0, n0), (t1, n1) = self.step_marks[warmup], self.step_marks[-1]
-        return (n1 - n0) / (t1 - t0) if t1 > t0 else None
-
-    @property
-    def first_loss(self) -> float:
-        return self.losses[0][1]
-
-    @property
-    def final_loss(self) -> float:
-        return self.losses[-1][1]
-
-    def summary(self) -> str:
-        peak = f", peak VRAM {self.peak_vram_gib:.2f} GiB" if self.peak_vram_gib is not None else ""
-        steady = self.steady_tokens_per_second()
-        after = (f" ({steady:,.0f} after warm-up)" if steady and abs(steady - self.tokens_per_second)
-                 > 0.1 * self.tokens_per_second else "")
-        return (f"{self.steps} steps in {self.train_seconds:.1f} s, loss {self.first_loss:.3f} → "
-                f"{self.final_loss:.3f}, {self.tokens_per_second:,.0f} tokens/s{after}{peak}")
+from .results import StepTimer, TrainResult, result_from, synced_step_timer  # noqa: F401  (this module's API)
+from .trainer_bridge import TokenCounter, bridge
 
 
 def sft_config(loaded: LoadedModel, data: PreparedData, **overrides: Any):
@@ -155,7 +61,7 @@ def sft_config(loaded: LoadedModel, data: PreparedData, **overrides: Any):
         packing=False,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,  # LoRA uses every adapter each step; the search costs time
-        disable_tqdm=True,  # the progress display replaces tqdm
+        disable_tqdm=True,  # nbkit's observers replace tqdm
         # model gradient checkpointing is set up at load time (Unsloth's or peft's)
         gradient_checkpointing=False,
     )
@@ -163,14 +69,46 @@ def sft_config(loaded: LoadedModel, data: PreparedData, **overrides: Any):
     return SFTConfig(**kwargs)
 
 
+class _AtomicCheckpoints:
+    """Checkpoints are written into a staging folder and renamed into place once complete, with nbkit's marker
+    inside: a checkpoint half-written when the process died has no marker, and resume skips it. Rotation
+    (save_total_limit) only ever deletes complete nbkit checkpoints."""
+
+    def _save_checkpoint(self, model, trial):
+        final_root = Path(self.args.output_dir)
+        name = f"checkpoint-{self.state.global_step}"
+        staging = final_root / f".nbkit-tmp-{name}"
+        self.args.output_dir = str(staging)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.output_dir = str(final_root)
+        from .distributed import barrier
+
+        barrier()  # every rank's RNG file is in before rank 0 renames the folder
+        if not self.args.should_save:
+            return
+        outputs.write_text_atomic(staging / name / outputs.CHECKPOINT_MARKER,
+                                  f'{{"step": {self.state.global_step}, "saved": "{time.strftime("%F %T")}"}}')
+        target = final_root / name
+        if target.exists():  # a resumed run re-saving a step: the old copy is nbkit's own
+            shutil.rmtree(target)
+        os.replace(staging / name, target)
+        shutil.rmtree(staging, ignore_errors=True)
+        limit = self.args.save_total_limit
+        complete = [c for c in outputs.checkpoints(final_root) if outputs.is_complete(c)]
+        for old in complete[:-limit] if limit else []:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def _trainer_class(on_cuda: bool):
     from trl import SFTTrainer
 
     if on_cuda:
-        return SFTTrainer
+        return type("NbkitSFTTrainer", (_AtomicCheckpoints, SFTTrainer), {})
     from transformers import Trainer
 
-    class CpuSFTTrainer(SFTTrainer):
+    class CpuSFTTrainer(_AtomicCheckpoints, SFTTrainer):
         """TRL 1.15 computes the SFT loss with a Triton kernel that only runs on CUDA/XPU; on CPU use the
         model's own cross-entropy over the same completion-only labels (transformers' Trainer loss)."""
 
@@ -181,7 +119,10 @@ def _trainer_class(on_cuda: bool):
     return CpuSFTTrainer
 
 
-def build_trainer(loaded: LoadedModel, data: PreparedData, callbacks=(), **overrides: Any):
+def build_trainer(loaded: LoadedModel, data: PreparedData, callbacks=(), events: Any = None,
+                  stop: StopControl | None = None, **overrides: Any):
+    """The trainer for `loaded` on `data`; with `events`, observers watch it through the bridge
+    (`trainer.nbkit_bridge`) and `stop` can end it at a step boundary."""
     backend.ensure(loaded.backend)
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
@@ -196,11 +137,10 @@ def build_trainer(loaded: LoadedModel, data: PreparedData, callbacks=(), **overr
         callbacks=list(callbacks),
     )
     trainer.nbkit_token_counter = collator
-    trainer.nbkit_step_marks = _step_marks(collator)
-    trainer.add_callback(trainer.nbkit_step_marks)
-    for cb in callbacks:
-        if hasattr(cb, "attach"):
-            cb.attach(collator)
+    trainer.nbkit_bridge = None
+    if events is not None:
+        trainer.nbkit_bridge = bridge(as_events(events), stop, collator, loaded.config.save_minutes)
+        trainer.add_callback(trainer.nbkit_bridge)
     # with tqdm off the trainer prints every log dict; the history stays in trainer.state.log_history
     from transformers.trainer_callback import PrinterCallback
 
@@ -208,55 +148,120 @@ def build_trainer(loaded: LoadedModel, data: PreparedData, callbacks=(), **overr
     return trainer
 
 
-def run(loaded: LoadedModel, data: PreparedData, callbacks=(), progress: bool | Any = True,
-        **overrides: Any) -> TrainResult:
-    """Train and return losses, speed and peak memory. `progress=True` shows nbkit's progress display."""
-    callbacks = list(callbacks)
-    if progress is True:
-        from .ui.progress import TrainingProgress
+def run(loaded: LoadedModel, data: PreparedData, observers: Any = None, *, stop: StopControl | None = None,
+        resume: bool = False, claim: bool = True, recover_oom: bool = True, callbacks=(),
+        progress: RunObserver | None = None, **overrides: Any) -> TrainResult:
+    """Train and return losses, speed and peak memory.
 
-        callbacks.append(TrainingProgress())
-    elif progress:
-        callbacks.append(progress)
-    trainer = build_trainer(loaded, data, callbacks, **overrides)
+    `observers` (nbkit.events.RunObserver, e.g. nbkit.ui.progress.TrainingProgress) watch the run; `stop`
+    lets any of them (or Ctrl-C) end it at a step boundary. `resume=True` continues from the newest complete
+    checkpoint in the config's output_dir. `claim=False` when the caller (workflow.run) already claimed it.
+    """
+    events = as_events(observers)
+    if progress:  # older spelling: one observer
+        events.add(progress)
+    stop = stop or StopControl()
+    stop.events = stop.events or events
+    out = Path(overrides.get("output_dir") or loaded.config.output_dir)
+    if claim and "output_dir" not in overrides:
+        outputs.claim(loaded.config, resume=resume)
+    checkpoint = None
+    notes: list[str] = []
+    if resume:
+        checkpoint, skipped = outputs.newest_checkpoint(out)
+        if skipped:
+            notes.append(f"skipped incomplete checkpoint(s) {[p.name for p in skipped]} (written when the "
+                         "process died)")
+        notes.append(f"resumed from {checkpoint}" if checkpoint else "no complete checkpoint yet: started over")
+        for note in notes:
+            print(f"nbkit: {note}")
+    resumed_from = str(checkpoint) if checkpoint else None
     import torch
 
     if loaded.on_cuda:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    try:
-        trainer.train()
-    except BaseException as exc:
-        if isinstance(exc, torch.OutOfMemoryError):
-            cfg = loaded.config
-            exc = HardwareError(
-                f"Out of GPU memory at batch {cfg.batch_size} × {cfg.max_seq_length} tokens. Use "
-                f"batch_size={max(1, cfg.batch_size // 2)} with grad_accum={cfg.grad_accum * 2} (same effective "
-                f"batch), a shorter max_seq_length, or quantization='4bit'. Restart the kernel to free the memory."
-            )
-        for cb in callbacks:
-            if hasattr(cb, "fail"):
-                cb.fail(exc)
-        if isinstance(exc, HardwareError):
-            raise exc from None
-        raise
+    with stop.on_interrupt():
+        while True:
+            trainer = hooks = None
+            try:
+                trainer = build_trainer(loaded, data, callbacks, events, stop, **overrides)
+                hooks = trainer.nbkit_bridge
+                trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+                break
+            except BaseException as exc:
+                if (recover_oom and trainer is not None and is_oom(exc) and loaded.config.batch_size > 1
+                        and "output_dir" not in overrides):
+                    checkpoint, note = _recover_from_oom(loaded, trainer, events)
+                    notes.append(note)
+                    continue
+                exc = _translate(exc, loaded)
+                events.run_failed(exc)
+                if exc.__class__.__module__.startswith("nbkit"):
+                    raise exc from None
+                raise
     seconds = time.perf_counter() - start
-    return result_from(trainer, seconds, loaded.on_cuda)
+    if hooks.diverged:
+        exc = _diverged(loaded, hooks.diverged, out)
+        events.run_failed(exc)
+        raise exc
+    result = result_from(trainer, seconds, loaded.on_cuda, hooks.marks)
+    result.stopped, result.stop_reason = stop.requested, stop.reason
+    result.resumed_from, result.notes = resumed_from, notes
+    if result.stopped:
+        where = result.checkpoints[-1] if result.checkpoints else "no checkpoint"
+        print(f"nbkit: stopped at step {result.steps} ({stop.reason}); resumable checkpoint: {where}. "
+              "Continue with resume=True (CLI: --resume).")
+    events.run_finished(result)
+    return result
 
 
-def result_from(trainer, seconds: float, on_cuda: bool) -> TrainResult:
-    history = trainer.state.log_history
-    losses = [(h["step"], float(h["loss"])) for h in history if "loss" in h]
-    evals = [(h["step"], float(h["eval_loss"])) for h in history if "eval_loss" in h]
-    peak = None
-    if on_cuda:
-        import torch
+def _recover_from_oom(loaded: LoadedModel, trainer, events) -> tuple[Path | None, str]:
+    """Free the failed step, checkpoint the last completed one, and continue with half the batch and twice the
+    accumulation: the same rows per optimizer step, in the same order."""
+    import torch
 
-        peak = torch.cuda.max_memory_reserved() / 1024**3
-    out = Path(trainer.args.output_dir)
-    checkpoints = sorted(str(p) for p in out.glob("checkpoint-*")) if out.exists() else []
-    return TrainResult(
-        steps=trainer.state.global_step, losses=losses, eval_losses=evals, train_seconds=seconds,
-        tokens=trainer.nbkit_token_counter.tokens, peak_vram_gib=peak, output_dir=str(out),
-        checkpoints=checkpoints, step_marks=list(trainer.nbkit_step_marks.marks),
-    )
+    cfg = loaded.config
+    trainer.model.zero_grad(set_to_none=True)
+    gc.collect()
+    if loaded.on_cuda:
+        torch.cuda.empty_cache()
+    checkpoint = None
+    if trainer.state.global_step > 0:
+        trainer._save_checkpoint(trainer.model, None)
+        checkpoint = Path(cfg.output_dir) / f"checkpoint-{trainer.state.global_step}"
+    new = cfg.replace(batch_size=cfg.batch_size // 2, grad_accum=cfg.grad_accum * 2)
+    note = (f"out of GPU memory at step {trainer.state.global_step + 1} with batch {cfg.batch_size} × "
+            f"{cfg.grad_accum}: continuing from step {trainer.state.global_step} with batch {new.batch_size} × "
+            f"{new.grad_accum} (same effective batch {new.effective_batch})")
+    loaded.config = new
+    trainer.optimizer = trainer.lr_scheduler = None
+    del trainer
+    gc.collect()
+    if loaded.on_cuda:
+        torch.cuda.empty_cache()
+    print(f"nbkit: {note}")
+    events.phase_changed("recovering", note)
+    return checkpoint, note
+
+
+def _translate(exc: BaseException, loaded: LoadedModel) -> BaseException:
+    if is_oom(exc):
+        cfg = loaded.config
+        return HardwareError(
+            f"Out of GPU memory at batch {cfg.batch_size} × {cfg.max_seq_length} tokens. Use "
+            f"batch_size={max(1, cfg.batch_size // 2)} with grad_accum={cfg.grad_accum * 2} (same effective "
+            f"batch), a shorter max_seq_length, or quantization='4bit'.")
+    return exc
+
+
+def _diverged(loaded: LoadedModel, where: tuple[int, str], out: Path) -> TrainingDivergedError:
+    step, what = where
+    good, _ = outputs.newest_checkpoint(out)
+    last = f"The last good checkpoint is {good}." if good else "No checkpoint was saved before it."
+    err = TrainingDivergedError(
+        f"Training diverged at step {step}: {what}. The likely cause is a learning rate too high for this model "
+        f"(learning_rate={loaded.config.learning_rate:g}; LoRA usually trains well at 1e-4 to 3e-4). Nothing "
+        f"non-finite was saved. {last}")
+    err.step, err.checkpoint = step, str(good) if good else None
+    return err

@@ -71,7 +71,7 @@ max_steps = {steps}
 batch_size = 0  # 0: the largest batch the memory model says fits (with a safety margin)
 smoke = "auto"  # "auto": smoke mode exactly when there is no CUDA GPU; True/False to force
 emulate_tier = False  # True: cap GPU memory to this tier, to rehearse on a bigger card
-output_dir = "outputs/{name}"
+output_dir = "outputs/{name}"  # each run gets a fresh folder inside: nothing from an earlier run is replaced
 save_merged = {merged}
 save_gguf = {gguf}
 prompt = "What is the capital of France?"'''
@@ -82,10 +82,11 @@ from nbkit import RunConfig, session
 s = session.start("{tier}", smoke=smoke, emulate_tier=emulate_tier)'''
 
 CONFIG = '''from nbkit import memory
+from nbkit.config import auto_output_dir
 from nbkit.specs import spec_for
 
 config = RunConfig(model=model, quantization=quantization, max_seq_length=max_seq_length, max_steps=max_steps,
-                   output_dir=output_dir)
+                   output_dir=auto_output_dir(model, root=output_dir))
 if s.smoke:
     config = session.smoke_config(config)
 elif s.gpu.available:
@@ -135,8 +136,12 @@ before = verify.snapshot(loaded.model)
 print("before training:", repr(generate.generate(loaded, prompt)))'''
 
 TRAIN = '''from nbkit import train
+from nbkit.ui.progress import TrainingProgress
 
-result = train.run(loaded, prepared)  # shows steps, ETA, tokens/s, loss, VRAM and the loss curve'''
+# the progress view shows steps, ETA, tokens/s, loss, VRAM and the loss curve; interrupting the kernel
+# stops at the end of the current step and keeps a checkpoint (train.run(..., resume=True) continues it)
+result = train.run(loaded, prepared, [TrainingProgress()])
+print("run folder:", result.output_dir)'''
 
 VERIFY = '''check = verify.adapters_changed(loaded.model, before)
 print(check.summary())
@@ -149,11 +154,9 @@ adapters = export.save_lora(loaded, f"{config.output_dir}/lora_adapters")
 print("LoRA adapters:", sorted(p.name for p in adapters.iterdir()))
 if save_merged:
     print("merged 16-bit:", export.save_merged(loaded, f"{config.output_dir}/merged_16bit", adapters))
-if save_gguf:
-    try:
-        print("GGUF:", export.save_gguf(loaded, f"{config.output_dir}/gguf"))
-    except nbkit.ExportError as exc:
-        print("GGUF skipped:", exc)'''
+if save_gguf:  # llama.cpp's converter; the folder also holds an Ollama Modelfile
+    print("GGUF:", sorted(p.name for p in export.save_gguf(loaded, f"{config.output_dir}/gguf",
+                                                           adapter_dir=adapters).iterdir()))'''
 
 PLOT = '''from IPython.display import Image
 from nbkit.ui.plot import loss_curve_png
@@ -166,6 +169,7 @@ COMPARE = '''import gc
 import torch
 
 from nbkit import data, export, models, train, verify
+from nbkit.ui.progress import TrainingProgress
 
 modes = ["fp8", "16bit"] if s.gpu.fp8 else ["16bit"]
 if "fp8" not in modes:
@@ -176,7 +180,7 @@ for q in modes:
     loaded = models.load(cfg)
     prepared = data.prepare(cfg, loaded.tokenizer)
     before = verify.snapshot(loaded.model)
-    results[q] = train.run(loaded, prepared)
+    results[q] = train.run(loaded, prepared, [TrainingProgress()])
     assert verify.adapters_changed(loaded.model, before).ok
     export.save_lora(loaded, f"{cfg.output_dir}/lora_adapters")
     del loaded, prepared

@@ -1,12 +1,29 @@
 #!/usr/bin/env bash
-# Create .venv with nbkit and its test tools; idempotent, so every README command can start with it.
-# torch is pinned to 2.13.0, inside Unsloth's bounds (< 2.15); on CPU-only machines here that is a CPU build.
-# On a CUDA machine add Unsloth afterwards:  .venv/bin/pip install -e ".[gpu]"
+# Install nbkit and what it needs; idempotent, so every README command can start with it. The one install path:
+#  - default: create .venv with nbkit and its test tools from the package index. torch is pinned to 2.13.0,
+#    inside Unsloth's bounds (< 2.15); on CPU-only machines here that is a CPU build. On a CUDA machine add
+#    Unsloth afterwards:  .venv/bin/pip install -e ".[gpu]"
+#  - NBKIT_WHEELS="DIR..." (a GPU machine without network, bench/device.sh): the image's Python already has torch,
+#    transformers, peft and accelerate; install the carried wheels from DIR... into NBKIT_SITE (default
+#    /tmp/site), once, and put that folder and this checkout on PYTHONPATH (printed as an export line).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -n "${NBKIT_WHEELS:-}" ]; then
+  site=${NBKIT_SITE:-/tmp/site}
+  if [ ! -f "$site/.nbkit-installed" ]; then  # several device.sh runs on one machine share it
+    for dir in $NBKIT_WHEELS; do
+      python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$dir"/*.whl
+    done
+    touch "$site/.nbkit-installed"
+  fi
+  echo "export PYTHONPATH=$site:$PWD"
+  exit 0
+fi
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
-if ! .venv/bin/python -c "import nbkit, torch, trl, papermill, pytest, playwright" 2>/dev/null; then
+if ! .venv/bin/python -c "import nbkit, torch, trl, papermill, pytest, playwright, llama_cpp, sentencepiece" \
+    2>/dev/null; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "torch==2.13.0"
+  # llama-cpp-python (a test tool: it loads exported GGUF files back) builds from source once, about 5 minutes
   .venv/bin/python -m pip install -q -e ".[test]"
 fi

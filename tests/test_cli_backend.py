@@ -45,3 +45,16 @@ def test_cli_reports_input_errors(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("quantization: 2bit\n")
     assert main(["train", "--config", str(tmp_path / "bad.yaml")]) == 2
     assert "Unknown quantization '2bit'" in capsys.readouterr().err
+
+
+def test_allocator_grows_segments_unless_the_user_chose():
+    """Mixed-length rows fragment torch's default CUDA allocator: nbkit picks expandable segments at import,
+    and leaves a user's own setting alone."""
+    code = "import os, nbkit; print(os.environ.get('PYTORCH_CUDA_ALLOC_CONF'))"
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("PYTORCH_CUDA_ALLOC_CONF",
+                                                                         "PYTORCH_ALLOC_CONF")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "expandable_segments:True"
+    env["PYTORCH_CUDA_ALLOC_CONF"] = "max_split_size_mb:128"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "max_split_size_mb:128"

@@ -26,7 +26,7 @@ def test_two_processes_train_one_adapter(tmp_path, tiny_dir):
     assert report["world_size"] == 2 and report["ranks_agree"] is True and report["adapters_changed"]
     losses = [loss for _, loss in report["losses"]]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
-    assert sorted(p.name for p in out.iterdir()) == ["lora_adapters", "nbkit_report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["lora_adapters", "nbkit_report.json", "nbkit_run.json"]
     assert (out / "lora_adapters" / "adapter_model.safetensors").exists()
     # one process talks: a single progress stream and summary
     assert proc.stdout.count("Training finished") == 1 and proc.stdout.count("data parallel: 2 processes") == 1
@@ -50,10 +50,11 @@ def test_notebook_launch_forks_processes(tmp_path, tiny_dir):
     created an Accelerator (other tests here did)."""
     out = tmp_path / "out"
     code = (
-        "from nbkit import RunConfig, distributed\n"
+        "from nbkit import RunConfig, parallel\n"
+        "from nbkit.ui.progress import TrainingProgress\n"
         "cfg = RunConfig(quantization='16bit', max_seq_length=96, batch_size=2, grad_accum=1, max_steps=6,"
         f" save_steps=0, max_samples=40, lora_r=4, output_dir={str(out)!r})\n"
-        "r = distributed.launch(cfg, num_processes=2)\n"
+        "r = parallel.launch(cfg, num_processes=2, view=TrainingProgress)\n"
         "print('REPORT', r['world_size'], r['ranks_agree'], r['steps'])\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
@@ -67,12 +68,11 @@ def test_notebook_launch_forks_processes(tmp_path, tiny_dir):
 def test_a_failed_save_on_rank_0_releases_the_other_ranks(tmp_path, tiny_dir):
     """Rank 0 cannot write its adapters: every rank must stop with the reason, not wait at a barrier forever."""
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "lora_adapters").write_text("a file where the adapter folder should go")
     cfg = RunConfig(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=2, lora_r=4,
                     save_steps=0, max_samples=20, output_dir=str(out))
     torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "nbkit", "train",
+    full_disk = Path(__file__).parent / "helpers" / "full_disk.py"  # rank 0's disk is full, rescue fails too
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(free_port()), str(full_disk), "train",
            "--config", str(cfg.save(tmp_path / "run.yaml"))]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
                           env={**os.environ, "NBKIT_DISPLAY": "text", "OMP_NUM_THREADS": "1"})

@@ -89,12 +89,11 @@ def test_progress_of_a_data_parallel_run_shows_every_gpu(nvml, monkeypatch):
     from nbkit.ui.progress import TrainingProgress
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
-    cb = TrainingProgress(mode="text")
-    state = SimpleNamespace(max_steps=10, global_step=0)
-    cb.on_train_begin(SimpleNamespace(world_size=2), state, None)
+    cb = TrainingProgress(mode="text", world_size=2)
+    cb.training_started(10)
     assert "GPU0 30.0/80 · GPU1 40.0/80 GiB" in cb.stats_line()
-    single = TrainingProgress(mode="text")
-    single.on_train_begin(SimpleNamespace(world_size=1), state, None)
+    single = TrainingProgress(mode="text", world_size=1)
+    single.training_started(10)
     assert "GPU0" not in single.stats_line()
 
 

@@ -32,12 +32,14 @@ def test_notebook_runs_in_smoke_mode(path, tmp_path):
                    for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "SMOKE MODE" in text and "Training finished" in text
     assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    runs = list((tmp_path / "outputs" / path.stem).iterdir())  # each run makes a fresh folder in here
+    assert len(runs) == 1
     if path.stem == "h100":
         assert "| 16bit |" in text and "Only one mode ran" in text
-        assert (tmp_path / "outputs/h100/16bit/lora_adapters/adapter_model.safetensors").exists()
+        assert (runs[0] / "16bit/lora_adapters/adapter_model.safetensors").exists()
     else:
-        assert "adapters changed" in text and "GGUF skipped" in text
-        saved = tmp_path / "outputs" / path.stem
+        assert "adapters changed" in text and "GGUF: ['Modelfile', 'tiny-llama-v2-q8_0.gguf']" in text
+        saved = runs[0]
         assert (saved / "lora_adapters" / "adapter_model.safetensors").exists()
         assert (saved / "merged_16bit" / "model.safetensors").exists()
         assert json.loads((saved / "lora_adapters" / "nbkit_run.json").read_text())["model"] == "nbkit/tiny-llama"

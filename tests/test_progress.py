@@ -1,7 +1,6 @@
-from types import SimpleNamespace
-
 import pytest
 
+from nbkit.events import StepInfo
 from nbkit.ui.display import Display, TextDisplay, resolve_mode
 from nbkit.ui.progress import TrainingProgress, fmt_seconds
 
@@ -40,16 +39,11 @@ def drive(steps, step_seconds, plot_cost, budget=0.01):
     clock = Clock()
     cb = TrainingProgress(stats_interval=0.5, plot_budget=budget, clock=clock)
     cb.display = Recorder(clock, plot_cost)
-    cb.attach(SimpleNamespace(tokens=0))
-    state = SimpleNamespace(max_steps=steps, global_step=0)
-    cb.on_train_begin(None, state, None)
+    cb.training_started(steps)
     for step in range(1, steps + 1):
         clock.t += step_seconds
-        cb.counter.tokens += 1000
-        state.global_step = step
-        cb.on_log(None, state, None, logs={"loss": 5.0 - step * 0.01, "learning_rate": 1e-4})
-        cb.on_step_end(None, state, None)
-    cb.on_train_end(None, state, None)
+        cb.step_finished(StepInfo(step, steps, 5.0 - step * 0.01, 1e-4, 1000 * step, clock.t))
+    cb.run_finished()
     return cb, clock
 
 
@@ -73,14 +67,10 @@ def test_a_slow_first_step_is_left_out_of_eta_and_speed():
     clock = Clock()
     cb = TrainingProgress(stats_interval=0.0, clock=clock)
     cb.display = Recorder(clock, plot_cost=0.0)
-    cb.attach(SimpleNamespace(tokens=0))
-    state = SimpleNamespace(max_steps=100, global_step=0)
-    cb.on_train_begin(None, state, None)
+    cb.training_started(100)
     for step in range(1, 26):
         clock.t += 300.0 if step == 1 else 2.0  # 5 minutes of compilation, then 2 s steps
-        cb.counter.tokens += 4000
-        state.global_step = step
-        cb.on_step_end(None, state, None)
+        cb.step_finished(StepInfo(step, 100, None, None, 4000 * step, clock.t))
         if step == 1:
             assert cb.stats()["eta"] == pytest.approx(99 * 300.0)  # only an upper bound so far
     stats = cb.stats()
@@ -88,7 +78,7 @@ def test_a_slow_first_step_is_left_out_of_eta_and_speed():
     line = cb.stats_line()
     assert "step 25/100" in line and "ETA 2:30" in line and "2,000 tok/s" in line
     assert "first step 5:00 (one-off compilation" in line
-    cb.on_train_end(None, state, None)
+    cb.run_finished()
     assert cb.display.ended.endswith("287 tokens/s (2,000 after the first step).")
 
 

@@ -86,6 +86,31 @@ def test_launcher_trains_the_tiny_model(tmp_path):
     cfg = RunConfig(quantization="16bit", max_seq_length=96, batch_size=2, grad_accum=1, max_steps=3, save_steps=0,
                     max_samples=12, output_dir=str(tmp_path))
     ui = Launcher(cfg, gpu=CPU)
-    ui.train_button.click()
+    ui.train_button.click()  # starts training on a thread and returns
+    ui._thread.join(timeout=120)
     assert ui.report is not None and ui.report.train.steps == 3 and ui.report.verify.ok
     assert (tmp_path / "lora_adapters" / "adapter_model.safetensors").exists()
+
+
+def test_launcher_trains_without_blocking_and_stops_and_resumes(tmp_path, tiny_dir):
+    """Train runs on a thread: the Stop button works while it trains, and Resume continues the run."""
+    import time
+
+    cfg = RunConfig(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=40, lora_r=4,
+                    save_steps=0, max_samples=40, output_dir=str(tmp_path / "run"))
+    ui = Launcher(cfg, CPU)
+    thread = ui.train()
+    assert thread.is_alive() and ui.train_button.disabled and not ui.stop_button.disabled  # returned at once
+    deadline = time.time() + 120
+    while ui.progress_view.bar.value < 2 and time.time() < deadline:  # the bar moves while we wait here
+        time.sleep(0.05)
+    ui.stop_button.click()
+    thread.join(timeout=120)
+    assert ui.error is None and ui.report.train.stopped and 2 <= ui.report.train.steps < 40
+    assert "press Resume" in ui.message.value and not ui.resume_button.disabled
+    stopped_at = ui.report.train.steps
+    assert (tmp_path / "run" / f"checkpoint-{stopped_at}").is_dir()
+    ui.train(resume=True, wait=True)
+    assert ui.error is None and ui.report.train.steps == 40 and not ui.report.train.stopped
+    assert ui.report.train.resumed_from.endswith(f"checkpoint-{stopped_at}")
+    assert "Phase: done" in ui.gauge.phase.value and ui.progress_view.bar.value == 40

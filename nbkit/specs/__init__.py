@@ -108,9 +108,6 @@ def spec_for(model: str) -> ModelSpec:
     cfg = Path(model).expanduser() / "config.json"
     if cfg.exists():
         return from_config_dict(json.loads(cfg.read_text()), model)
-    from ..models import resolve_model
+    from ..hub import auto_config
 
-    resolve_model(model)  # raises a clear ModelNotFoundError when it cannot be reached
-    from transformers import AutoConfig
-
-    return from_config_dict(AutoConfig.from_pretrained(model).to_dict(), model)
+    return from_config_dict(auto_config(model, curated_ids()).to_dict(), model)

@@ -36,6 +36,7 @@ class Display:
     def plot(self, png: bytes) -> None: ...
     def end(self, summary: str) -> None: ...
     def error(self, message: str) -> None: ...
+    def note(self, message: str) -> None: ...
 
 
 class TextDisplay(Display):
@@ -63,11 +64,17 @@ class TextDisplay(Display):
     def error(self, message: str) -> None:
         self._emit(message)
 
+    def note(self, message: str) -> None:
+        self._emit(f"nbkit: {message}")
+
 
 class WidgetDisplay(Display):
+    """Progress bar, stats line, loss curve and messages. `embedded=True`: the box already sits inside another
+    widget (the launcher), so begin() does not display it again."""
     wants_plot = True
 
-    def __init__(self):
+    def __init__(self, embedded: bool = False):
+        self.embedded = embedded
         import ipywidgets as w
 
         self.bar = w.IntProgress(value=0, min=0, max=1, description="Training", bar_style="info",
@@ -81,7 +88,10 @@ class WidgetDisplay(Display):
         from IPython.display import display
 
         self.bar.max = max(total, 1)
-        display(self.box)
+        self.bar.bar_style = "info"
+        self.message.value = ""
+        if not self.embedded:
+            display(self.box)
 
     def stats(self, line: str, values: dict) -> None:
         self.bar.value = min(values["step"], self.bar.max)
@@ -94,6 +104,10 @@ class WidgetDisplay(Display):
         self.bar.bar_style = "success"
         self.message.value = f"<b>{summary}</b>"
         print(summary)  # also as text, so saved/headless notebooks keep the result
+
+    def note(self, message: str) -> None:
+        self.message.value = f"<b style='color:#8a5a00'>{message}</b>"
+        print(message)
 
     def error(self, message: str) -> None:
         self.bar.bar_style = "danger"

@@ -7,6 +7,7 @@ import ipywidgets as w
 
 from ..config import RunConfig
 from ..errors import NbkitError
+from ..events import RunObserver
 from ..hardware import GpuInfo, all_gpus_memory, check_gpu, live_vram, per_gpu_line
 
 COLORS = {"weights": "#4e79a7", "LoRA + optimizer": "#f28e2b", "activations": "#59a14f", "logits": "#b07aa1",
@@ -27,7 +28,9 @@ def verdict(used: float, capacity: float) -> tuple[str, str]:
 LEVEL_COLOR = {"ok": "#2e7d32", "tight": "#ef8f00", "over": "#c62828"}
 
 
-class MemoryGauge(w.VBox):
+class MemoryGauge(w.VBox, RunObserver):
+    """A view of the memory plan before the run and of live VRAM during it; also an observer of the run."""
+
     def __init__(self, gpu: GpuInfo | None = None, backend: str | None = None):
         self.gpu = gpu or check_gpu()
         if backend is None:
@@ -42,7 +45,8 @@ class MemoryGauge(w.VBox):
         self.breakdown = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        super().__init__([self.bar, self.detail, self.live])
+        self.phase = w.HTML()
+        super().__init__([self.bar, self.detail, self.live, self.phase])
 
     @property
     def capacity(self) -> float:
@@ -89,6 +93,22 @@ class MemoryGauge(w.VBox):
                 f"<div style='display:flex;height:18px;border:1px solid #888;position:relative'>{segs}"
                 f"<div style='position:absolute;left:{cap_pos:.2f}%;top:-3px;bottom:-3px;border-left:2px solid #000'>"
                 f"</div></div><b style='color:{color}'>{total:.2f} / {capacity:.1f} GiB — {words}</b></div>")
+
+    # --- as an observer of the run (nbkit.events) ------------------------------------------------
+    def run_planned(self, config, breakdown) -> None:
+        self.update(config)
+
+    def phase_changed(self, phase: str, detail: str = "") -> None:
+        self.phase.value = f"<small>Phase: {phase.replace('_', ' ')}{' — ' + detail if detail else ''}</small>"
+
+    def training_started(self, total_steps: int, first_step: int = 0) -> None:
+        self.start_live()
+
+    def run_finished(self, result) -> None:
+        self.stop_live()
+
+    def run_failed(self, error: BaseException) -> None:
+        self.stop_live()
 
     # --- live view ---------------------------------------------------------------------------
     def refresh_live(self) -> None:

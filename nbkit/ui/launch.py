@@ -1,12 +1,22 @@
-"""launch(): form + memory gauge + Train button, wired to the workflow core."""
+"""launch(): form + memory gauge + Train / Stop / Resume, wired to the workflow core.
+
+Training runs on a background thread, so the widgets stay live while it trains: the gauge refreshes, and Stop
+asks the run to end at the next step boundary (with a resumable checkpoint). Resume continues the run in the
+form's output folder from its newest complete checkpoint.
+"""
 from __future__ import annotations
+
+import threading
 
 import ipywidgets as w
 
 from ..config import RunConfig
+from ..events import StopControl
 from ..hardware import GpuInfo, check_gpu
+from .display import WidgetDisplay
 from .form import ConfigForm
 from .gauge import MemoryGauge
+from .progress import TrainingProgress
 
 
 class Launcher(w.VBox):
@@ -17,14 +27,25 @@ class Launcher(w.VBox):
         self.gauge = MemoryGauge(self.gpu)
         self.status = w.HTML(value=f"<small>{self.gpu.summary()}</small>")
         self.train_button = w.Button(description="Train", button_style="primary", icon="play")
-        self.output = w.Output()
+        self.stop_button = w.Button(description="Stop", button_style="warning", icon="stop", disabled=True,
+                                    tooltip="End at the next step, keeping a checkpoint to resume from")
+        self.resume_button = w.Button(description="Resume", icon="forward",
+                                      tooltip="Continue the run in the output folder from its newest checkpoint")
+        self.progress_view = WidgetDisplay(embedded=True)
+        self.message = w.HTML()
         self.report = None
+        self.error: BaseException | None = None
+        self.stop = StopControl()
+        self._thread: threading.Thread | None = None
         self.form.observe_config(self._config_changed)
         if recommend and self.gpu.available:
             self._apply_recommendation(config)
         self.gauge.update(self.form.config)
         self.train_button.on_click(lambda _b: self.train())
-        super().__init__([self.status, self.form, self.gauge, self.train_button, self.output])
+        self.resume_button.on_click(lambda _b: self.train(resume=True))
+        self.stop_button.on_click(lambda _b: self.stop.request("Stop button"))
+        buttons = w.HBox([self.train_button, self.stop_button, self.resume_button])
+        super().__init__([self.status, self.form, self.gauge, buttons, self.progress_view.box, self.message])
 
     def _apply_recommendation(self, config: RunConfig) -> None:
         from ..memory import recommend
@@ -36,28 +57,52 @@ class Launcher(w.VBox):
 
     def _config_changed(self, config: RunConfig | None) -> None:
         self.gauge.update(config)
-        self.train_button.disabled = config is None or self.gauge.level == "over"
+        if not self.running:
+            self.train_button.disabled = config is None or self.gauge.level == "over"
 
-    def train(self):
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def train(self, resume: bool = False, wait: bool = False):
+        """Start training on a background thread (the widgets keep working); `wait=True` blocks until it ends.
+        Returns the thread, or None if the form holds an invalid value or a run is going."""
+        config = self.form.config
+        if config is None or self.running:
+            return None
+        self.stop.clear()
+        self.report, self.error = None, None
+        for b in (self.train_button, self.resume_button):
+            b.disabled = True
+        self.stop_button.disabled = False
+        self.message.value = ""
+        self._thread = threading.Thread(target=self._run, args=(config, resume), name="nbkit-train", daemon=True)
+        self._thread.start()
+        if wait:
+            self._thread.join()
+        return self._thread
+
+    def _run(self, config: RunConfig, resume: bool) -> None:
         from .. import workflow
         from ..errors import NbkitError
 
-        config = self.form.config
-        if config is None:
-            return None
-        self.train_button.disabled = True
-        self.gauge.start_live()
+        progress = TrainingProgress(mode="widgets")
+        progress.display = self.progress_view
         try:
-            with self.output:
-                try:
-                    self.report = workflow.run(config)
-                    print(self.report.summary())
-                except NbkitError as exc:  # shown as a message, not a traceback
-                    print(f"⚠ {exc}")
+            self.report = workflow.run(config, observers=[progress, self.gauge], stop=self.stop, resume=resume)
+            state = "stopped early — press Resume to continue" if self.report.train.stopped else "done"
+            self.message.value = (f"<pre>{self.report.summary()}</pre><b>{state}</b>")
+        except NbkitError as exc:  # the user's to fix: a message, not a traceback
+            self.error = exc
+            self.message.value = f"<b style='color:#b00020'>⚠ {exc}</b>"
+        except Exception as exc:  # noqa: BLE001 — a bug still must not leave the buttons dead
+            self.error = exc
+            self.message.value = f"<b style='color:#b00020'>⚠ {type(exc).__name__}: {exc}</b>"
         finally:
             self.gauge.stop_live()
-            self.train_button.disabled = False
-        return self.report
+            self.stop_button.disabled = True
+            self.resume_button.disabled = False
+            self.train_button.disabled = self.form.config is None or self.gauge.level == "over"
 
 
 def launch(config: RunConfig | None = None, gpu: GpuInfo | None = None) -> Launcher:

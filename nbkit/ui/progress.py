@@ -1,16 +1,15 @@
-"""TrainingProgress: a TrainerCallback that shows steps, ETA, tokens/s, loss, LR and a loss curve.
+"""TrainingProgress: an observer of the run (nbkit.events) showing steps, ETA, tokens/s, loss, LR and a loss curve.
 
-It only reads values the trainer has already brought to the CPU (the logged loss), and the
-host-side allocator counters, so it never forces a GPU synchronisation. Redraws are throttled by
-time: the plot is redrawn only when its last draw cost at most `plot_budget` of the time since.
+It only reads what the run's events carry (values the trainer already brought to the host, the allocator's
+host-side counters), so it never forces a GPU synchronisation. Redraws are throttled by time: the plot is
+redrawn only when its last draw cost at most `plot_budget` of the time since.
 """
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from transformers import TrainerCallback
-
+from ..events import RunObserver, StepInfo
 from ..hardware import all_gpus_memory, live_vram, per_gpu_line
 from .display import Display, make_display
 from .plot import loss_curve_png
@@ -23,22 +22,27 @@ def fmt_seconds(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:d}:{s:02d}"
 
 
-class TrainingProgress(TrainerCallback):
+class TrainingProgress(RunObserver):
     def __init__(self, mode: str = "auto", stats_interval: float = 0.5, plot_budget: float = 0.01,
-                 text_interval: float = 10.0, clock=time.perf_counter):
+                 text_interval: float = 10.0, clock=time.perf_counter, world_size: int | None = None):
         self.mode = mode
         self.stats_interval = stats_interval
         self.plot_budget = plot_budget
         self.text_interval = text_interval
         self.clock = clock
-        self.counter = None
         self.display: Display | None = None
         self.losses: list[tuple[int, float]] = []
         self.eval_losses: list[tuple[int, float]] = []
         self.lr: float | None = None
         self.step = 0
         self.total = 0
-        self.world_size = 1
+        self.tokens = 0
+        self.memory: tuple[float, float, float] | None = None
+        if world_size is None:
+            from ..distributed import world_size as launched
+
+            world_size = launched()
+        self.world_size = max(1, world_size)
         self.start = 0.0
         self.redraws = 0
         self.plot_seconds = 0.0
@@ -47,58 +51,67 @@ class TrainingProgress(TrainerCallback):
         self._last_plot_cost = 0.0
         self.finished = False
         self.error: str | None = None
+        self.notes: list[str] = []
+        self.phase = ""
         # (clock, tokens, step) when the first step ended: that step includes one-off compilation (minutes
         # for FP8), so speed and ETA are measured from there once a second step exists
         self._first: tuple[float, int, int] | None = None
 
-    def attach(self, counter: Any) -> None:
-        """Given the trainer's token counter (see train.TokenCounter)."""
-        self.counter = counter
-
-    # --- TrainerCallback hooks -------------------------------------------------------------
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.total = state.max_steps
-        self.world_size = max(1, getattr(args, "world_size", 1))
+    # --- RunObserver events ------------------------------------------------------------------
+    def training_started(self, total_steps: int, first_step: int = 0) -> None:
+        self.total, self.step = total_steps, first_step
         self.start = self.clock()
+        self._first = None
         self.display = self.display or make_display(self.mode, self.text_interval)
         self.display.begin(self.total)
 
-    def on_step_end(self, args, state, control, **kwargs):
-        self.step = state.global_step
+    def phase_changed(self, phase: str, detail: str = "") -> None:
+        self.phase = phase
+        if phase == "recovering" and detail:
+            self._note(f"Recovered: {detail}")
+
+    def step_finished(self, info: StepInfo) -> None:
+        self.step, self.tokens = info.step, info.tokens
+        if info.memory is not None:
+            self.memory = info.memory
+        if info.loss is not None:
+            self.losses.append((info.step, float(info.loss)))
+        if info.eval_loss is not None:
+            self.eval_losses.append((info.step, float(info.eval_loss)))
+            return
+        if info.learning_rate is not None:
+            self.lr = float(info.learning_rate)
         if self._first is None:
             self._first = (self.clock(), self.tokens, self.step)
         self._maybe_refresh()
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs or {}
-        if "loss" in logs:
-            self.losses.append((state.global_step, float(logs["loss"])))
-        if "eval_loss" in logs:
-            self.eval_losses.append((state.global_step, float(logs["eval_loss"])))
-        if "learning_rate" in logs:
-            self.lr = float(logs["learning_rate"])
+    def stop_requested(self, reason: str) -> None:
+        self._note(f"Stopping: {reason}")
 
-    def on_train_end(self, args, state, control, **kwargs):
-        self.step = state.global_step
+    def run_finished(self, result=None) -> None:
+        if result is not None:
+            self.step = result.steps
         self.finished = True
         self._refresh(plot=True)
         if self.display:
             self.display.end(self.summary())
 
-    def fail(self, exc: BaseException) -> None:
-        """Called by nbkit.train.run when training stops on an exception."""
-        self.error = _explain(exc)
+    def run_failed(self, error: BaseException) -> None:
+        self.error = _explain(error)
         if self.display:
             self.display.error(self.error)
+
+    fail = run_failed  # older name
+
+    def _note(self, text: str) -> None:
+        self.notes.append(text)
+        if self.display:
+            self.display.note(text)
 
     # --- state shown -----------------------------------------------------------------------
     @property
     def elapsed(self) -> float:
         return self.clock() - self.start
-
-    @property
-    def tokens(self) -> int:
-        return self.counter.tokens if self.counter is not None else 0
 
     def stats(self) -> dict[str, Any]:
         elapsed = self.elapsed
@@ -116,7 +129,7 @@ class TrainingProgress(TrainerCallback):
             "step": self.step, "total": self.total, "elapsed": elapsed, "eta": eta, "first_step": first_step,
             "tokens_per_s": tokens_per_s,
             "loss": self.losses[-1][1] if self.losses else None, "lr": self.lr,
-            "vram": live_vram(),
+            "vram": self.memory or live_vram(),
             # a data-parallel run is shown by rank 0 alone, so it reads every GPU from the driver
             "gpus": all_gpus_memory() if self.world_size > 1 else None,
         }

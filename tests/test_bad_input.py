@@ -1,0 +1,332 @@
+"""Everyday mistakes, as a new user makes them: each fails fast with a message that says what to do, or is
+accepted when it is a fine way of writing a value; and no file that existed before is changed by it.
+
+Every case asserts the exception (or exit code), the message, how long it took to fail (before any model load
+where the cause is in the settings, data or folder), and that every file already there is byte-identical.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nbkit import ConfigError, DataError, ModelNotFoundError, RunConfig, models, workflow
+from nbkit.errors import TrainingDivergedError
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = 15.0  # seconds: a check that needs no model must answer within this on a 2-core CI machine
+GOOD = {"instruction": "Say hi.", "output": "Hi."}
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def guard(tmp_path, monkeypatch):
+    """Counts model loads and checks, after the case, that every file that existed before is unchanged."""
+    loads = []
+    real = models.load
+    monkeypatch.setattr(models, "load", lambda *a, **k: loads.append(1) or real(*a, **k))
+
+    class Guard:
+        def __init__(self):
+            self.loads = loads
+
+        def snapshot(self):
+            self.before = tree_digest(tmp_path)
+
+        def unchanged(self):
+            after = tree_digest(tmp_path)
+            return {k: v for k, v in self.before.items() if after.get(k) != v}
+
+    return Guard()
+
+
+def write(tmp: Path, files: dict[str, object]) -> None:
+    for name, content in files.items():
+        path = tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, list):  # rows of a JSONL file
+            content = "".join(json.dumps(row) + "\n" for row in content)
+        path.write_text(content)
+
+
+# --- settings, as written in a YAML file --------------------------------------------------------
+# (yaml text, expected error or None when the value must be accepted, message / check)
+YAML_CASES = [
+    ("lr-as-yaml-reads-it", "learning_rate: 2e-4\n", None, lambda c: c.learning_rate == 2e-4),
+    ("lr-quoted", "learning_rate: '1e-4'\n", None, lambda c: c.learning_rate == 1e-4),
+    ("int-for-float", "learning_rate: 1\nlora_dropout: 0\n", None, lambda c: c.learning_rate == 1),
+    ("whole-float-for-int", "batch_size: 8.0\n", None, lambda c: c.batch_size == 8 and type(c.batch_size) is int),
+    ("int-as-text", "max_steps: '30'\n", None, lambda c: c.max_steps == 30),
+    ("bool-as-text", "gradient_checkpointing: 'false'\n", None, lambda c: c.gradient_checkpointing is False),
+    ("max-steps-null", "max_steps: null\n", ConfigError, "max_steps is empty"),
+    ("lr-null", "learning_rate:\n", ConfigError, "learning_rate is empty.*2e-4"),
+    ("lr-word", "learning_rate: fast\n", ConfigError, "learning_rate='fast' is not a number"),
+    ("batch-zero", "batch_size: 0\n", ConfigError, "batch_size=0 is invalid.*at least 1"),
+    ("batch-fraction", "batch_size: 2.5\n", ConfigError, "batch_size=2.5 must be a whole number"),
+    ("batch-bool", "batch_size: true\n", ConfigError, "batch_size=True must be a whole number, not true/false"),
+    ("typo-key", "learnig_rate: 2e-4\n", ConfigError, "did you mean 'learnig_rate' → 'learning_rate'"),
+    ("targets-as-text", "target_modules: q_proj\n", ConfigError, "target_modules='q_proj' must be a list"),
+    ("quant-nf4", "quantization: nf4\n", ConfigError, "Unknown quantization 'nf4'"),
+    ("dropout-high", "lora_dropout: 1.5\n", ConfigError, r"lora_dropout=1.5 must be in \[0, 1\)"),
+    ("seq-tiny", "max_seq_length: 8\n", ConfigError, "too short"),
+    ("eval-half", "eval_fraction: 0.7\n", ConfigError, "eval_fraction=0.7"),
+    ("yaml-syntax", "learning_rate: [2e-4\n", ConfigError, "is not valid YAML"),
+    ("yaml-list", "- learning_rate\n", ConfigError, "must hold a mapping"),
+    ("gc-maybe", "gradient_checkpointing: maybe\n", ConfigError, "must be true or false"),
+    ("epochs-word", "num_epochs: one\n", ConfigError, "num_epochs='one' is not a number"),
+    ("seed-word", "seed: abc\n", ConfigError, "seed='abc' is not a whole number"),
+    ("save-minutes-negative", "save_minutes: -1\n", ConfigError, "must be >= 0"),
+    ("weight-decay-huge", "weight_decay: 5\n", ConfigError, "weight_decay=5"),
+    ("output-dir-number", "output_dir: 5\n", ConfigError, "output_dir=5 must be text"),
+    ("lr-nan", "learning_rate: .nan\n", ConfigError, "must be a finite number"),
+    ("negative-steps", "max_steps: -3\n", ConfigError, "max_steps=-3 must be >= 0"),
+]
+
+
+@pytest.mark.parametrize("text, error, check", [c[1:] for c in YAML_CASES], ids=[c[0] for c in YAML_CASES])
+def test_yaml_settings(tmp_path, guard, text, error, check):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    guard.snapshot()
+    start = time.perf_counter()
+    if error is None:
+        assert check(RunConfig.load(path))
+    else:
+        with pytest.raises(error, match=check):
+            RunConfig.load(path)
+    assert time.perf_counter() - start < QUICK and not guard.loads and not guard.unchanged()
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        RunConfig.load(tmp_path / "nope.yaml")
+
+
+# --- the whole run: what must be refused before the model loads ------------------------------------
+def _cfg(tmp: Path, **changes) -> RunConfig:
+    base = dict(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=2, lora_r=4,
+                save_steps=0, max_samples=8, output_dir=str(tmp / "run"))
+    return RunConfig(**{**base, **changes})
+
+
+def _mutate(**changes):
+    def apply(cfg):
+        for key, value in changes.items():
+            setattr(cfg, key, value)  # changed after construction: workflow.run must check again
+        return cfg
+    return apply
+
+
+PREV_RUN = {"run/nbkit_run.json": json.dumps({"status": "finished", "started": "2026-01-01 10:00:00",
+                                              "config": {}, "written": ["lora_adapters"]}),
+            "run/lora_adapters/adapter_model.safetensors": "earlier run's adapters"}
+# (id, files, config changes, mutate after construction, error, message)
+RUN_CASES = [
+    ("quant-changed-later", {}, {}, _mutate(quantization="nf4"), ConfigError, "Unknown quantization 'nf4'"),
+    ("batch-changed-later", {}, {}, _mutate(batch_size=0), ConfigError, "batch_size=0 is invalid"),
+    ("lr-text-later", {}, {}, _mutate(learning_rate="lots"), ConfigError, "learning_rate='lots' is not a number"),
+    ("empty-jsonl", {"d.jsonl": ""}, {"dataset": "{tmp}/d.jsonl"}, None, DataError, "has no rows"),
+    ("broken-json-line", {"d.jsonl": '{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": }\n'},
+     {"dataset": "{tmp}/d.jsonl"}, None, DataError, r"d.jsonl line 2 is not valid JSON"),
+    ("list-line", {"d.jsonl": '{"instruction": "a", "output": "b"}\n["a", "b"]\n'}, {"dataset": "{tmp}/d.jsonl"},
+     None, DataError, "line 2 is list, not an object"),
+    ("unknown-columns", {"d.jsonl": [{"question": "q", "answer": "a"}]}, {"dataset": "{tmp}/d.jsonl"}, None,
+     DataError, "question -> instruction"),
+    ("all-answers-null", {"d.jsonl": [{"instruction": "q", "output": None}] * 3}, {"dataset": "{tmp}/d.jsonl"},
+     None, DataError, "None of the 3 rows has both a prompt and an answer"),
+    ("data-missing", {}, {"dataset": "{tmp}/nowhere.jsonl"}, None, DataError, "does not exist"),
+    ("data-txt", {"d.txt": "hello"}, {"dataset": "{tmp}/d.txt"}, None, DataError, "use a .jsonl"),
+    ("csv-empty", {"d.csv": ""}, {"dataset": "{tmp}/d.csv"}, None, DataError, "d.csv"),
+    ("format-mismatch", {"d.jsonl": [GOOD]}, {"dataset": "{tmp}/d.jsonl", "dataset_format": "messages"}, None,
+     DataError, r"needs column\(s\) \['messages'\]"),
+    ("json-malformed", {"d.json": '[{"instruction": "a", "output": "b"},\n {"instruction": "c" "output": "d"}]'},
+     {"dataset": "{tmp}/d.json"}, None, DataError, "not valid JSON: .* line 2"),
+    ("output-is-file", {"run": "a file"}, {}, None, ConfigError, "is a file, not a folder"),
+    ("output-under-file", {"blocker": "a file"}, {"output_dir": "{tmp}/blocker/run"}, None, ConfigError,
+     "Cannot write to output_dir"),
+    ("output-has-run", PREV_RUN, {}, None, ConfigError, "already holds an nbkit run.*resume=True.*overwrite=True"),
+    ("output-has-foreign", {"run/lora_adapters/mine.txt": "the user's"}, {}, None, ConfigError,
+     r"already holds \['lora_adapters'\], which nbkit did not write"),
+    ("output-has-foreign-ckpt", {"run/checkpoint-5/notes.txt": "x"}, {}, None, ConfigError, "checkpoint-5"),
+    ("resume-nothing", {}, {}, "resume", ConfigError, "Nothing to resume"),
+    ("resume-changed", PREV_RUN | {"run/nbkit_run.json": json.dumps(
+        {"status": "stopped", "config": {"model": "nbkit/tiny-llama", "lora_r": 16}, "written": []})},
+     {}, "resume", ConfigError, r"Cannot resume .*lora_r: 16 → 4.*saved_config"),
+]
+
+
+@pytest.mark.parametrize("files, changes, mutate, error, message", [c[1:] for c in RUN_CASES],
+                         ids=[c[0] for c in RUN_CASES])
+def test_run_refused_before_loading(tmp_path, guard, tiny_dir, files, changes, mutate, error, message):
+    write(tmp_path, files)
+    cfg = _cfg(tmp_path, **{k: v.format(tmp=tmp_path) for k, v in changes.items()})
+    kwargs = {}
+    if mutate == "resume":
+        kwargs["resume"] = True
+    elif mutate:
+        cfg = mutate(cfg)
+    guard.snapshot()
+    start = time.perf_counter()
+    with pytest.raises(error, match=message):
+        workflow.run(cfg, max_new_tokens=2, **kwargs)
+    assert time.perf_counter() - start < QUICK
+    assert not guard.loads, "failed only after loading the model"
+    assert not guard.unchanged()
+
+
+def test_rows_without_answers_are_dropped_and_counted(tmp_path, tokenizer):
+    """null, empty CSV cells and rows of another schema: counted, never trained as the word "None"."""
+    from nbkit import data
+
+    write(tmp_path, {"d.jsonl": [GOOD, {"instruction": "q", "output": None}, {"instruction": "q", "output": ""},
+                                 {"prompt": "other schema", "completion": "x"}, {"instruction": "Why?",
+                                                                                  "output": "Because."}]})
+    prepared = data.prepare(_cfg(tmp_path, dataset=str(tmp_path / "d.jsonl"), max_samples=None), tokenizer)
+    assert len(prepared.train) == 2 and prepared.dropped == 3
+    assert "Dropped 3 row(s) with no answer" in prepared.summary()
+    texts = [tokenizer.decode(r["input_ids"]) for r in prepared.train]
+    assert not any("None" in t for t in texts)
+    (tmp_path / "d.csv").write_text("instruction,output\nSay hi.,Hi.\nEmpty answer,\n")
+    prepared = data.prepare(_cfg(tmp_path, dataset=str(tmp_path / "d.csv"), max_samples=None), tokenizer)
+    assert len(prepared.train) == 1 and prepared.dropped == 1
+
+
+def test_overwrite_replaces_only_what_the_earlier_run_wrote(tmp_path, tiny_dir):
+    write(tmp_path, PREV_RUN | {"run/notes.txt": "the user's own notes"})
+    report = workflow.run(_cfg(tmp_path), max_new_tokens=2, overwrite=True)
+    assert (tmp_path / "run/notes.txt").read_text() == "the user's own notes"
+    assert (tmp_path / "run/lora_adapters/adapter_model.safetensors").stat().st_size > 1000
+    assert report.ok
+
+
+def test_each_run_gets_its_own_folder_by_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first, second = RunConfig(), RunConfig()
+    assert first.output_dir.startswith("outputs/tiny-llama-")
+    (tmp_path / first.output_dir).mkdir(parents=True)
+    assert RunConfig().output_dir != first.output_dir  # an existing folder is never picked again
+    assert second.output_dir == first.output_dir or second.output_dir.startswith(first.output_dir)
+
+
+# --- models ---------------------------------------------------------------------------------------------
+def test_offline_curated_id_is_not_called_missing():
+    with pytest.raises(ModelNotFoundError) as err:
+        models.resolve_model("unsloth/Qwen3-8B")  # curated, but tests run offline
+    text = str(err.value)
+    assert "Could not reach the Hugging Face Hub" in text and "the id is right" in text
+    assert "Did you mean" not in text and "not found" not in text
+
+
+def test_folder_without_config(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="has no config.json"):
+        models.resolve_model(str(tmp_path))
+
+
+@pytest.mark.parametrize("message, kind", [
+    ("401 Client Error: Unauthorized. Access to model is restricted. gated repo", "gated"),
+    ("Loading this model requires you to execute custom code. Set trust_remote_code=True", "remote_code"),
+    ("x is not a local folder and is not a valid model identifier listed on the Hub", "not_found"),
+    ("We couldn't connect to 'https://huggingface.co' to load the files", "offline"),
+])
+def test_hub_failures_are_told_apart(message, kind, monkeypatch):
+    from nbkit import hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert hub.classify(OSError(message)) == kind
+    text = hub.explain("someone/model", OSError(message))
+    assert {"gated": "gated model", "remote_code": "custom code", "not_found": "was not found",
+            "offline": "Hub could not be asked whether it exists"}[kind] in text
+
+
+# --- training that goes wrong ------------------------------------------------------------------------
+def test_a_diverged_run_is_an_error_and_saves_nothing(tmp_path):
+    cfg = _cfg(tmp_path, learning_rate=1e6, max_steps=6, warmup_steps=0, save_steps=2)
+    with pytest.raises(TrainingDivergedError, match=r"diverged at step \d+: .*learning_rate=1e\+06") as err:
+        workflow.run(cfg, max_new_tokens=2)
+    run = tmp_path / "run"
+    assert not (run / "lora_adapters").exists() and not (run / "nbkit_report.json").exists()
+    assert json.loads((run / "nbkit_run.json").read_text())["status"] == "diverged"
+    from safetensors.torch import load_file
+
+    for ckpt in run.glob("checkpoint-*"):  # any checkpoint kept is from before the divergence: finite
+        assert all(t.isfinite().all() for t in load_file(ckpt / "adapter_model.safetensors").values())
+    assert err.value.step >= 1
+
+
+# --- the command line ------------------------------------------------------------------------------
+def nbkit_cli(*args, cwd=None, timeout=120):
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "nbkit", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, env={**os.environ, "NBKIT_DISPLAY": "text"})
+    return proc, time.perf_counter() - start
+
+
+def test_cli_help_is_clean():
+    proc, _ = nbkit_cli("--help")
+    assert proc.returncode == 0 and "train" in proc.stdout and proc.stderr == ""
+
+
+@pytest.mark.parametrize("yaml_text, files, message", [
+    ("learning_rate: fast\n", {}, "learning_rate='fast' is not a number"),
+    ("max_steps: null\n", {}, "max_steps is empty"),
+    ("dataset: '{tmp}/d.jsonl'\n", {"d.jsonl": ""}, "has no rows"),
+    ("dataset: '{tmp}/d.jsonl'\n", {"d.jsonl": '{"instruction": "a", "output": "b"}\n{oops\n'}, "line 2"),
+], ids=["lr-word", "steps-null", "empty-data", "broken-line"])
+def test_cli_errors_are_one_line_and_exit_2(tmp_path, yaml_text, files, message):
+    write(tmp_path, files)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml_text.format(tmp=tmp_path) + f"output_dir: '{tmp_path}/run'\n")
+    before = tree_digest(tmp_path)
+    proc, seconds = nbkit_cli("train", "--config", str(config))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and message in proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.startswith("nbkit: error:")]
+    assert seconds < 2 * QUICK and "Loading weights" not in proc.stderr
+    assert tree_digest(tmp_path) == before
+
+
+def test_cli_debug_shows_the_traceback(tmp_path):
+    (tmp_path / "run.yaml").write_text("learning_rate: fast\n")
+    proc, _ = nbkit_cli("train", "--config", str(tmp_path / "run.yaml"), "--debug")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "ConfigError" in proc.stderr
+
+
+def test_cli_full_disk_says_where_the_adapters_went(tmp_path):
+    cfg = _cfg(tmp_path)
+    path = cfg.save(tmp_path / "run.yaml")
+    proc = subprocess.run([sys.executable, str(Path(__file__).parent / "helpers" / "full_disk.py"), "train",
+                           "--config", str(path)], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "NBKIT_DISPLAY": "text", "NBKIT_FULL_DISK_RESCUE": "ok"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = next(x for x in proc.stderr.splitlines() if "were saved to" in x)
+    rescued = Path(line.split("were saved to ", 1)[1].split(" instead")[0])
+    assert (rescued / "adapter_model.safetensors").exists()
+
+
+# --- notebook parameters (papermill) -----------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("param, value, message", [
+    ("max_steps", "'ten'", "max_steps='ten' is not a whole number"),
+    ("quantization", "'nf4'", "Unknown quantization 'nf4'"),
+])
+def test_notebook_parameters(tmp_path, param, value, message):
+    import papermill
+
+    from nbkit.cli import main
+
+    start = time.perf_counter()
+    with pytest.raises(papermill.PapermillExecutionError, match=message):
+        main(["notebook", str(ROOT / "notebooks/8gb.ipynb"), "-o", str(tmp_path / "out.ipynb"), "--cwd",
+              str(tmp_path), "-p", param, value])
+    assert time.perf_counter() - start < 120
+    assert not (tmp_path / "outputs").exists()  # failed at the settings cell: nothing trained or written

@@ -1,0 +1,209 @@
+"""A run survives what ends notebook sessions: SIGKILL mid-run, an interrupt, a Stop request, an OOM step.
+
+Each resumed or recovered run is compared with an uninterrupted run of the same seed: the same loss history
+and the same final adapters, within TOL (CPU float32; the resumed run reloads exact optimizer and RNG state,
+so in practice the results are bit-identical, and the tolerance only allows for kernel reordering).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from nbkit import RunConfig, data, models, outputs, train
+from nbkit.events import RunObserver, StopControl
+
+HELPER = Path(__file__).parent / "helpers" / "train_run.py"
+TOL = 1e-5
+STEPS, SAVE_EVERY = 10, 3
+
+
+def config(out: Path, **changes) -> RunConfig:
+    base = dict(quantization="16bit", max_seq_length=96, batch_size=4, grad_accum=1, max_steps=STEPS,
+                learning_rate=3e-3, warmup_steps=2, lora_r=4, save_steps=SAVE_EVERY, save_total_limit=2,
+                max_samples=80, output_dir=str(out), save_minutes=0)
+    return RunConfig(**{**base, **changes})
+
+
+def adapters(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "adapter_model.safetensors")
+
+
+def assert_same_run(result: dict, adapter_dir: Path, reference: dict, reference_dir: Path) -> None:
+    assert result["steps"] == reference["steps"] == STEPS
+    assert [s for s, _ in result["losses"]] == [s for s, _ in reference["losses"]]
+    worst_loss = max(abs(a[1] - b[1]) for a, b in zip(result["losses"], reference["losses"]))
+    assert worst_loss <= TOL, worst_loss
+    got, want = adapters(adapter_dir), adapters(reference_dir)
+    assert got.keys() == want.keys()
+    worst = max((got[k] - want[k]).abs().max().item() for k in want)
+    assert worst <= TOL, worst
+
+
+def helper(cfg_path: Path, out: Path, *extra: str, wait: bool = True):
+    cmd = [sys.executable, str(HELPER), str(cfg_path), str(out), *extra]
+    env = {**os.environ, "NBKIT_DISPLAY": "text", "OMP_NUM_THREADS": "1"}
+    if wait:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads((out / "result.json").read_text())
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for(path: Path, proc, seconds: float = 180) -> None:
+    deadline = time.time() + seconds
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_dir):
+    """The uninterrupted run, in its own process like the runs it is compared with."""
+    tmp = tmp_path_factory.mktemp("reference")
+    cfg_path = config(tmp / "run").save(tmp / "run.yaml")
+    return helper(cfg_path, tmp / "result"), tmp / "result" / "adapters"
+
+
+@pytest.fixture(scope="module")
+def reference_here(tmp_path_factory, tiny_dir):
+    """The uninterrupted run in this process, for the runs that stay in this process (as in a notebook kernel):
+    CPU kernels may pick other thread splits here than in a fresh process."""
+    from nbkit import export
+
+    tmp = tmp_path_factory.mktemp("reference-here")
+    cfg = config(tmp / "run")
+    loaded = models.load(cfg)
+    result = train.run(loaded, data.prepare(cfg, loaded.tokenizer))
+    export.save_lora(loaded, tmp / "adapters")
+    return {"steps": result.steps, "losses": result.losses}, tmp / "adapters"
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, reference):
+    ref, ref_dir = reference
+    cfg = config(tmp_path / "run")
+    cfg_path = cfg.save(tmp_path / "run.yaml")
+    proc = helper(cfg_path, tmp_path / "killed", "--stall-at", "7", wait=False)
+    wait_for(tmp_path / "killed" / "stalled", proc)
+    proc.send_signal(signal.SIGKILL)  # the session dies: no handler runs, nothing is flushed
+    proc.wait(timeout=30)
+    done = [p.name for p in outputs.checkpoints(tmp_path / "run") if outputs.is_complete(p)]
+    assert done == ["checkpoint-3", "checkpoint-6"]
+    # a checkpoint half-written when the process died: no completion marker, a truncated file
+    half = tmp_path / "run" / "checkpoint-9"
+    half.mkdir()
+    (half / "adapter_model.safetensors").write_bytes(b"\x00" * 10)
+    result = helper(cfg_path, tmp_path / "resumed", "--resume")
+    assert result["resumed_from"].endswith("checkpoint-6")
+    assert any("skipped incomplete checkpoint(s) ['checkpoint-9']" in n for n in result["notes"])
+    assert_same_run(result, tmp_path / "resumed" / "adapters", ref, ref_dir)
+
+
+def test_resume_after_interrupt_matches_an_uninterrupted_run(tmp_path, reference):
+    """Ctrl-C / the notebook's interrupt: the run stops at the end of the step with a checkpoint there."""
+    ref, ref_dir = reference
+    cfg_path = config(tmp_path / "run").save(tmp_path / "run.yaml")
+    proc = helper(cfg_path, tmp_path / "stopped", "--stall-at", "5", wait=False)
+    wait_for(tmp_path / "stopped" / "stalled", proc)
+    proc.send_signal(signal.SIGINT)
+    (tmp_path / "stopped" / "go").write_text("")
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-3000:]
+    stopped = json.loads((tmp_path / "stopped" / "result.json").read_text())
+    assert stopped["stopped"] and stopped["steps"] == 5 and "interrupted" in stopped["stop_reason"]
+    assert "stopped at step 5" in stdout
+    assert stopped["checkpoints"][-1].endswith("checkpoint-5")
+    result = helper(cfg_path, tmp_path / "resumed", "--resume")
+    assert result["resumed_from"].endswith("checkpoint-5")
+    assert_same_run(result, tmp_path / "resumed" / "adapters", ref, ref_dir)
+
+
+class StopAt(RunObserver):
+    def __init__(self, step: int, stop: StopControl):
+        self.step, self.stop = step, stop
+
+    def step_finished(self, info):
+        if info.step == self.step:
+            self.stop.request("Stop button")
+
+
+def test_resume_after_a_stop_request_in_the_same_kernel(tmp_path, reference_here):
+    """The launcher's Stop button: the model stays usable in the kernel, and the run continues from there."""
+    from nbkit import export, generate
+
+    ref, ref_dir = reference_here
+    cfg = config(tmp_path / "run")
+    loaded = models.load(cfg)
+    prepared = data.prepare(cfg, loaded.tokenizer)
+    stop = StopControl()
+    first = train.run(loaded, prepared, [StopAt(4, stop)], stop=stop)
+    assert first.stopped and first.steps == 4 and first.stop_reason == "Stop button"
+    assert isinstance(generate.generate(loaded, "Hi", max_new_tokens=3), str)  # still usable
+    loaded = models.load(cfg)  # as after a kernel restart: a fresh model, resumed from disk
+    second = train.run(loaded, prepared, resume=True)
+    export.save_lora(loaded, tmp_path / "adapters")
+    result = {"steps": second.steps, "losses": second.losses}
+    assert_same_run(result, tmp_path / "adapters", ref, ref_dir)
+
+
+def test_resume_refuses_changed_settings(tmp_path, tiny_dir):
+    cfg = config(tmp_path / "run", max_steps=2, save_steps=1)
+    loaded = models.load(cfg)
+    train.run(loaded, data.prepare(cfg, loaded.tokenizer))
+    from nbkit import ConfigError
+
+    with pytest.raises(ConfigError, match=r"learning_rate: 0.003 → 0.1"):
+        outputs.claim(cfg.replace(learning_rate=0.1), resume=True)
+    assert outputs.saved_config(tmp_path / "run") == cfg
+
+
+class OutOfMemoryAt(RunObserver):
+    """Fails step `step` with the error a GPU raises when the batch does not fit (only at the large batch)."""
+
+    def __init__(self, step: int, loaded):
+        self.step, self.loaded = step, loaded
+
+    def as_callback(self):
+        from transformers import TrainerCallback
+
+        outer = self
+
+        class Raise(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                if state.global_step + 1 == outer.step and args.per_device_train_batch_size == 4:
+                    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+        return Raise()
+
+
+def test_an_oom_step_is_recovered_with_half_the_batch(tmp_path, reference_here):
+    ref, ref_dir = reference_here
+    cfg = config(tmp_path / "run")
+    loaded = models.load(cfg)
+    prepared = data.prepare(cfg, loaded.tokenizer)
+    phases = []
+
+    class Phases(RunObserver):
+        def phase_changed(self, phase, detail=""):
+            phases.append((phase, detail))
+
+    result = train.run(loaded, prepared, [Phases()], callbacks=[OutOfMemoryAt(5, loaded).as_callback()])
+    assert result.steps == STEPS and loaded.config.batch_size == 2 and loaded.config.grad_accum == 2
+    note = ("out of GPU memory at step 5 with batch 4 × 1: continuing from step 4 with batch 2 × 2 "
+            "(same effective batch 4)")
+    assert result.notes == [note] and ("recovering", note) in phases
+    # the same rows per optimizer step in the same order: the run matches the uninterrupted one up to the
+    # rounding of summing a step's gradient in two halves
+    assert [s for s, _ in result.losses] == [s for s, _ in ref["losses"]]
+    assert max(abs(a[1] - b[1]) for a, b in zip(result.losses, ref["losses"])) < 1e-4
+    assert result.losses[:4] == [tuple(x) for x in ref["losses"][:4]]  # before the OOM: the very same run
