@@ -42,7 +42,7 @@ class RunConfig:
     dataset_format: str = "auto"
     max_samples: int | None = None
     eval_fraction: float = 0.0
-    output_dir: str = ""  # "": a fresh folder per run, outputs/<model>-<date>-<time>
+    output_dir: str = ""  # "": a fresh folder per run, outputs/<model>-<date>-<time> (on Drive/Kaggle when there)
     save_steps: int = 50
     save_total_limit: int = 2
     save_minutes: float = 10.0  # also checkpoint whenever this long has passed (0: off): a dying session loses less
@@ -160,11 +160,24 @@ class RunConfig:
         return cls.from_dict(data)
 
 
-def auto_output_dir(model: str, root: str = "outputs") -> str:
+# Where a run's folder outlives the notebook session: Google Drive once mounted in Colab, Kaggle's saved output
+SURVIVING_ROOTS = (("/content/drive/MyDrive", "nbkit-outputs"), ("/kaggle/working", "outputs"))
+
+
+def default_output_root(candidates=SURVIVING_ROOTS) -> str:
+    """`outputs` in the working folder, or a folder that survives the session where the notebook has one."""
+    for mount, sub in candidates:
+        if Path(mount).is_dir():
+            return str(Path(mount) / sub)
+    return "outputs"
+
+
+def auto_output_dir(model: str, root: str | None = None) -> str:
     """A fresh folder name for a run: <root>/<model>-<date>-<time>[-n], never one that exists already."""
     import re
     import time
 
+    root = root or default_output_root()
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(model).rstrip("/")).name or "run").strip("-") or "run"
     base = Path(root) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     candidate, n = base, 1

@@ -126,23 +126,28 @@ class StopControl:
     @contextlib.contextmanager
     def on_interrupt(self):
         """While inside, the first Ctrl-C (or Jupyter's interrupt, which is SIGINT) asks for a stop at the next
-        step boundary instead of tearing through the step; a second one interrupts at once. Only the main thread
-        can own signals, so elsewhere (a launcher's training thread) this does nothing: use `request()`."""
+        step boundary instead of tearing through the step; a second one interrupts at once. SIGTERM (a machine
+        being preempted or shut down) asks for the same stop. Only the main thread can own signals, so elsewhere
+        (a launcher's training thread) this does nothing: use `request()`."""
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        previous = signal.getsignal(signal.SIGINT)
+        reasons = {signal.SIGINT: "interrupted (Ctrl-C or the notebook's stop button)",
+                   signal.SIGTERM: "the system asked the process to end (SIGTERM)"}
+        previous = {sig: signal.getsignal(sig) for sig in reasons}
 
         def handler(signum, frame):
-            if self.requested:
+            if self.requested and signum == signal.SIGINT:
                 raise KeyboardInterrupt
-            self.request("interrupted (Ctrl-C or the notebook's stop button): saving at the end of this step")
+            self.request(f"{reasons[signum]}: saving at the end of this step")
 
-        signal.signal(signal.SIGINT, handler)
+        for sig in reasons:
+            signal.signal(sig, handler)
         try:
             yield self
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
 
 def as_events(observers: Any) -> RunEvents:

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import backend, outputs
 from .data import PreparedData
-from .errors import HardwareError, TrainingDivergedError
+from .errors import ExportError, HardwareError, TrainingDivergedError
 from .events import RunObserver, StopControl, as_events
 from .hardware import is_oom
 from .models import LoadedModel
@@ -78,9 +78,17 @@ class _AtomicCheckpoints:
         final_root = Path(self.args.output_dir)
         name = f"checkpoint-{self.state.global_step}"
         staging = final_root / f".nbkit-tmp-{name}"
+        _warn_if_disk_is_short(final_root, self.model)
         self.args.output_dir = str(staging)
         try:
             super()._save_checkpoint(model, trial)
+        except (OSError, RuntimeError) as exc:  # disk full shows as OSError, or SafetensorError (a RuntimeError)
+            shutil.rmtree(staging, ignore_errors=True)  # never a partial checkpoint
+            last, _ = outputs.newest_checkpoint(final_root)
+            raise ExportError(f"Could not write {name} in {final_root}: {exc}. Training stopped at step "
+                              f"{self.state.global_step}; the model in memory is unharmed (save it with "
+                              f"nbkit.export.save_lora). Free disk space, then resume: the newest complete "
+                              f"checkpoint is {last or 'none yet'}.") from exc
         finally:
             self.args.output_dir = str(final_root)
         from .distributed import barrier
@@ -99,6 +107,24 @@ class _AtomicCheckpoints:
         complete = [c for c in outputs.checkpoints(final_root) if outputs.is_complete(c)]
         for old in complete[:-limit] if limit else []:
             shutil.rmtree(old, ignore_errors=True)
+
+
+_disk_warned: set[str] = set()
+
+
+def _warn_if_disk_is_short(folder: Path, model) -> None:
+    """Once per folder: say so before a checkpoint when free disk is under twice what one takes (the newest one
+    on disk, else the adapters plus Adam's two states in fp32)."""
+    newest, _ = outputs.newest_checkpoint(folder)
+    if newest is not None:
+        need = sum(p.stat().st_size for p in newest.rglob("*") if p.is_file()) / 1024**3
+    else:
+        need = 12 * sum(p.numel() for p in model.parameters() if p.requires_grad) / 1024**3
+    free = outputs.free_gib(folder)
+    if free < 2 * need and str(folder) not in _disk_warned:
+        _disk_warned.add(str(folder))
+        print(f"nbkit: warning: {free:.2f} GiB free where checkpoints go ({folder}); one takes about {need:.2f} "
+              "GiB. Free disk space or lower save_total_limit before the disk fills.")
 
 
 def _trainer_class(on_cuda: bool):

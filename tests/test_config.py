@@ -49,3 +49,16 @@ def test_optimizer_auto_resolves_per_device():
     assert cfg.resolved_optimizer(on_cuda=False) == "adamw_torch"
     assert RunConfig(optimizer="sgd").resolved_optimizer(True) == "sgd"
     assert RunConfig(batch_size=3, grad_accum=5).effective_batch == 15
+
+
+def test_runs_default_to_a_folder_that_survives_the_session(tmp_path):
+    from nbkit.config import auto_output_dir, default_output_root
+
+    drive, kaggle = tmp_path / "drive", tmp_path / "kaggle"
+    roots = ((str(drive), "nbkit-outputs"), (str(kaggle), "outputs"))
+    assert default_output_root(roots) == "outputs"  # neither is there: the working folder
+    kaggle.mkdir()
+    assert default_output_root(roots) == str(kaggle / "outputs")
+    drive.mkdir()  # Colab with Google Drive mounted wins
+    assert default_output_root(roots) == str(drive / "nbkit-outputs")
+    assert auto_output_dir("unsloth/Qwen3-8B", root=str(kaggle)).startswith(f"{kaggle}/Qwen3-8B-")

@@ -109,18 +109,21 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, reference):
     assert_same_run(result, tmp_path / "resumed" / "adapters", ref, ref_dir)
 
 
-def test_resume_after_interrupt_matches_an_uninterrupted_run(tmp_path, reference):
-    """Ctrl-C / the notebook's interrupt: the run stops at the end of the step with a checkpoint there."""
+@pytest.mark.parametrize("sig, why", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "SIGTERM")],
+                         ids=["interrupt", "sigterm"])
+def test_resume_after_interrupt_matches_an_uninterrupted_run(tmp_path, reference, sig, why):
+    """Ctrl-C / the notebook's interrupt, or the system ending the process: the run stops at the end of the step
+    with a checkpoint there."""
     ref, ref_dir = reference
     cfg_path = config(tmp_path / "run").save(tmp_path / "run.yaml")
     proc = helper(cfg_path, tmp_path / "stopped", "--stall-at", "5", wait=False)
     wait_for(tmp_path / "stopped" / "stalled", proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     (tmp_path / "stopped" / "go").write_text("")
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr[-3000:]
     stopped = json.loads((tmp_path / "stopped" / "result.json").read_text())
-    assert stopped["stopped"] and stopped["steps"] == 5 and "interrupted" in stopped["stop_reason"]
+    assert stopped["stopped"] and stopped["steps"] == 5 and why in stopped["stop_reason"]
     assert "stopped at step 5" in stdout
     assert stopped["checkpoints"][-1].endswith("checkpoint-5")
     result = helper(cfg_path, tmp_path / "resumed", "--resume")
@@ -207,3 +210,31 @@ def test_an_oom_step_is_recovered_with_half_the_batch(tmp_path, reference_here):
     assert [s for s, _ in result.losses] == [s for s, _ in ref["losses"]]
     assert max(abs(a[1] - b[1]) for a, b in zip(result.losses, ref["losses"])) < 1e-4
     assert result.losses[:4] == [tuple(x) for x in ref["losses"][:4]]  # before the OOM: the very same run
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_nothing_half_written(tmp_path, tiny_dir, monkeypatch, capsys):
+    """The disk fills during a checkpoint: a clear error naming the last complete checkpoint, no partial one;
+    and a warning came first, when free disk fell under two checkpoints' worth."""
+    import errno
+
+    from transformers import Trainer
+
+    from nbkit import ExportError
+
+    cfg = config(tmp_path / "run", max_steps=6, save_steps=2)
+    loaded = models.load(cfg)
+    prepared = data.prepare(cfg, loaded.tokenizer)
+    real = Trainer._save_optimizer_and_scheduler
+
+    def full_disk_at_step_4(self, output_dir):
+        if self.state.global_step == 4:
+            raise OSError(errno.ENOSPC, "No space left on device", output_dir)
+        return real(self, output_dir)
+
+    monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", full_disk_at_step_4)
+    monkeypatch.setattr(outputs, "free_gib", lambda folder: 0.0001)
+    with pytest.raises(ExportError, match=r"Could not write checkpoint-4 .*No space left.*checkpoint-2") as err:
+        train.run(loaded, prepared)
+    assert "stopped at step 4" in str(err.value)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint-2", "nbkit_run.json"]
+    assert capsys.readouterr().out.count("warning: 0.00 GiB free where checkpoints go") == 1
