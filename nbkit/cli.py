@@ -12,11 +12,16 @@ def _check(args) -> int:
 
     gpu = check_gpu()
     print(gpu.summary())
-    if args.model and gpu.available:
+    if args.model:
         from .memory import recommend
         from .specs import spec_for
 
-        rec = recommend(spec_for(args.model), gpu)
+        spec = spec_for(args.model)  # an unknown or unreachable id is an error (exit 2), GPU or not
+        if not gpu.available:
+            print(f"{args.model}: {spec.total_params / 1e9:.1f}B parameters. Settings are recommended for a GPU; "
+                  f"see `nbkit estimate {args.model}` for the memory a run would need.")
+            return 0
+        rec = recommend(spec, gpu)
         print(rec.summary())
         print(rec.reason)
     return 0

@@ -28,26 +28,43 @@ class VerifyReport:
     hash_after: str
     unchanged_names: list[str] = field(default_factory=list)
 
+    nonfinite: int = 0  # tensors holding NaN or infinity after training
+
+    @property
+    def fraction_changed(self) -> float:
+        return self.changed / self.tensors if self.tensors else 0.0
+
     @property
     def ok(self) -> bool:
-        return self.tensors > 0 and self.changed > 0 and self.hash_before != self.hash_after
+        """Every trainable LoRA tensor changed, and every one is finite: one changed tensor proves little, and a
+        NaN differs from anything."""
+        return self.tensors > 0 and self.changed == self.tensors and self.nonfinite == 0
 
     def summary(self) -> str:
-        verdict = "adapters changed" if self.ok else "ADAPTERS DID NOT CHANGE"
-        return (f"{verdict}: {self.changed}/{self.tensors} LoRA tensors differ, max |Δ| = {self.max_abs_diff:.3g} "
-                f"(sha256 {self.hash_before[:12]} → {self.hash_after[:12]})")
+        if self.ok:
+            verdict = "adapters changed"
+        elif self.nonfinite:
+            verdict = f"ADAPTERS ARE NOT FINITE ({self.nonfinite} tensors hold NaN/inf)"
+        else:
+            verdict = "ADAPTERS DID NOT ALL CHANGE" if self.changed else "ADAPTERS DID NOT CHANGE"
+        return (f"{verdict}: {self.changed}/{self.tensors} LoRA tensors differ ({self.fraction_changed:.0%}), "
+                f"max |Δ| = {self.max_abs_diff:.3g} (sha256 {self.hash_before[:12]} → {self.hash_after[:12]})")
 
 
 def compare(before: dict, after: dict) -> VerifyReport:
-    changed, worst, unchanged = 0, 0.0, []
+    changed, worst, unchanged, nonfinite = 0, 0.0, [], 0
     for name, old in before.items():
-        diff = (after[name] - old).abs().max().item() if name in after else float("inf")
+        new = after.get(name)
+        if new is not None and not new.isfinite().all():
+            nonfinite += 1
+            continue  # not "changed": a NaN differs from everything
+        diff = (new - old).abs().max().item() if new is not None else float("inf")
         worst = max(worst, diff)
         if diff > 0:
             changed += 1
         else:
             unchanged.append(name)
-    return VerifyReport(len(before), changed, worst, digest(before), digest(after), unchanged)
+    return VerifyReport(len(before), changed, worst, digest(before), digest(after), unchanged, nonfinite)
 
 
 def adapters_changed(model, before: dict) -> VerifyReport:

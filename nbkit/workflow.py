@@ -62,6 +62,7 @@ class WorkflowReport:
             "stopped": t.stopped, "stop_reason": t.stop_reason, "resumed_from": t.resumed_from,
             "checkpoints": t.checkpoints, "adapters_changed": self.verify.ok, "max_abs_diff": self.verify.max_abs_diff,
             "lora_tensors": self.verify.tensors, "lora_tensors_changed": self.verify.changed,
+            "lora_fraction_changed": self.verify.fraction_changed, "lora_tensors_nonfinite": self.verify.nonfinite,
             "sample_before": self.sample_before, "sample_after": self.sample_after, "adapter_dir": self.adapter_dir,
             "merged_dir": self.merged_dir, "gguf_dir": self.gguf_dir, "notes": t.notes + self.notes,
             "failures": self.failures, "ok": self.ok, "world_size": self.world_size, "ranks_agree": self.ranks_agree,

@@ -29,7 +29,14 @@ def test_cli_estimate_and_check(capsys):
     assert main(["estimate", "unsloth/Meta-Llama-3.1-8B-Instruct", "--quantization", "4bit", "--batch", "2"]) == 0
     out = capsys.readouterr().out
     assert "weights" in out and "total" in out
-    assert main(["check"]) == 0
+    assert main(["check", "--model", "unsloth/Meta-Llama-3.1-8B-Instruct"]) == 0
+    out = capsys.readouterr().out
+    import torch
+
+    if not torch.cuda.is_available():
+        assert "No CUDA GPU found" in out and "8.0B parameters" in out
+    assert main(["check", "--model", "nobody/no-such-model"]) == 2
+    assert "was not found" in capsys.readouterr().err
 
 
 def test_cli_train_from_yaml(tmp_path, capsys):

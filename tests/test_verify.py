@@ -1,0 +1,32 @@
+"""verify: the adapters changed means every trainable LoRA tensor changed and is finite."""
+import torch
+
+from nbkit import verify
+
+
+def tensors(**values):
+    return {name: torch.tensor(v, dtype=torch.float32) for name, v in values.items()}
+
+
+def test_every_tensor_must_change():
+    before = tensors(a=[0.0, 1.0], b=[2.0, 3.0], c=[4.0])
+    report = verify.compare(before, tensors(a=[0.1, 1.0], b=[2.0, 3.5], c=[4.2]))
+    assert report.ok and report.changed == 3 and report.fraction_changed == 1.0
+    assert "3/3 LoRA tensors differ (100%)" in report.summary()
+    partial = verify.compare(before, tensors(a=[0.1, 1.0], b=[2.0, 3.0], c=[4.0]))
+    assert not partial.ok and partial.changed == 1 and partial.unchanged_names == ["b", "c"]
+    assert partial.summary().startswith("ADAPTERS DID NOT ALL CHANGE: 1/3") and "(33%)" in partial.summary()
+    none = verify.compare(before, before)
+    assert not none.ok and none.summary().startswith("ADAPTERS DID NOT CHANGE: 0/3")
+
+
+def test_non_finite_tensors_are_not_a_change():
+    before = tensors(a=[0.0, 1.0], b=[2.0])
+    report = verify.compare(before, tensors(a=[float("nan"), 1.0], b=[2.5]))
+    assert not report.ok and report.nonfinite == 1 and report.changed == 1
+    assert report.summary().startswith("ADAPTERS ARE NOT FINITE (1 tensors hold NaN/inf)")
+    assert not verify.compare(before, tensors(a=[1.0, float("inf")], b=[2.5])).ok
+
+
+def test_no_lora_tensors_is_not_ok():
+    assert not verify.compare({}, {}).ok
