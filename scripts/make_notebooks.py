@@ -148,6 +148,14 @@ print(check.summary())
 assert check.ok, "training did not change the adapters"
 print("after training:", repr(generate.generate(loaded, prompt)))'''
 
+CHAT_MD = """## Chat with the result
+Type a prompt and press **Send**; the answer streams in. Switch *Answer with* to the base model (the same model
+with its adapters off) to see what training changed."""
+
+CHAT = '''from nbkit.ui.chat import chat
+
+ui = chat(loaded)'''
+
 SAVE = '''from nbkit import export
 
 adapters = export.save_lora(loaded, f"{config.output_dir}/lora_adapters")
@@ -232,7 +240,8 @@ def build(name: str, t: dict):
         cells += [md("## Load the model and attach LoRA"), code(LOAD), md(DATA_MD), code(DATA),
                   md("## Before training"), code(BEFORE), md("## Train"), code(TRAIN),
                   md("## Did the adapters change?\nCompare the adapter tensors themselves (not `allclose` on outputs)."),
-                  code(VERIFY), md("## Save\nLoRA adapters always; merged 16-bit and GGUF where the tier allows."),
+                  code(VERIFY), md(CHAT_MD), code(CHAT),
+                  md("## Save\nLoRA adapters always; merged 16-bit and GGUF where the tier allows."),
                   code(SAVE), code(PLOT)]
     for i, cell in enumerate(cells):
         cell.id = f"{name}-{i:02d}"  # stable ids: regenerating changes only what changed

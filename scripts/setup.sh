@@ -24,6 +24,7 @@ if ! .venv/bin/python -c "import nbkit, torch, trl, papermill, pytest, playwrigh
     2>/dev/null; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  # llama-cpp-python (a test tool: it loads exported GGUF files back) builds from source once, about 5 minutes
-  .venv/bin/python -m pip install -q -e ".[test]"
+  # llama-cpp-python (a test tool: it loads exported GGUF files back) builds from source once (pip caches the
+  # wheel); build with every core
+  CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) .venv/bin/python -m pip install -q -e ".[test]"
 fi

@@ -43,3 +43,24 @@ def test_notebook_runs_in_smoke_mode(path, tmp_path):
         assert (saved / "lora_adapters" / "adapter_model.safetensors").exists()
         assert (saved / "merged_16bit" / "model.safetensors").exists()
         assert json.loads((saved / "lora_adapters" / "nbkit_run.json").read_text())["model"] == "nbkit/tiny-llama"
+
+
+@pytest.mark.slow
+def test_progress_survives_in_the_saved_notebook(tmp_path, monkeypatch):
+    """Run with widgets (as in JupyterLab), then read the saved .ipynb as a viewer without widgets does: the
+    final progress line, the loss curve and the memory prediction are there as plain HTML."""
+    import papermill
+    from nbconvert import HTMLExporter
+
+    monkeypatch.setenv("NBKIT_DISPLAY", "widgets")
+    out = tmp_path / "8gb.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks/8gb.ipynb"), str(out), cwd=str(tmp_path), progress_bar=False)
+    html, _ = HTMLExporter().from_filename(str(out))
+    assert '<div class="nbkit-progress"><code>step 15/15' in html
+    assert "Training finished: 15 steps" in html
+    assert 'alt="loss curve" src="data:image/png;base64,' in html
+    # the gauge keeps a plain-HTML copy beside its widget view, which viewers without widgets show
+    saved = nbformat.read(out, as_version=4)
+    static = [o["data"]["text/html"] for c in saved.cells if c.cell_type == "code" for o in c.outputs
+              if "nbkit-gauge-static" in o.get("data", {}).get("text/html", "")]
+    assert static and "Predicted peak VRAM" in static[0]

@@ -75,6 +75,11 @@ class WidgetDisplay(Display):
 
     def __init__(self, embedded: bool = False):
         self.embedded = embedded
+        # Standalone, the stats line and the loss curve are one plain HTML output updated in place (a display_id,
+        # as transformers' notebook progress does): it survives where widgets do not (a saved notebook, GitHub,
+        # nbconvert, viewers without the widget manager). Inside the launcher they are widgets of its box.
+        self.handle = None
+        self._line, self._png = "starting…", b""
         import ipywidgets as w
 
         self.bar = w.IntProgress(value=0, min=0, max=1, description="Training", bar_style="info",
@@ -91,18 +96,39 @@ class WidgetDisplay(Display):
         self.bar.bar_style = "info"
         self.message.value = ""
         if not self.embedded:
+            self.box.children = [self.bar, self.message]
             display(self.box)
+            self.handle = display(self._html(), display_id=True)
+
+    def _html(self):
+        import base64
+
+        from IPython.display import HTML
+
+        img = (f"<br><img alt='loss curve' src='data:image/png;base64,{base64.b64encode(self._png).decode()}'>"
+               if self._png else "")
+        return HTML(f"<div class='nbkit-progress'><code>{self._line}</code>{img}</div>")
+
+    def _update_html(self) -> None:
+        if self.handle is not None:
+            self.handle.update(self._html())
 
     def stats(self, line: str, values: dict) -> None:
         self.bar.value = min(values["step"], self.bar.max)
         self.text.value = f"<code>{line}</code>"
+        self._line = line
+        self._update_html()
 
     def plot(self, png: bytes) -> None:
         self.image.value = png
+        self._png = png
+        self._update_html()
 
     def end(self, summary: str) -> None:
         self.bar.bar_style = "success"
         self.message.value = f"<b>{summary}</b>"
+        self._line = f"{self._line}<br><b>{summary}</b>"
+        self._update_html()
         print(summary)  # also as text, so saved/headless notebooks keep the result
 
     def note(self, message: str) -> None:

@@ -94,6 +94,17 @@ class MemoryGauge(w.VBox, RunObserver):
                 f"<div style='position:absolute;left:{cap_pos:.2f}%;top:-3px;bottom:-3px;border-left:2px solid #000'>"
                 f"</div></div><b style='color:{color}'>{total:.2f} / {capacity:.1f} GiB — {words}</b></div>")
 
+    def _repr_mimebundle_(self, **kwargs):
+        """The widget, plus the prediction as plain HTML for viewers without widgets (a saved notebook on
+        GitHub, nbconvert): they show that instead of an empty "widget" placeholder."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        html = f"<div class='nbkit-gauge-static'>{self.bar.value}{self.detail.value}</div>"
+        if isinstance(bundle, tuple):
+            bundle[0]["text/html"] = html
+        elif isinstance(bundle, dict):
+            bundle["text/html"] = html
+        return bundle
+
     # --- as an observer of the run (nbkit.events) ------------------------------------------------
     def run_planned(self, config, breakdown) -> None:
         self.update(config)

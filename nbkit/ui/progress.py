@@ -123,10 +123,12 @@ class TrainingProgress(RunObserver):
             if later_steps > 0 and since > 0:
                 eta = (self.total - self.step) * since / later_steps
                 tokens_per_s = (self.tokens - self._first[1]) / since
-            elif self.step and first_step > 0:
-                eta = (self.total - self.step) * first_step  # an upper bound until a second step is timed
+        # the first step compiles kernels and grows the allocator (seconds, or minutes for FP8): nothing to
+        # estimate the rest from until a second step is timed
+        warming = self.step < self.total and (self._first is None or self.step == self._first[2])
         return {
             "step": self.step, "total": self.total, "elapsed": elapsed, "eta": eta, "first_step": first_step,
+            "warming_up": warming,
             "tokens_per_s": tokens_per_s,
             "loss": self.losses[-1][1] if self.losses else None, "lr": self.lr,
             "vram": self.memory or live_vram(),
@@ -137,7 +139,9 @@ class TrainingProgress(RunObserver):
     def stats_line(self) -> str:
         s = self.stats()
         parts = [f"step {s['step']}/{s['total']}", f"elapsed {fmt_seconds(s['elapsed'])}"]
-        if s["eta"] is not None:
+        if s["warming_up"]:
+            parts.append("compiling / warming up (ETA after the next step)")
+        elif s["eta"] is not None:
             parts.append(f"ETA {fmt_seconds(s['eta'])}")
         parts.append(f"{s['tokens_per_s']:,.0f} tok/s")
         if s["first_step"] and s["step"] > 1 and s["first_step"] > 0.25 * s["elapsed"]:

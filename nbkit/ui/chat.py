@@ -1,0 +1,74 @@
+"""chat(loaded): a prompt box and streamed answers, with a switch between the fine-tuned and the base model.
+
+A thin view over nbkit.generate.stream: the same greedy generation through the chat template that the
+notebooks' before/after samples use; the base model is the same loaded model with its adapters switched off.
+"""
+from __future__ import annotations
+
+import html
+import threading
+
+import ipywidgets as w
+
+MODES = [("fine-tuned (adapters on)", True), ("base model (adapters off)", False)]
+
+
+class Chat(w.VBox):
+    def __init__(self, loaded, max_new_tokens: int = 128):
+        self.loaded = loaded
+        self.max_new_tokens = max_new_tokens
+        self.prompt = w.Textarea(placeholder="Ask the model something, then press Send",
+                                 layout=w.Layout(width="520px", height="60px"))
+        self.send = w.Button(description="Send", button_style="primary", icon="paper-plane")
+        self.mode = w.ToggleButtons(options=MODES, value=True, description="Answer with")
+        self.transcript = w.HTML(value="")
+        self.turns: list[tuple[str, str, bool]] = []  # (prompt, answer, adapters on)
+        self._thread: threading.Thread | None = None
+        self.send.on_click(lambda _b: self.ask(self.prompt.value))
+        super().__init__([self.mode, w.HBox([self.prompt, self.send]), self.transcript])
+
+    def ask(self, prompt: str, wait: bool = False) -> threading.Thread | None:
+        """Send `prompt`; the answer streams into the log. `wait=True` blocks until it is complete."""
+        prompt = prompt.strip()
+        if not prompt or (self._thread is not None and self._thread.is_alive()):
+            return None
+        adapters = self.mode.value
+        self.send.disabled = True
+        self.prompt.value = ""
+        self._thread = threading.Thread(target=self._answer, args=(prompt, adapters), daemon=True)
+        self._thread.start()
+        if wait:
+            self._thread.join()
+        return self._thread
+
+    def _answer(self, prompt: str, adapters: bool) -> None:
+        from ..generate import stream
+
+        self.turns.append((prompt, "", adapters))
+        answer = ""
+        try:
+            for piece in stream(self.loaded, prompt, self.max_new_tokens, adapters=adapters):
+                answer += piece
+                self.turns[-1] = (prompt, answer, adapters)
+                self._render()
+        except Exception as exc:  # noqa: BLE001 — shown in the chat, not lost in a thread
+            self.turns[-1] = (prompt, f"⚠ {type(exc).__name__}: {exc}", adapters)
+        finally:
+            self._render()
+            self.send.disabled = False
+
+    def _render(self) -> None:
+        rows = []
+        for prompt, answer, adapters in self.turns:
+            who = "fine-tuned" if adapters else "base"
+            rows.append(f"<div class='nbkit-chat-turn'><b>You:</b> {html.escape(prompt)}<br>"
+                        f"<b>Model ({who}):</b> <span class='nbkit-chat-answer'>{html.escape(answer)}</span></div>")
+        self.transcript.value = "".join(rows)
+
+
+def chat(loaded, max_new_tokens: int = 128) -> Chat:
+    from IPython.display import display
+
+    ui = Chat(loaded, max_new_tokens)
+    display(ui)
+    return ui
