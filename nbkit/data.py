@@ -307,3 +307,19 @@ def check(config: RunConfig) -> str:
                         "every answer is missing, null or empty. Fill them in, or check dataset_format.")
     skipped = f", {empty} without an answer (will be skipped)" if empty else ""
     return f"data: {len(rows)} rows, {fmt} format{skipped}"
+
+
+def preview(config: RunConfig, tokenizer, n: int = 3) -> list[list[tuple[str, bool]]]:
+    """The first `n` rows as the model will see them: each a list of (token text, trained on?) in order, the chat
+    template rendered, prompt tokens masked (False) and answer tokens trained (True)."""
+    dataset = load_rows(config.dataset)
+    fmt = detect_format(dataset.column_names, config.dataset_format)
+    rows = []
+    for row in dataset:
+        if missing_answer(row, fmt):
+            continue
+        ex = tokenize_example(tokenizer, to_messages(row, fmt), config.max_seq_length)
+        rows.append([(tokenizer.decode([tid]), label != IGNORE) for tid, label in zip(ex["input_ids"], ex["labels"])])
+        if len(rows) == n:
+            break
+    return rows

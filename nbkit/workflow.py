@@ -33,6 +33,7 @@ class WorkflowReport:
     world_size: int = 1
     ranks_agree: bool = True  # every data-parallel rank ended with the same adapter tensors
     failures: dict[str, str] = field(default_factory=dict)  # requested step that failed -> why
+    loaded: Any = field(default=None, repr=False, compare=False)  # the trained model, for more exports or chat
 
     @property
     def ok(self) -> bool:
@@ -130,7 +131,7 @@ def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, g
     out = Path(config.output_dir)
     adapter_dir = out / "lora_adapters"
     wf = WorkflowReport(loaded.config, loaded.backend, result, report, sample_before, sample_after, str(adapter_dir),
-                        notes=notes, world_size=len(digests), ranks_agree=len(set(digests)) == 1)
+                        notes=notes, world_size=len(digests), ranks_agree=len(set(digests)) == 1, loaded=loaded)
     if not distributed.is_main():
         # wait for rank 0's files, so no rank returns before the run is saved, or fails if it was not
         failure = distributed.from_main(None)

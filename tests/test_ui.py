@@ -114,3 +114,77 @@ def test_launcher_trains_without_blocking_and_stops_and_resumes(tmp_path, tiny_d
     assert ui.error is None and ui.report.train.steps == 40 and not ui.report.train.stopped
     assert ui.report.train.resumed_from.endswith(f"checkpoint-{stopped_at}")
     assert "Phase: done" in ui.gauge.phase.value and ui.progress_view.bar.value == 40
+
+
+def test_data_in_the_form_with_a_masked_preview(tmp_path, tiny_dir, monkeypatch):
+    """The form takes the data too: checked inline, and previewed as the model sees it, answer tokens apart from
+    the masked prompt."""
+    from nbkit.config import DEFAULT_DATASET
+
+    monkeypatch.chdir(tmp_path)
+    form = ConfigForm(RunConfig(), CPU)
+    assert form.data.value == DEFAULT_DATASET and form.config.dataset == DEFAULT_DATASET
+    form.data.source.value = str(tmp_path / "missing.jsonl")
+    assert "does not exist" in form.data.status.value and form.config.dataset.endswith("missing.jsonl")
+    (tmp_path / "d.jsonl").write_text('{"question": "q", "answer": "a"}\n')
+    form.data.source.value = str(tmp_path / "d.jsonl")
+    assert "question -&gt; instruction" in form.data.status.value  # the fix, inline
+    # an upload lands in a local file and becomes the source
+    form.data.upload.value = ({"name": "mine.jsonl", "content": b'{"instruction": "Say hi.", "output": "Hi there."}\n',
+                               "type": "", "size": 0,
+                                "last_modified": __import__("datetime").datetime.now()},)
+    assert form.data.value.endswith("nbkit-uploads/mine.jsonl") and "1 rows, alpaca format" in form.data.status.value
+    form.data.preview_button.click()
+    html = form.data.preview.value
+    trained = "".join(t for t in __import__("re").findall(r"class='nbkit-tok trained'[^>]*>([^<]*)<", html))
+    masked = "".join(t for t in __import__("re").findall(r"class='nbkit-tok masked'[^>]*>([^<]*)<", html))
+    assert trained.replace("▁", " ").strip().startswith("Hi there.")
+    assert "Say hi." in masked.replace("▁", " ") and "user" in masked
+
+
+def test_essentials_first_the_rest_under_advanced():
+    form = ConfigForm(RunConfig(), CPU)
+    top = form.children
+    assert top[0] is form.model and form.data in top and form.max_steps in top and form.batch_size in top
+    folded = form.advanced.children[0].children
+    assert {form.lora_alpha, form.grad_accum, form.learning_rate, form.max_seq_length} <= set(folded)
+    assert form.advanced.selected_index is None  # closed until opened
+
+
+def test_gauge_names_its_colours_and_the_limit(fake_gpu):
+    gauge = MemoryGauge(fake_gpu(15.0), backend="unsloth")
+    gauge.update(RunConfig(model=LLAMA_8B, quantization="4bit", batch_size=1, max_seq_length=1024))
+    for part in ("weights", "LoRA + optimizer", "activations", "overhead"):
+        assert f"</span> {part} " in gauge.bar.value
+    assert "this GPU's limit 15.0 GiB" in gauge.bar.value
+
+
+def test_launcher_exports_with_the_notebooks_functions(tmp_path, tiny_dir):
+    cfg = RunConfig(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=3, lora_r=4,
+                    save_steps=0, max_samples=12, output_dir=str(tmp_path / "run"))
+    ui = Launcher(cfg, CPU)
+    assert all(b.disabled for b in ui.export_buttons.values())  # nothing to export before training
+    ui.train(wait=True)
+    assert not any(b.disabled for b in ui.export_buttons.values())
+    ui.export("merged", wait=True)
+    assert "merged 16-bit saved:" in ui.export_status.value and "model.safetensors" in ui.export_status.value
+    assert (tmp_path / "run" / "merged_16bit" / "model.safetensors").exists()
+    ui.export("gguf", wait=True)
+    assert "GGUF (q8_0) saved:" in ui.export_status.value and "Modelfile" in ui.export_status.value
+
+
+def test_colab_gets_its_custom_widget_manager(monkeypatch):
+    """ipywidgets 8 in Colab needs `output.enable_custom_widget_manager()`: nbkit calls it when it runs there."""
+    import sys
+    import types
+
+    from nbkit.ui.display import WidgetDisplay, enable_colab_widgets
+
+    assert enable_colab_widgets() is False  # not in Colab here
+    calls = []
+    colab = types.ModuleType("google.colab")
+    colab.output = types.SimpleNamespace(enable_custom_widget_manager=lambda: calls.append(1))
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    WidgetDisplay()
+    assert calls == [1]

@@ -9,6 +9,19 @@ import os
 import time
 
 
+def enable_colab_widgets() -> bool:
+    """In Colab, ipywidgets 8 needs Colab's custom widget manager, switched on once per session; elsewhere this
+    does nothing. Returns whether it was switched on."""
+    import sys
+
+    if "google.colab" not in sys.modules:
+        return False
+    from google.colab import output
+
+    output.enable_custom_widget_manager()
+    return True
+
+
 def in_notebook() -> bool:
     try:
         from IPython import get_ipython
@@ -74,6 +87,7 @@ class WidgetDisplay(Display):
     wants_plot = True
 
     def __init__(self, embedded: bool = False):
+        enable_colab_widgets()
         self.embedded = embedded
         # Standalone, the stats line and the loss curve are one plain HTML output updated in place (a display_id,
         # as transformers' notebook progress does): it survives where widgets do not (a saved notebook, GitHub,

@@ -8,6 +8,7 @@ import ipywidgets as w
 from ..config import QUANTIZATIONS, TINY_MODEL, RunConfig
 from ..errors import NbkitError
 from ..hardware import GpuInfo, check_gpu
+from .data_panel import DataPanel
 
 QUANT_LABELS = {"4bit": "4-bit (dynamic)", "8bit": "8-bit", "16bit": "16-bit", "fp8": "FP8"}
 
@@ -87,29 +88,54 @@ class ConfigForm(w.VBox):
         self.grad_accum = w.IntText(value=cfg.grad_accum, description="Grad accumulation", style=style)
         self.max_steps = w.IntText(value=cfg.max_steps, description="Steps", style=style)
         self.learning_rate = w.FloatText(value=cfg.learning_rate, description="Learning rate", style=style)
+        self.data = DataPanel(cfg.dataset, style)
         self.error = w.HTML(value="")
         self._base = cfg
+        self._checked_data = ""
         self._listeners: list[Callable[[RunConfig | None], None]] = []
         self.config: RunConfig | None = cfg
+        self._tokenizers: dict[str, object] = {}
+        self.data.config_for = lambda: self.config
+        self.data.tokenizer_for = self._tokenizer
         fields = [self.model, self.lora_r, self.lora_alpha, self.max_seq_length, self.batch_size,
                   self.grad_accum, self.max_steps, self.learning_rate]
+        # what a workshop sets first; the rest, which recommend() fills well, folded under Advanced
+        self.advanced = w.Accordion(children=[w.VBox([self.lora_r, self.lora_alpha, self.max_seq_length,
+                                                      self.grad_accum, self.learning_rate])], selected_index=None)
+        self.advanced.set_title(0, "Advanced: LoRA rank and alpha, sequence length, accumulation, learning rate")
         super().__init__([self.model, w.HBox([w.Label("Quantization", layout=w.Layout(width="144px")),
-                                              self.quantization]), *fields[1:], self.error])
+                                              self.quantization]), self.data, self.max_steps, self.batch_size,
+                          self.advanced, self.error])
         for f in fields:
             f.observe(lambda _change: self._rebuild(), names="value")
         self.quantization.on_change(lambda _q: self._rebuild())
+        self.data.on_change(lambda _d: self._rebuild())
+
+    def _tokenizer(self):
+        """The chosen model's tokenizer, for the data preview (loaded once per model)."""
+        model = self.model.value.strip()
+        if model not in self._tokenizers:
+            from transformers import AutoTokenizer
+
+            from ..models import resolve_model
+
+            self._tokenizers[model] = AutoTokenizer.from_pretrained(resolve_model(model))
+        return self._tokenizers[model]
 
     def values(self) -> dict:
         return dict(model=self.model.value.strip(), quantization=self.quantization.value,
                     lora_r=self.lora_r.value, lora_alpha=self.lora_alpha.value,
                     max_seq_length=self.max_seq_length.value, batch_size=self.batch_size.value,
                     grad_accum=self.grad_accum.value, max_steps=self.max_steps.value,
-                    learning_rate=self.learning_rate.value)
+                    learning_rate=self.learning_rate.value, dataset=self.data.value)
 
     def _rebuild(self) -> None:
         try:
             self.config = self._base.replace(**self.values())
             self.error.value = ""
+            if self.config.dataset != self._checked_data:  # a new source: read and check it, inline
+                self._checked_data = self.config.dataset
+                self.data.check(self.config)
         except NbkitError as exc:  # shown inline: a form never raises a traceback at the user
             self.config = None
             self.error.value = f"<span style='color:#b00020'>⚠ {exc}</span>"
@@ -127,4 +153,5 @@ class ConfigForm(w.VBox):
             self.lora_r.value = config.lora_r if config.lora_r in self.lora_r.options else 16
             for name in ("lora_alpha", "max_seq_length", "batch_size", "grad_accum", "max_steps", "learning_rate"):
                 getattr(self, name).value = getattr(config, name)
+            self.data.source.value = config.dataset
         self.quantization.value = config.quantization

@@ -89,10 +89,14 @@ class MemoryGauge(w.VBox, RunObserver):
         cap_pos = 100 * capacity / scale
         total = sum(groups.values())
         color = LEVEL_COLOR[self.level]
+        legend = " ".join(f"<span class='nbkit-legend'><span style='display:inline-block;width:10px;height:10px;"
+                          f"background:{COLORS[k]}'></span> {k} {v:.2f}</span>" for k, v in groups.items() if v > 0)
         return (f"<div class='nbkit-gauge' data-level='{self.level}' style='width:520px'>"
                 f"<div style='display:flex;height:18px;border:1px solid #888;position:relative'>{segs}"
-                f"<div style='position:absolute;left:{cap_pos:.2f}%;top:-3px;bottom:-3px;border-left:2px solid #000'>"
-                f"</div></div><b style='color:{color}'>{total:.2f} / {capacity:.1f} GiB — {words}</b></div>")
+                f"<div title='this GPU: {capacity:.1f} GiB' style='position:absolute;left:{cap_pos:.2f}%;top:-3px;"
+                f"bottom:-3px;border-left:2px solid #000'></div></div>"
+                f"<small>{legend} · <b>|</b> this GPU's limit {capacity:.1f} GiB · the limit is the training "
+                f"peak</small><br><b style='color:{color}'>{total:.2f} / {capacity:.1f} GiB — {words}</b></div>")
 
     def _repr_mimebundle_(self, **kwargs):
         """The widget, plus the prediction as plain HTML for viewers without widgets (a saved notebook on

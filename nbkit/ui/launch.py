@@ -7,6 +7,7 @@ form's output folder from its newest complete checkpoint.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import ipywidgets as w
 
@@ -17,6 +18,8 @@ from .display import WidgetDisplay
 from .form import ConfigForm
 from .gauge import MemoryGauge
 from .progress import TrainingProgress
+
+EXPORTS = {"lora": "LoRA adapters", "merged": "merged 16-bit", "gguf": "GGUF (q8_0)"}
 
 
 class Launcher(w.VBox):
@@ -33,6 +36,11 @@ class Launcher(w.VBox):
                                       tooltip="Continue the run in the output folder from its newest checkpoint")
         self.progress_view = WidgetDisplay(embedded=True)
         self.message = w.HTML()
+        self.export_buttons = {kind: w.Button(description=label, icon="save", disabled=True)
+                               for kind, label in EXPORTS.items()}
+        self.export_status = w.HTML()
+        for kind, button in self.export_buttons.items():
+            button.on_click(lambda _b, kind=kind: self.export(kind))
         self.report = None
         self.error: BaseException | None = None
         self.stop = StopControl()
@@ -45,7 +53,9 @@ class Launcher(w.VBox):
         self.resume_button.on_click(lambda _b: self.train(resume=True))
         self.stop_button.on_click(lambda _b: self.stop.request("Stop button"))
         buttons = w.HBox([self.train_button, self.stop_button, self.resume_button])
-        super().__init__([self.status, self.form, self.gauge, buttons, self.progress_view.box, self.message])
+        exports = w.HBox([w.Label("Export:"), *self.export_buttons.values()])
+        super().__init__([self.status, self.form, self.gauge, buttons, self.progress_view.box, self.message,
+                          exports, self.export_status])
 
     def _apply_recommendation(self, config: RunConfig) -> None:
         from ..memory import recommend
@@ -100,9 +110,48 @@ class Launcher(w.VBox):
             self.message.value = f"<b style='color:#b00020'>⚠ {type(exc).__name__}: {exc}</b>"
         finally:
             self.gauge.stop_live()
+            for button in self.export_buttons.values():
+                button.disabled = self.report is None
             self.stop_button.disabled = True
             self.resume_button.disabled = False
             self.train_button.disabled = self.form.config is None or self.gauge.level == "over"
+
+
+    def export(self, kind: str, wait: bool = False):
+        """Save the trained model as `kind` (lora, merged, gguf) into the run's folder, on a thread, with the
+        same functions the notebooks call; the status line says what is being written and then where."""
+        if self.report is None or self.report.loaded is None:
+            return None
+
+        def work():
+            from .. import export
+            from ..errors import NbkitError
+
+            loaded, out = self.report.loaded, Path(self.report.config.output_dir)
+            adapters = Path(self.report.adapter_dir)
+            for button in self.export_buttons.values():
+                button.disabled = True
+            self.export_status.value = f"<i>Saving {EXPORTS[kind]} …</i>"
+            try:
+                if kind == "lora":
+                    path = export.save_lora(loaded, adapters)
+                elif kind == "merged":
+                    path = export.save_merged(loaded, out / "merged_16bit", adapters)
+                else:
+                    path = export.save_gguf(loaded, out / "gguf", adapter_dir=adapters)
+                files = ", ".join(sorted(p.name for p in Path(path).iterdir())[:6])
+                self.export_status.value = f"<b>{EXPORTS[kind]} saved:</b> <code>{path}</code> ({files})"
+            except NbkitError as exc:
+                self.export_status.value = f"<b style='color:#b00020'>⚠ {exc}</b>"
+            finally:
+                for button in self.export_buttons.values():
+                    button.disabled = False
+
+        thread = threading.Thread(target=work, name="nbkit-export", daemon=True)
+        thread.start()
+        if wait:
+            thread.join()
+        return thread
 
 
 def launch(config: RunConfig | None = None, gpu: GpuInfo | None = None) -> Launcher:
