@@ -5,7 +5,9 @@ Skipped where Chromium or Playwright is missing, except in CI (CI=true), where a
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,9 +44,20 @@ t4 = GpuInfo(True, "Tesla T4 (simulated)", (7, 5), 15.0, 14.5, False, False, 1)
 ui = launch(RunConfig(model="unsloth/Meta-Llama-3.1-8B-Instruct"), gpu=t4)"""
 
 
-@pytest.fixture
-def lab(tmp_path):
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(CELL)])
+FLOW = ["""import nbkit
+from nbkit import RunConfig
+from nbkit.ui.launch import launch
+ui = launch(RunConfig(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=240, lora_r=4,
+                      save_steps=0, max_samples=120, learning_rate=3e-3, output_dir="run"))""",
+        """from nbkit.ui.chat import chat
+c = chat(ui.report.loaded, max_new_tokens=12)"""]
+
+
+@contextlib.contextmanager
+def serve(tmp_path, cells, app="jupyterlab"):
+    """A Jupyter server (JupyterLab, or Notebook 7 with app="notebook") on localhost over a notebook of `cells`;
+    yields the base URL."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "ui.ipynb")
     from nbkit.distributed import free_port
@@ -52,11 +65,12 @@ def lab(tmp_path):
     port = free_port()
     env = {**os.environ, "NBKIT_DISPLAY": "widgets", "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")}
+    app_args = (["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+                if app == "jupyterlab" else [])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+        [sys.executable, "-m", app, "--no-browser", f"--port={port}", "--ip=127.0.0.1",
          "--IdentityProvider.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
-         f"--ServerApp.root_dir={tmp_path}", "--allow-root", "--LabApp.news_url=None",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+         f"--ServerApp.root_dir={tmp_path}", "--allow-root", *app_args],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -68,13 +82,41 @@ def lab(tmp_path):
             time.sleep(0.5)
     else:
         proc.kill()
-        pytest.fail("JupyterLab did not start within 90 s")
-    yield url
-    proc.terminate()
+        pytest.fail(f"{app} did not start within 90 s")
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def lab(tmp_path):
+    with serve(tmp_path, [CELL]) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def browser_page():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            yield browser.new_page(viewport={"width": 1280, "height": 1400}), sync_api
+        finally:
+            browser.close()
+
+
+def run_cell(page, index: int) -> None:
+    """Run one cell as a person would: click into it, Shift+Enter."""
+    cell = page.locator(".jp-Cell .jp-InputArea-editor").nth(index)
+    cell.click()
+    page.keyboard.press("Shift+Enter")
 
 
 def test_launcher_renders_in_jupyterlab(lab, tmp_path, shots):
@@ -118,3 +160,68 @@ def test_launcher_renders_in_jupyterlab(lab, tmp_path, shots):
         page.locator(".jp-OutputArea-output").first.screenshot(path=str(shot))
         browser.close()
     assert shot.stat().st_size > 10_000
+
+
+def test_whole_flow_in_jupyterlab(tmp_path, shots):
+    """Pick the data and see the masked preview, press Train and watch the step counter and the loss curve,
+    read the summary, export the adapters, then chat with the result: all in the browser, on the tiny model."""
+    with serve(tmp_path, FLOW) as url, browser_page() as (page, sync_api):
+        page.goto(f"{url}/lab/tree/ui.ipynb")
+        page.wait_for_selector(".jp-StatusBar-Item:has-text('Idle')", timeout=90_000)
+        run_cell(page, 0)
+        page.wait_for_selector("button:has-text('Preview')", timeout=90_000)
+        assert page.locator("text=120 rows, alpaca format").count() == 1  # the embedded set, checked
+        page.locator("button:has-text('Preview')").click()
+        page.wait_for_selector(".nbkit-tok.trained", timeout=60_000)
+        assert page.locator(".nbkit-tok.masked").count() > 0 and page.locator(".nbkit-tok.trained").count() > 0
+        launcher = page.locator(".jp-OutputArea-output:has(button:has-text('Resume'))")
+        page.locator("button.jupyter-button:has-text('Train')").first.click()
+
+        def step() -> int:
+            found = re.search(r"step (\d+)/240", launcher.inner_text())
+            return int(found.group(1)) if found else 0
+
+        seen = []
+        deadline = time.time() + 240
+        while time.time() < deadline and (not seen or seen[-1] < 240):
+            seen.append(step())
+            time.sleep(0.2)
+        counting = sorted(set(seen))
+        if not (len(counting) >= 3 and counting[-1] == 240):
+            page.screenshot(path=str(tmp_path / "failed.png"))
+            pytest.fail(f"the step counter did not advance: {counting}; "
+                        f"{launcher.inner_text()[-1500:]}")
+        page.wait_for_selector("text=Training finished: 240 steps", timeout=60_000)
+        curve = launcher.locator("img").first
+        assert curve.evaluate("img => img.naturalWidth") > 100  # the loss curve was drawn
+        launcher.screenshot(path=str(shots / "progress.png"))
+        page.locator("button:has-text('LoRA adapters')").click()
+        page.wait_for_selector("text=LoRA adapters saved:", timeout=60_000)
+        assert (tmp_path / "run" / "lora_adapters" / "adapter_model.safetensors").exists()
+        run_cell(page, 1)
+        box = page.wait_for_selector("textarea[placeholder^='Ask the model']", timeout=60_000)
+        box.fill("What is the capital of France?")
+        page.locator("button:has-text('Send')").click()
+        page.wait_for_function("() => [...document.querySelectorAll('.nbkit-chat-answer')]"
+                               ".some(e => e.textContent.trim().length > 0)", timeout=60_000)
+        page.locator(".jp-OutputArea-output:has(.nbkit-chat-answer)").screenshot(path=str(shots / "chat.png"))
+    assert (shots / "progress.png").stat().st_size > 10_000 and (shots / "chat.png").stat().st_size > 3_000
+
+
+def test_widgets_render_in_notebook7(tmp_path, shots):
+    """The classic-style UI (Notebook 7) renders the same widgets: no "Loading widget" left."""
+    with serve(tmp_path, [CELL], app="notebook") as url, browser_page() as (page, sync_api):
+        page.goto(f"{url}/notebooks/ui.ipynb")
+        page.wait_for_selector(".jp-Cell .jp-InputArea-editor", timeout=90_000)
+        page.wait_for_timeout(3000)  # the kernel connects
+        gauge = None
+        for _attempt in range(3):
+            run_cell(page, 0)
+            try:
+                gauge = page.wait_for_selector(".nbkit-gauge", timeout=40_000)
+                break
+            except sync_api.TimeoutError:
+                continue
+        assert gauge is not None, page.inner_text("body")[-1500:]
+        assert "/ 15.0 GiB" in gauge.inner_text() and page.locator("text=Loading widget").count() == 0
+        assert page.locator("button:has-text('Train')").count() >= 1

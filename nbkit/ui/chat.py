@@ -20,7 +20,8 @@ class Chat(w.VBox):
         self.prompt = w.Textarea(placeholder="Ask the model something, then press Send",
                                  layout=w.Layout(width="520px", height="60px"))
         self.send = w.Button(description="Send", button_style="primary", icon="paper-plane")
-        self.mode = w.ToggleButtons(options=MODES, value=True, description="Answer with")
+        self.mode = w.ToggleButtons(options=MODES, value=True, description="Answer with",
+                                    style={"button_width": "190px"})
         self.transcript = w.HTML(value="")
         self.turns: list[tuple[str, str, bool]] = []  # (prompt, answer, adapters on)
         self._thread: threading.Thread | None = None

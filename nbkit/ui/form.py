@@ -110,6 +110,8 @@ class ConfigForm(w.VBox):
             f.observe(lambda _change: self._rebuild(), names="value")
         self.quantization.on_change(lambda _q: self._rebuild())
         self.data.on_change(lambda _d: self._rebuild())
+        self._checked_data = cfg.dataset
+        self.data.check(cfg)
 
     def _tokenizer(self):
         """The chosen model's tokenizer, for the data preview (loaded once per model)."""

@@ -90,7 +90,7 @@ class MemoryGauge(w.VBox, RunObserver):
         total = sum(groups.values())
         color = LEVEL_COLOR[self.level]
         legend = " ".join(f"<span class='nbkit-legend'><span style='display:inline-block;width:10px;height:10px;"
-                          f"background:{COLORS[k]}'></span> {k} {v:.2f}</span>" for k, v in groups.items() if v > 0)
+                          f"background:{COLORS[k]}'></span> {k} </span>" for k, v in groups.items() if v > 0)
         return (f"<div class='nbkit-gauge' data-level='{self.level}' style='width:520px'>"
                 f"<div style='display:flex;height:18px;border:1px solid #888;position:relative'>{segs}"
                 f"<div title='this GPU: {capacity:.1f} GiB' style='position:absolute;left:{cap_pos:.2f}%;top:-3px;"

@@ -35,6 +35,7 @@ class Launcher(w.VBox):
         self.resume_button = w.Button(description="Resume", icon="forward",
                                       tooltip="Continue the run in the output folder from its newest checkpoint")
         self.progress_view = WidgetDisplay(embedded=True)
+        self.progress_view.box.layout.display = "none"  # shown once a run starts
         self.message = w.HTML()
         self.export_buttons = {kind: w.Button(description=label, icon="save", disabled=True)
                                for kind, label in EXPORTS.items()}
@@ -86,6 +87,7 @@ class Launcher(w.VBox):
             b.disabled = True
         self.stop_button.disabled = False
         self.message.value = ""
+        self.progress_view.box.layout.display = None
         self._thread = threading.Thread(target=self._run, args=(config, resume), name="nbkit-train", daemon=True)
         self._thread.start()
         if wait:
