@@ -15,7 +15,7 @@ from typing import Any
 
 from . import backend, outputs
 from .data import PreparedData
-from .errors import ExportError, HardwareError, TrainingDivergedError
+from .errors import ExportError, HardwareError, NbkitError, TrainingDivergedError
 from .events import RunObserver, StopControl, as_events
 from .hardware import is_oom
 from .models import LoadedModel
@@ -187,7 +187,7 @@ def run(loaded: LoadedModel, data: PreparedData, observers: Any = None, *, stop:
     if progress:  # older spelling: one observer
         events.add(progress)
     stop = stop or StopControl()
-    stop.events = stop.events or events
+    stop.events = events  # a StopControl kept across runs (the launcher's) tells this run's observers
     out = Path(overrides.get("output_dir") or loaded.config.output_dir)
     if claim and "output_dir" not in overrides:
         outputs.claim(loaded.config, resume=resume)
@@ -223,7 +223,7 @@ def run(loaded: LoadedModel, data: PreparedData, observers: Any = None, *, stop:
                     continue
                 exc = _translate(exc, loaded)
                 events.run_failed(exc)
-                if exc.__class__.__module__.startswith("nbkit"):
+                if isinstance(exc, NbkitError):  # the user's to act on: its message says what to do
                     raise exc from None
                 raise
     seconds = time.perf_counter() - start
