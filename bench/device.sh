@@ -45,6 +45,9 @@ for stage in "$@"; do
       timeout 270 python3 throughput.py --arch 1b --quant 4bit --seq 2048 --batch 4 --steps 8 --part-timeout 110
       timeout 290 python3 throughput.py --arch 8b --quant 16bit --seq 2048 --batch 4 --steps 8 --part-timeout 120 ;;
     lbh100) timeout 330 python3 largest_batch.py --arch 8b --quant 16bit --tiers H100 --seq 2048 --steps 2 --max-up 1 ;;
+    # first step and start-to-first-step, raw Unsloth vs nbkit, alternating, one process each
+    first1b) timeout 560 python3 throughput.py --arch 1b --quant 4bit --seq 2048 --batch 4 --steps 8 \
+               --variants raw,nbkit,raw,nbkit --part-timeout 130 --tag _first_step ;;
     tput1b16) timeout 250 python3 throughput.py --arch 1b --quant 16bit --seq 2048 --batch 4 --steps 8 --part-timeout 100 ;;
     # stop/resume, a forced OOM, merged-from-4-bit reload and offline GGUF (the converter carried in .tools/)
     survive) NBKIT_TOOLS=$PWD/../.tools timeout 540 python3 session_survival.py --arch 1b ${SURVIVE_PARTS:+--parts $SURVIVE_PARTS} ;;

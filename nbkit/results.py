@@ -23,11 +23,11 @@ class StepTimer(RunObserver):
         self.warmup = warmup
         self._sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
         self.times: list[float] = []
-        self._last = 0.0
+        self._last = self.started_at = 0.0
 
     def training_started(self, total_steps: int, first_step: int = 0) -> None:
         self._sync()
-        self._last = time.perf_counter()
+        self._last = self.started_at = time.perf_counter()
 
     def step_finished(self, info) -> None:
         if info.eval_loss is not None:
