@@ -14,7 +14,7 @@ from .models import LoadedModel
 def _write_lora(loaded: LoadedModel, directory: Path) -> None:
     loaded.model.save_pretrained(directory)
     loaded.tokenizer.save_pretrained(directory)
-    (directory / "nbkit_run.json").write_text(json.dumps(
+    (directory / outputs.RUN_MARKER).write_text(json.dumps(
         {"base_model": loaded.base_path, "backend": loaded.backend, **loaded.config.to_dict()}, indent=2))
     if not any(directory.glob("adapter_model.*")):
         raise ExportError(f"Saving adapters to {directory} produced no adapter_model file; check disk space.")

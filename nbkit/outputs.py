@@ -20,8 +20,8 @@ from .errors import ConfigError, ExportError
 
 RUN_MARKER = "nbkit_run.json"
 CHECKPOINT_MARKER = "nbkit_checkpoint.json"
-# names a run writes at the top of its folder
-RUN_ENTRIES = ("lora_adapters", "merged_16bit", "gguf", "nbkit_report.json", RUN_MARKER)
+# names a run writes at the top of its folder, besides its marker
+RUN_ENTRIES = ("lora_adapters", "merged_16bit", "gguf", "nbkit_report.json")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _STAGING_PREFIX = ".nbkit-tmp-"
 
@@ -78,7 +78,7 @@ def newest_checkpoint(folder: str | Path) -> tuple[Path | None, list[Path]]:
 
 def _foreign_entries(folder: Path) -> list[str]:
     """Names nbkit would write that are already there but were not written by an nbkit run."""
-    clash = [n for n in RUN_ENTRIES if (folder / n).exists() and n != RUN_MARKER]
+    clash = [n for n in RUN_ENTRIES if (folder / n).exists()]
     clash += [p.name for p in checkpoints(folder)]
     return clash
 
@@ -193,7 +193,7 @@ def atomic_dir(final: str | Path):
     try:
         yield tmp
         if final.exists():
-            ours = ((final / "nbkit_run.json").exists() or (final / CHECKPOINT_MARKER).exists()
+            ours = ((final / RUN_MARKER).exists() or (final / CHECKPOINT_MARKER).exists()
                     or final.name in (read_marker(final.parent) or {}).get("written", []))
             if not ours:
                 raise ExportError(f"{final} already exists and nbkit did not write it; nothing was replaced. "
