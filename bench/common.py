@@ -61,6 +61,33 @@ def synthetic_data(n_rows: int, seq: int, vocab: int = 1000, seed: int = 0):
     return synthetic_rows(n_rows, seq, vocab, seed)
 
 
+def mixed_data(n_rows: int, seq: int, vocab: int = 1000, seed: int = 0):
+    """Rows as real instruction data comes: lognormal lengths (median 400 tokens, about 5% longer than 2048 and
+    cut to `seq`), the first 40% of each row a prompt that is masked out of the loss."""
+    import random
+
+    import datasets
+
+    from nbkit.data import IGNORE, PreparedData
+
+    rng = random.Random(seed)
+    ids, labels = [], []
+    for _ in range(n_rows):
+        n = max(16, min(seq, int(rng.lognormvariate(5.99, 1.0))))  # e^5.99 = 400
+        row = [rng.randrange(10, vocab) for _ in range(n)]
+        cut = int(0.4 * n)
+        ids.append(row)
+        labels.append([IGNORE] * cut + row[cut:])
+    ds = datasets.Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(r) for r in ids],
+                                     "labels": labels})
+    return PreparedData(ds, None, "mixed", n_rows)
+
+
+def make_data(kind: str, n_rows: int, seq: int):
+    """'uniform' (every row exactly `seq` tokens: the worst case memory plans for) or 'mixed' (real lengths)."""
+    return mixed_data(n_rows, seq) if kind == "mixed" else synthetic_data(n_rows, seq)
+
+
 def step_timer(warmup: int = 2):
     """CUDA-synchronised step times; `steady()` is the median after `warmup` (compilation) steps. An nbkit run
     observer: pass it to train.run, or `observe(timer)` to a trainer nbkit did not build."""
@@ -133,6 +160,8 @@ def run_parser(doc: str | None, steps: int, seq: int = 2048, batch: int = 4, qua
     ap.add_argument("--seq", type=int, default=seq)
     ap.add_argument("--batch", type=int, default=batch)
     ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--lengths", choices=["uniform", "mixed"], default="uniform",
+                    help="uniform: every row `seq` tokens; mixed: lognormal lengths as real data has")
     return ap
 
 

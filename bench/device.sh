@@ -40,14 +40,24 @@ for stage in "$@"; do
     fp8mem) timeout 560 python3 memory_accuracy.py --arch 1b,8b --quant fp8 --shapes 2048x4,4096x8 \
               --part-timeout 270 --shared-gpu --out mem_fp8.json ;;
     parity) timeout 400 python3 loss_parity.py --arch 1b --quant 16bit --steps 50 --batch 4 --seq 512 ;;
+    parity4) timeout 420 python3 loss_parity.py --arch 1b --quant 4bit --steps 50 --batch 4 --seq 512 ;;
     tput8b) timeout 560 python3 throughput.py --arch 8b --quant 4bit --seq 2048 --batch 4 --steps 10 --part-timeout 200 ;;
     tput-rest)
       timeout 270 python3 throughput.py --arch 1b --quant 4bit --seq 2048 --batch 4 --steps 8 --part-timeout 110
       timeout 290 python3 throughput.py --arch 8b --quant 16bit --seq 2048 --batch 4 --steps 8 --part-timeout 120 ;;
     lbh100) timeout 330 python3 largest_batch.py --arch 8b --quant 16bit --tiers H100 --seq 2048 --steps 2 --max-up 1 ;;
     # first step and start-to-first-step, raw Unsloth vs nbkit, alternating, one process each
-    first1b) timeout 560 python3 throughput.py --arch 1b --quant 4bit --seq 2048 --batch 4 --steps 8 \
-               --variants raw,nbkit,raw,nbkit --part-timeout 130 --tag _first_step ;;
+    # (three alternating repeats each; uniform rows, then real-length rows)
+    first1b) timeout 520 python3 throughput.py --arch 1b --quant 4bit --seq 2048 --batch 4 --steps 8 \
+               --variants raw,nbkit --repeats 3 --part-timeout 130 --tag _first_step ;;
+    first1b-mixed) timeout 520 python3 throughput.py --arch 1b --quant 4bit --seq 2048 --batch 4 --steps 8 \
+               --variants raw,nbkit --repeats 3 --lengths mixed --part-timeout 130 --tag _first_step_mixed ;;
+    # the progress display's cost: nbkit with it vs without, 8B 4-bit, three alternating repeats
+    display8b) python3 -c "from common import random_model; random_model('8b')"
+               timeout 540 python3 throughput.py --arch 8b --quant 4bit --seq 2048 --batch 2 --steps 8 \
+               --variants nbkit,nbkit-quiet --repeats 3 --part-timeout 160 --tag _display ;;
+    # seconds to the GPU check, the form and a ready engine: Unsloth imported on a thread vs before everything
+    import) timeout 200 python3 import_time.py ;;
     tput1b16) timeout 250 python3 throughput.py --arch 1b --quant 16bit --seq 2048 --batch 4 --steps 8 --part-timeout 100 ;;
     # stop/resume, a forced OOM, merged-from-4-bit reload and offline GGUF (the converter carried in .tools/)
     survive) NBKIT_TOOLS=$PWD/../.tools timeout 540 python3 session_survival.py --arch 1b ${SURVIVE_PARTS:+--parts $SURVIVE_PARTS} ;;

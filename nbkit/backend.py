@@ -9,6 +9,7 @@ import importlib.util
 import logging
 import os
 import sys
+import threading
 import warnings
 
 _chosen: str | None = None
@@ -56,8 +57,50 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+_import_lock = threading.RLock()
+_background: threading.Thread | None = None
+_background_error: BaseException | None = None
+
+
+def start_import(requested: str = "auto") -> threading.Thread:
+    """Begin importing the training engine (Unsloth, 25-40 s on a GPU machine; else transformers) on a thread,
+    so the GPU check and the form show at once. Every nbkit function that needs the engine calls ensure(),
+    which waits for this import; code of your own should call `nbkit.backend.ensure()` before importing
+    transformers, so that Unsloth still comes first."""
+    global _background
+    with _import_lock:
+        if _background is None:
+            def work():
+                global _background_error
+                try:
+                    if ensure(requested) == "transformers":
+                        import transformers  # noqa: F401  (the CPU engine: its import is the slow part)
+                except BaseException as exc:  # re-raised by the ensure() that waits for it
+                    _background_error = exc
+
+            _background = threading.Thread(target=work, name="nbkit-engine-import", daemon=True)
+            _background.start()
+        return _background
+
+
+def import_done() -> bool:
+    """True once the engine is imported (by start_import's thread or by ensure())."""
+    return _chosen is not None
+
+
 def ensure(requested: str = "auto") -> str:
-    """Pick the backend for this process and import Unsloth first when it is the one. Returns its name."""
+    """Pick the backend for this process and import Unsloth first when it is the one. Returns its name.
+    If start_import() is importing it in the background, this waits for that import."""
+    background = _background
+    if background is not None and background is not threading.current_thread():
+        background.join()
+        if _background_error is not None:
+            raise _background_error
+    with _import_lock:
+        return _ensure(requested)
+
+
+def _ensure(requested: str) -> str:
     global _chosen, _notice_shown
     requested = os.environ.get("NBKIT_BACKEND", requested)
     if requested == "auto":

@@ -23,7 +23,9 @@ def start(tier: str, smoke: bool | str = "auto", emulate_tier: bool = False) -> 
     """`smoke='auto'` runs the smoke mode exactly when there is no CUDA GPU."""
     from . import backend
 
-    backend.ensure()  # Unsloth must be imported before anything imports transformers
+    # Unsloth takes 25-40 s to import: it loads on a thread while this check and the form show; the first cell
+    # that needs it (loading the model) waits for it, and it still comes before transformers
+    backend.start_import()
     if tier not in TIERS:
         raise ValueError(f"Unknown tier {tier!r}; choose one of {list(TIERS)}.")
     gpu = check_gpu()
@@ -32,6 +34,9 @@ def start(tier: str, smoke: bool | str = "auto", emulate_tier: bool = False) -> 
     smoke_on = (not gpu.available) if smoke == "auto" else bool(smoke)
     session = Session(gpu, smoke_on, tier)
     print(session.summary())
+    if gpu.available and not backend.import_done():
+        print("nbkit: Unsloth is importing in the background (25-40 s); go on with the next cells, loading the "
+              "model waits for it.")
     return session
 
 

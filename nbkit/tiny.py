@@ -86,10 +86,10 @@ def ensure_tiny_model(path: str | Path | None = None) -> Path:
     """Return a folder holding the tiny model and tokenizer, building it once if missing."""
     from . import backend
 
-    backend.ensure()  # keep Unsloth-before-transformers on GPU machines
     target = Path(path) if path else default_dir()
     if all((target / name).exists() for name in ("config.json", "tokenizer.json", "tokenizer.model")):
         return target
+    backend.ensure()  # building imports transformers: keep Unsloth before it on GPU machines
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build in a sibling temp folder and rename, so a crash never leaves a half-written model behind.
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))

@@ -25,6 +25,11 @@ class TokenCounter:
         self.tokens += sum(len(ex["input_ids"]) for ex in examples)
         return self.collator(examples)
 
+    def __getattr__(self, name):  # the trainer (and Unsloth) read the wrapped collator's settings, e.g. padding_free
+        if name == "collator":
+            raise AttributeError(name)
+        return getattr(self.collator, name)
+
 
 def _finite(value) -> bool:
     return value is None or math.isfinite(float(value))

@@ -65,3 +65,49 @@ def test_allocator_grows_segments_unless_the_user_chose():
     env["PYTORCH_CUDA_ALLOC_CONF"] = "max_split_size_mb:128"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "max_split_size_mb:128"
+
+
+BACKGROUND = r"""
+import sys, time
+import nbkit
+from nbkit import backend
+from nbkit.config import RunConfig
+from nbkit.hardware import check_gpu
+from nbkit.ui.form import ConfigForm
+from nbkit.ui.gauge import MemoryGauge
+# the notebook's first cells: GPU check, the form and its gauge for a curated model
+gpu = check_gpu()
+config = RunConfig(model="unsloth/Llama-3.2-1B-Instruct")
+form = ConfigForm(config, gpu)
+MemoryGauge(gpu).update(config)
+engine_needed = any(m in sys.modules for m in ("transformers", "unsloth", "trl", "peft"))
+t0 = time.perf_counter()
+thread = backend.start_import()
+started = time.perf_counter() - t0
+name = backend.ensure()
+print(engine_needed, started, thread.name, name, thread.is_alive(), "transformers" in sys.modules,
+      backend.start_import() is thread)
+"""
+
+
+def test_engine_imports_in_the_background_while_the_form_shows():
+    """session.start and the launcher begin the engine import on a thread (Unsloth takes 25-40 s on a GPU
+    machine). The GPU check, the form and the gauge need nothing from it, so they show at once; ensure() (which
+    every model-touching call makes) waits for the import."""
+    out = subprocess.run([sys.executable, "-c", BACKGROUND], capture_output=True, text=True, check=True).stdout
+    engine_needed, started, thread, name, alive, has_transformers, same = out.split()[-7:]
+    assert engine_needed == "False"  # the form never waits for the engine
+    assert float(started) < 0.5  # start_import returns at once
+    assert thread == "nbkit-engine-import"
+    assert name == "transformers" and alive == "False" and has_transformers == "True"
+    assert same == "True"  # one import per process
+
+
+def test_a_failed_background_import_is_raised_where_it_is_waited_for(monkeypatch):
+    monkeypatch.setattr(backend, "_background", None)
+    monkeypatch.setattr(backend, "_background_error", None)
+    monkeypatch.setattr(backend, "_chosen", None)
+    monkeypatch.setattr(backend, "cuda_available", lambda: False)
+    backend.start_import("unsloth").join()
+    with pytest.raises(HardwareError, match="needs a CUDA GPU"):
+        backend.ensure()

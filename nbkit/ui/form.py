@@ -117,6 +117,9 @@ class ConfigForm(w.VBox):
         """The chosen model's tokenizer, for the data preview (loaded once per model)."""
         model = self.model.value.strip()
         if model not in self._tokenizers:
+            from .. import backend
+
+            backend.ensure()  # Unsloth before transformers (waits for a background import)
             from transformers import AutoTokenizer
 
             from ..models import resolve_model

@@ -24,6 +24,9 @@ EXPORTS = {"lora": "LoRA adapters", "merged": "merged 16-bit", "gguf": "GGUF (q8
 
 class Launcher(w.VBox):
     def __init__(self, config: RunConfig | None = None, gpu: GpuInfo | None = None, recommend: bool = True):
+        from .. import backend
+
+        backend.start_import()  # the form shows while Unsloth imports; Train waits for it
         self.gpu = gpu or check_gpu()
         config = config or RunConfig()
         self.form = ConfigForm(config, self.gpu)

@@ -1,0 +1,112 @@
+"""The measured figures quoted in README.md and docs/, computed from the result files in bench/results/.
+
+In the Markdown a figure is written `<!--fig:NAME-->VALUE<!--/fig-->` (only VALUE shows when rendered).
+    python scripts/figures.py          rewrite every marked figure from its result file
+    python scripts/figures.py --check  exit 1, naming each figure whose text differs from its file
+tests/test_figures.py runs the check, so a figure edited by hand, or a result re-measured without updating the
+prose, fails CI.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "bench" / "README.md"]
+MARKER = re.compile(r"<!--fig:([a-z0-9_]+)-->(.*?)<!--/fig-->", re.S)
+
+
+def _summary(name: str, variant: str, key: str) -> Callable[[], float]:
+    return lambda: next(r[key] for r in _load(name)["summary"] if r["variant"] == variant)
+
+
+def _ratio(name: str, key: str) -> Callable[[], float]:
+    return lambda: _load(name)["ratios"][key]
+
+
+def _import(mode: str, key: str) -> Callable[[], float]:
+    return lambda: next(r[key] for r in _load("import_time.json")["rows"] if r["mode"] == mode)
+
+
+def _parity(name: str, key: str) -> Callable[[], float]:
+    return lambda: _load(name)["summary"][key]["max_rel_diff"] * 100
+
+
+def _load(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+FIRST = "throughput_1b_4bit_first_step.json"
+MIXED = "throughput_1b_4bit_first_step_mixed.json"
+DISPLAY = "throughput_8b_4bit_display.json"
+# name: (how to compute it from the results, how it is written)
+FIGURES: dict[str, tuple[Callable[[], float], str]] = {
+    "qlora8b_vs_hf_speed": (_ratio("throughput_8b_4bit.json", "nbkit_vs_hf_speed"), "{:.2f}×"),
+    "qlora8b_vs_hf_peak": (_ratio("throughput_8b_4bit.json", "nbkit_vs_hf_peak"), "{:.2f}×"),
+    "first_raw_s": (_summary(FIRST, "raw", "first_step_s"), "{:.2f} s"),
+    "first_nbkit_s": (_summary(FIRST, "nbkit", "first_step_s"), "{:.2f} s"),
+    "ttfs_raw_s": (_summary(FIRST, "raw", "start_to_first_step_s"), "{:.1f} s"),
+    "ttfs_nbkit_s": (_summary(FIRST, "nbkit", "start_to_first_step_s"), "{:.1f} s"),
+    "first_raw_mixed_s": (_summary(MIXED, "raw", "first_step_s"), "{:.2f} s"),
+    "first_nbkit_mixed_s": (_summary(MIXED, "nbkit", "first_step_s"), "{:.2f} s"),
+    "ttfs_raw_mixed_s": (_summary(MIXED, "raw", "start_to_first_step_s"), "{:.1f} s"),
+    "ttfs_nbkit_mixed_s": (_summary(MIXED, "nbkit", "start_to_first_step_s"), "{:.1f} s"),
+    "steady_nbkit_vs_raw": (_ratio(FIRST, "nbkit_vs_raw_speed"), "{:.2f}×"),
+    "display_overhead_pct": (lambda: _load(DISPLAY)["ratios"]["display_overhead"] * 100, "{:+.1f} %"),
+    "display_on_tps": (_summary(DISPLAY, "nbkit", "tokens_per_s"), "{:,.0f}"),
+    "display_off_tps": (_summary(DISPLAY, "nbkit-quiet", "tokens_per_s"), "{:,.0f}"),
+    "import_gpu_check_s": (_import("background", "gpu_check_shown"), "{:.1f} s"),
+    "import_form_s": (_import("background", "form_shown"), "{:.1f} s"),
+    "import_engine_s": (_import("background", "engine_ready"), "{:.1f} s"),
+    "import_blocking_s": (_import("blocking", "form_shown"), "{:.1f} s"),
+    "import_blocking_gpu_check_s": (_import("blocking", "gpu_check_shown"), "{:.1f} s"),
+    "import_blocking_engine_s": (_import("blocking", "engine_ready"), "{:.1f} s"),
+    "parity4_raw_pct": (_parity("loss_parity_1b_4bit.json", "nbkit_vs_raw_unsloth"), "{:.2f} %"),
+    "parity4_hf_pct": (_parity("loss_parity_1b_4bit.json", "unsloth_vs_transformers"), "{:.2f} %"),
+    "parity16_hf_pct": (lambda: _load("loss_parity_1b_16bit.json")["summary"]["max_rel_diff"] * 100, "{:.2f} %"),
+}
+
+
+def value(name: str) -> str:
+    compute, fmt = FIGURES[name]
+    return fmt.format(compute())
+
+
+def problems(documents=DOCUMENTS) -> list[str]:
+    """Each marked figure whose text is not what its result file gives, and each unknown figure name."""
+    found = []
+    for doc in documents:
+        if not doc.exists():
+            continue
+        for m in MARKER.finditer(doc.read_text()):
+            name, text = m.group(1), m.group(2)
+            if name not in FIGURES:
+                found.append(f"{doc.name}: unknown figure {name!r}")
+            elif text != value(name):
+                found.append(f"{doc.name}: {name} reads {text!r}, its result file gives {value(name)!r}")
+    return found
+
+
+def rewrite(documents=DOCUMENTS) -> int:
+    changed = 0
+    for doc in documents:
+        if not doc.exists():
+            continue
+        old = doc.read_text()
+        new = MARKER.sub(lambda m: f"<!--fig:{m.group(1)}-->{value(m.group(1))}<!--/fig-->", old)
+        if new != old:
+            doc.write_text(new)
+            changed += 1
+    return changed
+
+
+if __name__ == "__main__":
+    if "--check" in sys.argv:
+        bad = problems()
+        print("\n".join(bad) or "every figure matches its result file")
+        sys.exit(1 if bad else 0)
+    print(f"rewrote {rewrite()} document(s)")
