@@ -56,6 +56,8 @@ for stage in "$@"; do
     display8b) python3 -c "from common import random_model; random_model('8b')"
                timeout 540 python3 throughput.py --arch 8b --quant 4bit --seq 2048 --batch 2 --steps 8 \
                --variants nbkit,nbkit-quiet --repeats 3 --part-timeout 160 --tag _display ;;
+    # memory while loading (FP8 from bf16 loads the whole bf16 model), three loaders side by side
+    load8b) timeout 560 python3 load_peak.py --arch 8b --quant 4bit,16bit,fp8 ;;
     # seconds to the GPU check, the form and a ready engine: Unsloth imported on a thread vs before everything
     import) timeout 200 python3 import_time.py ;;
     tput1b16) timeout 250 python3 throughput.py --arch 1b --quant 16bit --seq 2048 --batch 4 --steps 8 --part-timeout 100 ;;

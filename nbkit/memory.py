@@ -79,6 +79,8 @@ class Breakdown:
     logits: float
     overhead: float
     cuda_context: float
+    load: float = 0.0  # reserved while the model loads (before training); see load_peak()
+    load_note: str = ""  # what loading holds, when it is more than the weights
 
     @property
     def trainable(self) -> float:
@@ -95,17 +97,37 @@ class Breakdown:
         return (self.weights + self.lora + self.gradients + self.optimizer + self.activations + self.logits
                 + self.overhead + self.cuda_context)
 
+    @property
+    def limiting_phase(self) -> str:
+        """'loading' when loading needs more than training (FP8 converted from a bf16 checkpoint), else
+        'training'."""
+        return "loading" if self.load > self.reserved else "training"
+
+    @property
+    def peak_reserved(self) -> float:
+        """The larger of the two phases' reservations: what a cap on torch's memory must allow."""
+        return max(self.reserved, self.load)
+
+    @property
+    def peak_total(self) -> float:
+        """The larger phase plus the CUDA context: what the card must hold at some point of the run."""
+        return self.peak_reserved + self.cuda_context
+
     def groups(self) -> dict[str, float]:
         """The parts a gauge draws: weights, LoRA+optimizer, activations, logits, overhead."""
         return {"weights": self.weights, "LoRA + optimizer": self.trainable, "activations": self.activations,
                 "logits": self.logits, "overhead": self.overhead + self.cuda_context}
 
-    def as_dict(self) -> dict[str, float]:
-        return {**asdict(self), "total": self.total, "reserved": self.reserved}
+    def as_dict(self) -> dict:
+        return {**asdict(self), "total": self.total, "reserved": self.reserved, "peak_total": self.peak_total,
+                "limiting_phase": self.limiting_phase}
 
     def table(self) -> str:
         rows = [f"{k:<18}{v:8.2f} GiB" for k, v in self.groups().items()]
-        return "\n".join([*rows, f"{'total':<18}{self.total:8.2f} GiB"])
+        rows += [f"{'training peak':<18}{self.total:8.2f} GiB",
+                 f"{'loading peak':<18}{self.load + self.cuda_context:8.2f} GiB"]
+        note = f" ({self.load_note})" if self.limiting_phase == "loading" else ""
+        return "\n".join([*rows, f"{'total':<18}{self.peak_total:8.2f} GiB  limit: {self.limiting_phase}{note}"])
 
 
 def activation_bytes_per_token_layer(spec: ModelSpec) -> float:
@@ -142,15 +164,40 @@ def estimate(config: RunConfig, spec: ModelSpec, backend: str = "unsloth", on_cu
     largest = max(a * b for a, b in spec.projection_shapes().values())
     dequant = 2.0 * 2 * largest if config.quantization != "16bit" else 0.0
     overhead = cal.fixed_gib * GIB + dequant + cal.slack * (activations + logits)
+    load, note = load_peak(config.quantization, spec, weights, lora)
     return Breakdown(*(x / GIB for x in (weights, lora, lora, optimizer, activations, logits, overhead)),
-                     cuda_context=cal.context_gib)
+                     cuda_context=cal.context_gib, load=load / GIB, load_note=note)
+
+
+def load_peak(quantization: str, spec: ModelSpec, weights: float, lora: float) -> tuple[float, str]:
+    """Bytes torch holds by the end of models.load (weights and the LoRA adapters attached), and what holds them
+    when that is more than the weights.
+
+    Loading streams the checkpoint tensor by tensor, so beside the loaded weights it holds one projection in
+    bf16 while it is placed (and quantized, for 4-bit). FP8 from a checkpoint that is not FP8 is the exception:
+    Unsloth loads the whole model in bf16 on the GPU, quantizes it and writes an FP8 copy to disk. Measured on
+    an H100 (bench/load_peak.py, Llama 3.1 8B shape, bench/results/load_peak_8b.json): 5.50 GiB allocated for
+    4-bit, 15.15 for 16-bit, 15.00 for FP8 from bf16.
+    """
+    largest = max(a * b for a, b in spec.projection_shapes().values())
+    streamed = weights + lora + 2.0 * largest
+    if quantization == "fp8" and spec.checkpoint != "fp8":
+        whole = 2.0 * spec.total_params + 4.0 * largest  # bf16 model + one fp32 tensor while quantizing
+        return max(whole, streamed), (f"converting to FP8 first loads the whole model in bf16 ({whole / GIB:.1f} "
+                                      f"GiB) and writes an FP8 copy to disk (about {fp8_copy_gib(spec):.1f} GB)")
+    return streamed, ""
+
+
+def fp8_copy_gib(spec: ModelSpec) -> float:
+    """Disk the FP8 copy of a bf16 checkpoint takes: 1 byte per projection weight, embeddings kept in bf16."""
+    return (spec.linear_params + 2.0 * spec.embedding_params) / GIB
 
 
 def usage_vs_capacity(gpu: GpuInfo, part: Breakdown) -> tuple[float, float]:
     """(predicted, capacity): a cap set by cap_memory() bounds torch's reservation; a card bounds everything."""
     if gpu.capped_gib:
-        return part.reserved, gpu.capped_gib
-    return part.total, gpu.total_gib
+        return part.peak_reserved, gpu.capped_gib
+    return part.peak_total, gpu.total_gib
 
 
 # Plan to use at most this share of the GPU: sequences longer than the data's typical ones, and
@@ -190,18 +237,41 @@ def check_fits(config: RunConfig, spec: ModelSpec, gpu: GpuInfo, backend: str = 
     )
 
 
-# Measured on an H100 (bench/fp8_vs_bf16.py, bench/results/fp8_vs_bf16.json): FP8 LoRA steady-state speed
-# relative to bf16 LoRA at 8192 tokens per step, by model size in billions of parameters. recommend() picks
-# FP8 only where it was measurably faster (Llama 8B: 1.17x; Llama 1B: 0.93x, i.e. slower).
-FP8_SPEEDUP_BY_BILLIONS: dict[float, float] = {1.24: 0.93, 8.03: 1.17}
+# FP8 LoRA steady-state speed relative to bf16 LoRA, measured on an H100 (bench/fp8_vs_bf16.py,
+# bench/results/fp8_vs_bf16.json; tests/test_memory.py checks this table against that file):
+# (model, billions of parameters, seq, batch, speed-up)
+FP8_MEASURED: list[tuple[str, float, int, int, float]] = [
+    ("Llama-3.2-1B", 1.24, 512, 8, 0.917), ("Llama-3.2-1B", 1.24, 2048, 4, 0.929),
+    ("Llama-3.2-1B", 1.24, 4096, 2, 0.647), ("Llama-3.2-1B", 1.24, 4096, 8, 1.115),
+    ("Llama-3.1-8B", 8.03, 512, 8, 0.695), ("Llama-3.1-8B", 8.03, 2048, 4, 1.172),
+    ("Llama-3.1-8B", 8.03, 4096, 8, 1.208),
+]
+FP8_WORTH_IT = 1.05  # below this the one-off FP8 compilation (minutes) is not repaid
 
 
-def _fp8_helps(spec: ModelSpec) -> bool:
-    if not FP8_SPEEDUP_BY_BILLIONS:
-        return False
+def fp8_evidence(spec: ModelSpec, seq: int, batch: int) -> tuple[bool, str]:
+    """Whether FP8 is expected to train faster than 16-bit here, and the measurement that says so.
+
+    A size within 20% of a measured one uses that model's measurement at the nearest tokens per step ("measured");
+    a size above every measured one uses the largest's ("expected from", since FP8's gain grows with matrix
+    size); a size between measured ones, where they disagree, is not picked.
+    """
     billions = spec.total_params / 1e9
-    nearest = min(FP8_SPEEDUP_BY_BILLIONS, key=lambda b: abs(b - billions))
-    return FP8_SPEEDUP_BY_BILLIONS[nearest] > 1.05
+    sizes = sorted({m[1] for m in FP8_MEASURED})
+    near = [b for b in sizes if abs(b - billions) <= 0.2 * b]
+    if near:
+        size, word = near[0], "measured"
+    elif billions > sizes[-1]:
+        size, word = sizes[-1], "expected from"
+    else:
+        return False, f"FP8 was not measured at {billions:.1f}B parameters"
+    tokens = seq * batch
+    name, b, mseq, mbatch, speedup = min((m for m in FP8_MEASURED if m[1] == size),
+                                         key=lambda m: (abs(m[2] * m[3] - tokens), abs(m[2] - seq)))
+    point = f"{speedup:.2f}× on the {name} shape ({b:.1f}B) at {mseq} × {mbatch} tokens per step, H100"
+    if word == "measured":
+        return speedup > FP8_WORTH_IT, f"FP8 LoRA was measured {point}"
+    return speedup > FP8_WORTH_IT, f"FP8 LoRA is expected faster from {point} (not measured at {billions:.1f}B)"
 
 
 @dataclass(frozen=True)
@@ -226,30 +296,49 @@ def recommend(spec: ModelSpec, gpu: GpuInfo, base: RunConfig | None = None, back
     (batch x accumulation x processes) stays near `target_effective_batch`.
     """
     base = base or RunConfig(model=spec.name or RunConfig().model)
-    options = []
-    if gpu.fp8 and _fp8_helps(spec):
-        options.append("fp8")
+    options = ["fp8"] if gpu.fp8 else []
     options += ["16bit", "4bit"] if gpu.usable_gib >= 20 else ["4bit", "16bit"]
     if quantizations:
         options = [q for q in quantizations if q != "fp8" or gpu.fp8]
+    passed_over = ""  # why FP8 was not chosen, when the card has it
     for seq in (2048, 1024, 512):
         for quant in options:
             for r in (16, 8):
                 cfg = base.replace(quantization=quant, lora_r=r, lora_alpha=r, max_seq_length=seq,
                                    gradient_checkpointing=True)
                 batch = min(largest_batch(cfg, spec, gpu, backend), target_effective_batch)
+                if quant == "fp8" and not quantizations:
+                    skip = _fp8_pass_over(cfg, spec, gpu, backend, batch)
+                    if skip:
+                        passed_over = passed_over or skip
+                        continue
                 # 16-bit is only worth it with room for a real batch; otherwise 4-bit is the safer pick
                 if batch == 0 or (quant != "4bit" and batch < 2 and not quantizations):
                     continue
                 cfg = cfg.replace(batch_size=batch,
                                   grad_accum=max(1, target_effective_batch // (batch * processes)))
-                return Recommendation(cfg, estimate(cfg, spec, backend), True, _reason(cfg, spec, gpu, processes))
+                reason = _reason(cfg, spec, gpu, processes)
+                if passed_over and quant != "fp8":
+                    reason += f" FP8 was passed over: {passed_over}."
+                return Recommendation(cfg, estimate(cfg, spec, backend), True, reason)
     cfg = base.replace(quantization="4bit", lora_r=8, lora_alpha=8, max_seq_length=512, batch_size=1,
                        grad_accum=target_effective_batch)
     part = estimate(cfg, spec, backend)
     return Recommendation(cfg, part, False,
-                          f"{spec.name or 'This model'} needs about {part.total:.1f} GiB even in 4-bit with batch 1; "
-                          f"this GPU has {gpu.usable_gib:.1f} GiB. Choose a smaller model.")
+                          f"{spec.name or 'This model'} needs about {part.peak_total:.1f} GiB even in 4-bit with "
+                          f"batch 1; this GPU has {gpu.usable_gib:.1f} GiB. Choose a smaller model.")
+
+
+def _fp8_pass_over(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, backend: str, batch: int) -> str:
+    """Why FP8 is not the pick for `cfg` at `batch` (its largest fitting batch), or "" when it is."""
+    if batch == 0:
+        part = estimate(cfg, spec, backend, batch_size=1)
+        if part.limiting_phase == "loading":
+            predicted, capacity = usage_vs_capacity(gpu, part)
+            return f"{part.load_note}, {predicted:.1f} GiB in all, more than this GPU's {capacity:.1f} GiB"
+        return "it does not fit"
+    helps, evidence = fp8_evidence(spec, cfg.max_seq_length, batch)
+    return "" if helps else f"{evidence}, not enough to repay its compilation"
 
 
 def _reason(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, processes: int = 1) -> str:
@@ -258,7 +347,7 @@ def _reason(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, processes: int = 1) -
         "4bit": f"4-bit loading shrinks the {size}'s frozen weights to about a quarter, which is what lets it "
                 f"fit in {gpu.usable_gib:.0f} GiB.",
         "16bit": f"The {size} fits in 16-bit, which trains faster than 4-bit and avoids quantization error.",
-        "fp8": f"This GPU has FP8 tensor cores, and FP8 LoRA was measured faster than 16-bit for a {size} "
+        "fp8": f"This GPU has FP8 tensor cores: {fp8_evidence(spec, cfg.max_seq_length, cfg.batch_size)[1]} "
                f"(after a few minutes of one-off kernel compilation), with half the weight memory.",
         "8bit": f"8-bit halves the {size}'s weights.",
     }[cfg.quantization]

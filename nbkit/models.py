@@ -14,7 +14,7 @@ from .config import TINY_MODEL, RunConfig
 from .distributed import local_rank, world_size
 from .errors import ConfigError, HardwareError, ModelNotFoundError
 from .hardware import GpuInfo, check_gpu, require_fp8
-from .memory import check_fits
+from .memory import check_fits, fp8_copy_gib
 from .specs import curated_ids, spec_for
 
 
@@ -62,6 +62,8 @@ def load(config: RunConfig, gpu: GpuInfo | None = None, check_memory: bool = Tru
     path = resolve_model(config.model)
     if gpu.available and check_memory:
         check_fits(config, spec_for(path), gpu, backend=name)
+    if config.quantization == "fp8":
+        _check_fp8_disk(spec_for(path))
     if name == "unsloth":
         model, tokenizer = _load_unsloth(config, path)
     else:
@@ -69,6 +71,23 @@ def load(config: RunConfig, gpu: GpuInfo | None = None, check_memory: bool = Tru
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model, tokenizer, name, path, config, gpu.available)
+
+
+def _check_fp8_disk(spec) -> None:
+    """Unsloth converts a checkpoint that is not FP8 by writing an FP8 copy under the temp folder: fail before
+    loading, not after minutes of it, when that copy cannot fit."""
+    import shutil
+    import tempfile
+
+    if spec.checkpoint == "fp8":
+        return
+    folder = tempfile.gettempdir()
+    need, free = fp8_copy_gib(spec), shutil.disk_usage(folder).free / 1024**3
+    if free < 1.1 * need:
+        raise HardwareError(
+            f"FP8 from this bf16 checkpoint writes an FP8 copy of about {need:.1f} GB to {folder}, which has "
+            f"{free:.1f} GB free. Free disk space there (or point TMPDIR at a larger disk), pick a checkpoint "
+            "already in FP8, or use quantization='4bit'.")
 
 
 def _load_unsloth(config: RunConfig, path: str):

@@ -6,8 +6,9 @@ import pytest
 
 from nbkit import HardwareError, RunConfig
 from nbkit.hardware import GpuInfo
-from nbkit.memory import (CALIBRATION, SAFETY_MARGIN, WEIGHT_BYTES, check_fits, estimate, fits, largest_batch, recommend)
-from nbkit.specs import from_config_dict, spec_for
+from nbkit.memory import (CALIBRATION, FP8_MEASURED, SAFETY_MARGIN, WEIGHT_BYTES, check_fits, estimate, fits,
+                          fp8_evidence, largest_batch, recommend)
+from nbkit.specs import curated_ids, from_config_dict, spec_for
 
 ROOT = Path(__file__).resolve().parent.parent
 LLAMA_1B = "unsloth/Llama-3.2-1B-Instruct"
@@ -129,12 +130,83 @@ def test_recommendations_fit_and_explain(fake_gpu, total, arch, expect_quant):
 
 
 def test_fp8_only_where_it_was_measured_faster(fake_gpu):
-    """H100 measurements: FP8 beat bf16 on Llama 8B (1.17x) but not on Llama 1B (0.93x)."""
+    """H100 measurements: FP8 beat bf16 on Llama 8B (1.17x at 2048 x 4) but not on Llama 1B (0.93x)."""
     h100, a100 = fake_gpu(79.2, (9, 0), "H100"), fake_gpu(79.2, (8, 0), "A100")
-    assert recommend(spec_for(LLAMA_8B), h100).config.quantization == "fp8"
-    assert "measured faster" in recommend(spec_for(LLAMA_8B), h100).reason
-    assert recommend(spec_for(LLAMA_1B), h100).config.quantization == "16bit"
+    rec = recommend(spec_for(LLAMA_8B), h100)
+    assert rec.config.quantization == "fp8"
+    assert "measured 1.17× on the Llama-3.1-8B shape" in rec.reason
+    small = recommend(spec_for(LLAMA_1B), h100)
+    assert small.config.quantization == "16bit"
+    assert "FP8 was passed over: FP8 LoRA was measured 0.93×" in small.reason
     assert recommend(spec_for(LLAMA_8B), a100).config.quantization == "16bit"  # no FP8 tensor cores
+
+
+def test_fp8_is_never_called_measured_at_a_size_that_was_not():
+    """14B was never measured: the reason says what it is expected from; a size between two measured ones that
+    disagree is not picked at all."""
+    big = fp8_evidence(spec_for("unsloth/Qwen3-14B"), 2048, 4)
+    assert big == (True, "FP8 LoRA is expected faster from 1.17× on the Llama-3.1-8B shape (8.0B) at 2048 × 4 "
+                         "tokens per step, H100 (not measured at 14.8B)")
+    assert fp8_evidence(spec_for("unsloth/Llama-3.2-3B-Instruct"), 2048, 4) == (
+        False, "FP8 was not measured at 3.2B parameters")
+    # few tokens per step: the 8B measurement at 512 x 8 says slower
+    assert fp8_evidence(spec_for(LLAMA_8B), 512, 8)[0] is False
+
+
+def test_fp8_table_is_the_measurement_file():
+    rows = json.loads((ROOT / "bench/results/fp8_vs_bf16.json").read_text())["rows"]
+    measured = {(r["arch"], r["seq"], r["batch"]): round(r["fp8_speedup"], 3) for r in rows}
+    table = {({"Llama-3.2-1B": "1b", "Llama-3.1-8B": "8b"}[name], seq, batch): speedup
+             for name, _b, seq, batch, speedup in FP8_MEASURED}
+    assert table == measured
+
+
+def test_load_peak_against_the_h100_loads():
+    """bench/load_peak.py: predicted load within +0..+12% of the allocated peak of models.load, never under;
+    FP8 from bf16 is limited by loading, not training."""
+    rows = json.loads((ROOT / "bench/results/load_peak_8b.json").read_text())["rows"]
+    spec = spec_for(LLAMA_8B)
+    assert {r["quant"] for r in rows} == {"4bit", "16bit", "fp8"}
+    for r in rows:
+        part = estimate(RunConfig(quantization=r["quant"], batch_size=1), spec)
+        assert 0 <= part.load / r["measured_allocated_gib"] - 1 <= 0.12, r
+    fp8 = estimate(RunConfig(quantization="fp8", batch_size=2), spec)
+    assert fp8.limiting_phase == "loading" and fp8.peak_total > fp8.total
+    assert "loads the whole model in bf16" in fp8.load_note
+    assert estimate(RunConfig(quantization="4bit", batch_size=2), spec).limiting_phase == "training"
+
+
+FP8_CARDS = [(23.5, "RTX 4090"), (22.0, "L4"), (15.6, "RTX 4080"), (15.6, "RTX 4060 Ti 16GB")]
+
+
+@pytest.mark.parametrize("total, name", FP8_CARDS)
+def test_recommend_never_picks_fp8_whose_load_does_not_fit(fake_gpu, total, name):
+    """Issue: for 10 (card, curated model) pairs recommend() picked FP8 where the bf16 load could not fit."""
+    gpu = fake_gpu(total, (8, 9), name)
+    passed_over = 0
+    for model in curated_ids():
+        spec = spec_for(model)
+        rec = recommend(spec, gpu)
+        fp8 = estimate(rec.config.replace(quantization="fp8", batch_size=1), spec)
+        if rec.config.quantization == "fp8":
+            assert fits(rec.breakdown, gpu), model
+        elif not fits(fp8, gpu, margin=SAFETY_MARGIN) and fp8.limiting_phase == "loading":
+            assert "FP8 was passed over: converting to FP8 first loads the whole model in bf16" in rec.reason, model
+            passed_over += 1
+    assert passed_over >= 2  # every one of these cards has curated models whose bf16 load does not fit
+
+
+def test_checkpoint_kind_from_config_or_name():
+    base = json.loads((ROOT / "nbkit/specs/models.json").read_text())[LLAMA_8B]
+    assert spec_for(LLAMA_8B).checkpoint == "bf16"
+    assert from_config_dict(base, "unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit").checkpoint == "bnb-4bit"
+    bnb = {**base, "quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": True}}
+    assert from_config_dict(bnb, "my-folder").checkpoint == "bnb-4bit"
+    fp8 = {**base, "quantization_config": {"quant_method": "fbgemm_fp8"}}
+    assert from_config_dict(fp8, "my-folder").checkpoint == "fp8"
+    # an FP8 checkpoint loads as FP8: no bf16 detour
+    part = estimate(RunConfig(quantization="fp8", batch_size=2), from_config_dict(fp8, "x"))
+    assert part.limiting_phase == "training" and part.load_note == ""
 
 
 def test_recommend_respects_a_requested_quantization(fake_gpu):
@@ -150,3 +222,18 @@ def test_spec_from_local_folder_and_unknown_id(tiny_dir):
     with pytest.raises(ModelNotFoundError) as err:
         spec_for("unsloth/Llama-3.2-1B-Instruc")
     assert "Did you mean unsloth/Llama-3.2-1B-Instruct" in str(err.value)
+
+
+def test_fp8_conversion_checks_the_disk_first(monkeypatch, tmp_path):
+    """The FP8 copy of a bf16 checkpoint goes under the temp folder: a disk too small fails before loading."""
+    from nbkit.models import _check_fp8_disk
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    _check_fp8_disk(spec_for(LLAMA_1B))  # about 1.5 GB: fits this machine's disk
+    huge = from_config_dict({**json.loads((ROOT / "nbkit/specs/models.json").read_text())[LLAMA_8B],
+                             "num_hidden_layers": 100_000}, "huge")
+    with pytest.raises(HardwareError, match=f"writes an FP8 copy of about .* GB to {tmp_path}.*TMPDIR"):
+        _check_fp8_disk(huge)

@@ -25,6 +25,9 @@ class ModelSpec:
     head_dim: int
     fused_projections: bool = False
     name: str = ""
+    # how the weights are stored on disk: "bf16" (or fp16/fp32: loaded as 16-bit), "bnb-4bit" (pre-quantized
+    # bitsandbytes) or "fp8"; it decides what loading costs (memory.load_peak)
+    checkpoint: str = "bf16"
 
     @property
     def q_dim(self) -> int:
@@ -78,10 +81,27 @@ def from_config_dict(data: dict, name: str = "") -> ModelSpec:
             head_dim=data.get("head_dim") or data["hidden_size"] // heads,
             fused_projections=bool(data.get("fused_projections", False)),
             name=name,
+            checkpoint=checkpoint_kind(data, name),
         )
     except KeyError as exc:
         raise ModelNotFoundError(f"{name or 'config'} lacks {exc} needed to predict memory; "
                                  "it may not be a decoder-only language model.") from exc
+
+
+def checkpoint_kind(config: dict, name: str = "") -> str:
+    """"bnb-4bit", "fp8" or "bf16", from the config's quantization_config, else from the Hub id's naming."""
+    quant = config.get("quantization_config") or {}
+    method = str(quant.get("quant_method", "")).lower()
+    if method == "bitsandbytes" and quant.get("load_in_4bit", quant.get("_load_in_4bit")):
+        return "bnb-4bit"
+    if "fp8" in method or str(quant.get("fmt", "")).lower().startswith("float8"):
+        return "fp8"
+    lowered = name.lower()
+    if "bnb-4bit" in lowered:
+        return "bnb-4bit"
+    if lowered.endswith("fp8") or "-fp8-" in lowered:
+        return "fp8"
+    return "bf16"
 
 
 @lru_cache(maxsize=1)

@@ -73,21 +73,29 @@ class MemoryGauge(w.VBox, RunObserver):
         self.breakdown = part
         if not self.gpu.available:
             self.level = "none"
-            self.bar.value = (f"<b>Predicted peak VRAM on a GPU: {part.total:.2f} GiB</b> — no CUDA GPU here, "
-                              "so this run trains on the CPU.")
+            self.bar.value = (f"<b>Predicted peak VRAM on a GPU: {part.peak_total:.2f} GiB</b> — no CUDA GPU "
+                              "here, so this run trains on the CPU.")
         else:
             used, capacity = usage_vs_capacity(self.gpu, part)
             self.level, words = verdict(used, capacity)
-            self.bar.value = self._bar_html(part.groups(), capacity, words)
-        self.detail.value = "<small>" + " · ".join(f"{k} {v:.2f} GiB" for k, v in part.groups().items()) + "</small>"
+            self.bar.value = self._bar_html(part, capacity, words, used)
+        load = f" · loading {part.load + part.cuda_context:.2f} GiB"
+        self.detail.value = ("<small>training: " + " · ".join(f"{k} {v:.2f} GiB" for k, v in part.groups().items())
+                             + load + "</small>")
 
-    def _bar_html(self, groups: dict[str, float], capacity: float, words: str) -> str:
+    def _bar_html(self, part, capacity: float, words: str, used: float) -> str:
+        groups = part.groups()
+        if part.limiting_phase == "loading":
+            # the bar shows what loading holds: the whole bf16 model, before FP8 quantization
+            groups = {"weights": part.load, "overhead": part.cuda_context}
+            limit = f"the limit is loading: {part.load_note}"
+        else:
+            limit = "the limit is the training peak (loading needs less)"
         scale = max(capacity, sum(groups.values()))
         segs = "".join(
             f"<div title='{k}: {v:.2f} GiB' style='width:{100 * v / scale:.2f}%;background:{COLORS[k]}'></div>"
             for k, v in groups.items() if v > 0)
         cap_pos = 100 * capacity / scale
-        total = sum(groups.values())
         color = LEVEL_COLOR[self.level]
         legend = " ".join(f"<span class='nbkit-legend'><span style='display:inline-block;width:10px;height:10px;"
                           f"background:{COLORS[k]}'></span> {k} </span>" for k, v in groups.items() if v > 0)
@@ -95,8 +103,8 @@ class MemoryGauge(w.VBox, RunObserver):
                 f"<div style='display:flex;height:18px;border:1px solid #888;position:relative'>{segs}"
                 f"<div title='this GPU: {capacity:.1f} GiB' style='position:absolute;left:{cap_pos:.2f}%;top:-3px;"
                 f"bottom:-3px;border-left:2px solid #000'></div></div>"
-                f"<small>{legend} · <b>|</b> this GPU's limit {capacity:.1f} GiB · the limit is the training "
-                f"peak</small><br><b style='color:{color}'>{total:.2f} / {capacity:.1f} GiB — {words}</b></div>")
+                f"<small>{legend} · <b>|</b> this GPU's limit {capacity:.1f} GiB · {limit}</small><br>"
+                f"<b style='color:{color}'>{used:.2f} / {capacity:.1f} GiB — {words}</b></div>")
 
     def _repr_mimebundle_(self, **kwargs):
         """The widget, plus the prediction as plain HTML for viewers without widgets (a saved notebook on
