@@ -46,7 +46,9 @@ def worker(args) -> None:
     if distributed.is_main():
         step = timer.steady()
         emit({
+            # global: every GPU trains batch x seq tokens a step (uniform rows), timed on rank 0
             "gpus": world, "backend": name, "median_step_s": step, "tokens_per_s": world * args.batch * args.seq / step,
+            "tokens_per_s_per_gpu": args.batch * args.seq / step, "tokens_per_s_is": "global, all GPUs",
             "peak_gib_per_rank": peaks, "devices": devices, "final_loss": result.final_loss,
             "step_times": timer.times})
 

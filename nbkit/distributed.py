@@ -54,6 +54,18 @@ def from_main(value):
     return box[0]
 
 
+def sum_over_ranks(value: int, on_cuda: bool) -> int:
+    """`value` added up over every rank (itself outside a distributed run): one small collective."""
+    if not _initialized():
+        return value
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.int64, device="cuda" if on_cuda else "cpu")
+    dist.all_reduce(t)
+    return int(t.item())
+
+
 def barrier() -> None:
     """Wait for every rank (nothing outside a distributed run)."""
     if _initialized():

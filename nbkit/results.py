@@ -63,6 +63,8 @@ class TrainResult:
     stop_reason: str = ""
     resumed_from: str | None = None
     notes: list[str] = field(default_factory=list)  # OOM recoveries and other changes made on the way
+    processes: int = 1  # data-parallel GPUs: `tokens` is their total, `tokens_this_rank` this process's share
+    tokens_this_rank: int = 0
 
     @property
     def tokens_per_second(self) -> float:
@@ -75,7 +77,8 @@ class TrainResult:
         if len(self.step_marks) < warmup + 2:
             return None
         (t0, n0), (t1, n1) = self.step_marks[warmup], self.step_marks[-1]
-        return (n1 - n0) / (t1 - t0) if t1 > t0 else None
+        # the marks count this process's rows; with data parallelism every GPU trains as many rows per step
+        return self.processes * (n1 - n0) / (t1 - t0) if t1 > t0 else None
 
     @property
     def first_loss(self) -> float:
@@ -96,8 +99,12 @@ class TrainResult:
                  > 0.1 * self.tokens_per_second else "")
         loss = f", loss {self.first_loss:.3f} → {self.final_loss:.3f}" if self.losses else ""
         stopped = f" (stopped early: {self.stop_reason})" if self.stopped else ""
+        gpus = ""
+        if self.processes > 1:
+            gpus = (f" over {self.processes} GPUs (this GPU "
+                    f"{self.tokens_this_rank / self.train_seconds if self.train_seconds else 0:,.0f})")
         return (f"{self.steps} steps in {self.train_seconds:.1f} s{stopped}{loss}, "
-                f"{self.tokens_per_second:,.0f} tokens/s{after}{peak}")
+                f"{self.tokens_per_second:,.0f} tokens/s{gpus}{after}{peak}")
 
 
 def result_from(trainer, seconds: float, on_cuda: bool, marks=()) -> TrainResult:
@@ -112,8 +119,12 @@ def result_from(trainer, seconds: float, on_cuda: bool, marks=()) -> TrainResult
         allocated = torch.cuda.max_memory_allocated() / 1024**3
     out = Path(trainer.args.output_dir)
     checkpoints = [str(p) for p in outputs.checkpoints(out) if outputs.is_complete(p)]
+    from .distributed import sum_over_ranks, world_size
+
+    mine = trainer.nbkit_token_counter.tokens
     return TrainResult(
         steps=trainer.state.global_step, losses=losses, eval_losses=evals, train_seconds=seconds,
-        tokens=trainer.nbkit_token_counter.tokens, peak_vram_gib=peak, output_dir=str(out),
+        tokens=sum_over_ranks(mine, on_cuda), peak_vram_gib=peak, output_dir=str(out),
         checkpoints=checkpoints, step_marks=list(marks), peak_allocated_gib=allocated,
+        processes=world_size(), tokens_this_rank=mine,
     )

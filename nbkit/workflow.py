@@ -58,6 +58,7 @@ class WorkflowReport:
         return {
             "backend": self.backend, "config": self.config.to_dict(), "steps": t.steps, "losses": t.losses,
             "eval_losses": t.eval_losses, "train_seconds": t.train_seconds, "tokens": t.tokens,
+            "processes": t.processes, "tokens_this_rank": t.tokens_this_rank,
             "tokens_per_second": t.tokens_per_second, "steady_tokens_per_second": t.steady_tokens_per_second(),
             "peak_vram_gib": t.peak_vram_gib, "peak_allocated_gib": t.peak_allocated_gib,
             "stopped": t.stopped, "stop_reason": t.stop_reason, "resumed_from": t.resumed_from,

@@ -24,6 +24,10 @@ def test_two_processes_train_one_adapter(tmp_path, tiny_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "nbkit_report.json").read_text())
     assert report["world_size"] == 2 and report["ranks_agree"] is True and report["adapters_changed"]
+    # tokens are every GPU's (rank 0 trained about half of them), tokens/s the global figure, both labelled
+    assert report["processes"] == 2 and 0 < report["tokens_this_rank"] < report["tokens"]
+    assert report["tokens"] < 3 * report["tokens_this_rank"]
+    assert "tokens/s over 2 GPUs (this GPU" in proc.stdout
     losses = [loss for _, loss in report["losses"]]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
     assert sorted(p.name for p in out.iterdir()) == ["lora_adapters", "nbkit_report.json", "nbkit_run.json"]

@@ -132,3 +132,28 @@ def test_progress_in_a_real_run(tiny_dir, tmp_path):
     assert lines[0] == "nbkit: training for 6 steps" and lines[-1].startswith("Training finished: 6 steps")
     assert any(line.startswith("step 6/6") for line in lines)
     assert len(cb.losses) == 6 and cb.tokens > 0
+
+
+def test_a_data_parallel_run_shows_the_global_speed_labelled():
+    """Rank 0 counts its own rows: the line shows the global figure, marked approximate, and this GPU's."""
+    clock = Clock()
+    cb = TrainingProgress(stats_interval=0.0, clock=clock, world_size=2)
+    cb.display = Recorder(clock, plot_cost=0.0)
+    cb.training_started(10)
+    for step in range(1, 6):
+        clock.t += 2.0
+        cb.step_finished(StepInfo(step, 10, None, None, 4000 * step, clock.t))
+    assert "≈4,000 tok/s over 2 GPUs (this GPU 2,000)" in cb.stats_line()
+    cb.run_finished()
+    assert "≈4,000 tokens/s over 2 GPUs (this GPU 2,000)" in cb.display.ended
+
+
+def test_the_report_counts_every_gpus_tokens():
+    from nbkit.results import TrainResult
+
+    one = TrainResult(steps=10, losses=[(1, 2.0)], train_seconds=10.0, tokens=40_000, tokens_this_rank=40_000)
+    two = TrainResult(steps=10, losses=[(1, 2.0)], train_seconds=10.0, tokens=80_000, processes=2,
+                      tokens_this_rank=40_000, step_marks=[(i, 4000 * i) for i in range(1, 11)])
+    assert "4,000 tokens/s" in one.summary() and "GPUs" not in one.summary()
+    assert "8,000 tokens/s over 2 GPUs (this GPU 4,000)" in two.summary()
+    assert two.steady_tokens_per_second() == pytest.approx(8000.0)

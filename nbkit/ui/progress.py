@@ -15,6 +15,16 @@ from .display import Display, make_display
 from .plot import loss_curve_png
 
 
+def tokens_per_s_label(this_gpu: float, processes: int, unit: str = "tok/s") -> str:
+    """Speed as a reader can take it. In a data-parallel run the display (rank 0) counts its own rows only: the
+    global figure is its rate times the GPUs, approximate because the other GPUs' rows have other lengths (the
+    run's report has the exact total)."""
+    unit = f" {unit}" if unit else ""
+    if processes <= 1:
+        return f"{this_gpu:,.0f}{unit}"
+    return f"≈{this_gpu * processes:,.0f}{unit} over {processes} GPUs (this GPU {this_gpu:,.0f})"
+
+
 def fmt_seconds(seconds: float) -> str:
     seconds = int(max(0, seconds))
     h, rem = divmod(seconds, 3600)
@@ -143,7 +153,7 @@ class TrainingProgress(RunObserver):
             parts.append("compiling / warming up (ETA after the next step)")
         elif s["eta"] is not None:
             parts.append(f"ETA {fmt_seconds(s['eta'])}")
-        parts.append(f"{s['tokens_per_s']:,.0f} tok/s")
+        parts.append(tokens_per_s_label(s["tokens_per_s"], self.world_size))
         if s["first_step"] and s["step"] > 1 and s["first_step"] > 0.25 * s["elapsed"]:
             parts.append(f"first step {fmt_seconds(s['first_step'])} (one-off compilation; not in ETA or tok/s)")
         if s["loss"] is not None:
@@ -162,9 +172,9 @@ class TrainingProgress(RunObserver):
         if self.losses:
             text += f", loss {self.losses[0][1]:.4f} → {self.losses[-1][1]:.4f}"
         whole = self.tokens / s["elapsed"] if s["elapsed"] > 0 else 0.0
-        text += f", {whole:,.0f} tokens/s"
+        text += ", " + tokens_per_s_label(whole, self.world_size, "tokens/s")
         if self.step > 2 and abs(s["tokens_per_s"] - whole) > 0.1 * max(whole, 1.0):
-            text += f" ({s['tokens_per_s']:,.0f} after the first step)"
+            text += f" ({tokens_per_s_label(s['tokens_per_s'], self.world_size, '')} after the first step)"
         if s["vram"]:
             text += f", peak VRAM {s['vram'][2]:.2f} GiB"
         return text + "."
