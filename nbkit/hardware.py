@@ -11,6 +11,7 @@ GIB = 1024**3
 TIERS = {"8GB": 8.0, "16GB": 16.0, "24GB": 24.0, "H100": 80.0}
 
 _cap_gib: float | None = None
+_emulated: tuple[str, float, tuple[int, int]] | None = None  # (name, total GiB, capability): cards.emulate
 _nvml_ready = False
 
 
@@ -25,6 +26,7 @@ class GpuInfo:
     fp8: bool = False
     count: int = 0
     capped_gib: float | None = None
+    emulated: bool = False  # a rehearsal of another card (nbkit.cards.emulate): its memory and abilities
 
     @property
     def usable_gib(self) -> float:
@@ -33,13 +35,17 @@ class GpuInfo:
 
     @property
     def tier(self) -> str | None:
-        return tier_for(self.usable_gib) if self.available else None
+        if not self.available:
+            return None
+        return tier_for(self.total_gib if self.emulated else self.usable_gib)  # a rehearsed card's own class
 
     def summary(self) -> str:
         if not self.available:
             return ("No CUDA GPU found: nbkit runs on CPU through transformers + peft (Unsloth needs an NVIDIA "
                     "GPU). Fine for a smoke run on a tiny model; real fine-tuning needs a GPU.")
         cap = f" (capped to {self.capped_gib:.1f} GiB)" if self.capped_gib else ""
+        if self.emulated:
+            cap = f", {self.capped_gib:.2f} GiB of it for torch after the CUDA context's share"
         feats = ", ".join(x for x, ok in (("bf16", self.bf16), ("FP8", self.fp8)) if ok) or "fp16 only"
         return (f"{self.name}: {self.total_gib:.1f} GiB{cap}, compute capability "
                 f"{self.capability[0]}.{self.capability[1]}, {feats}; nbkit tier {self.tier}.")
@@ -66,18 +72,27 @@ def check_gpu(device: int = 0) -> GpuInfo:
         return GpuInfo(available=False)
     props = torch.cuda.get_device_properties(device)
     free, total = torch.cuda.mem_get_info(device)
-    cap = (props.major, props.minor)
+    name, total_gib, cap = props.name, total / GIB, (props.major, props.minor)
+    if _emulated is not None:
+        name, total_gib, cap = _emulated
     return GpuInfo(
         available=True,
-        name=props.name,
+        name=name,
         capability=cap,
-        total_gib=total / GIB,
-        free_gib=free / GIB,
+        total_gib=total_gib,
+        free_gib=min(free / GIB, _cap_gib or total_gib),
         bf16=cap >= (8, 0),
         fp8=supports_fp8(cap),
         count=torch.cuda.device_count(),
         capped_gib=_cap_gib,
+        emulated=_emulated is not None,
     )
+
+
+def set_emulated(name: str, total_gib: float, capability: tuple[int, int]) -> None:
+    """From now on check_gpu() reports this card (nbkit.cards.emulate sets it, with the memory cap)."""
+    global _emulated
+    _emulated = (name, total_gib, capability)
 
 
 # what allocation failures look like when they do not come as torch.OutOfMemoryError (cuBLAS, bitsandbytes)

@@ -26,6 +26,7 @@ class LoadedModel:
     base_path: str
     config: RunConfig
     on_cuda: bool
+    gpu: GpuInfo | None = None  # what it was loaded for (an emulated card: its abilities, e.g. no bf16)
 
     @property
     def device(self):
@@ -65,12 +66,12 @@ def load(config: RunConfig, gpu: GpuInfo | None = None, check_memory: bool = Tru
     if config.quantization == "fp8":
         _check_fp8_disk(spec_for(path))
     if name == "unsloth":
-        model, tokenizer = _load_unsloth(config, path)
+        model, tokenizer = _load_unsloth(config, path, gpu)
     else:
         model, tokenizer = _load_transformers(config, path, gpu)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model, tokenizer, name, path, config, gpu.available)
+    return LoadedModel(model, tokenizer, name, path, config, gpu.available, gpu)
 
 
 def _check_fp8_disk(spec) -> None:
@@ -90,11 +91,12 @@ def _check_fp8_disk(spec) -> None:
             "already in FP8, or use quantization='4bit'.")
 
 
-def _load_unsloth(config: RunConfig, path: str):
+def _load_unsloth(config: RunConfig, path: str, gpu: GpuInfo):
     from unsloth import FastLanguageModel
 
     kwargs: dict[str, Any] = dict(
-        model_name=path, max_seq_length=config.max_seq_length, dtype=None,
+        # None lets Unsloth pick bf16 where the card has it; a rehearsed card without bf16 (T4) gets fp16
+        model_name=path, max_seq_length=config.max_seq_length, dtype=None if gpu.bf16 else compute_dtype(True, gpu),
         load_in_4bit=config.quantization == "4bit", load_in_8bit=config.quantization == "8bit",
         full_finetuning=False,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import TINY_MODEL, RunConfig
-from .hardware import TIERS, GpuInfo, cap_memory, check_gpu
+from .hardware import TIERS, GpuInfo, check_gpu
 
 
 @dataclass
@@ -19,8 +19,11 @@ class Session:
         return f"{self.gpu.summary()}\n{mode}"
 
 
-def start(tier: str, smoke: bool | str = "auto", emulate_tier: bool = False) -> Session:
-    """`smoke='auto'` runs the smoke mode exactly when there is no CUDA GPU."""
+def start(tier: str, smoke: bool | str = "auto", emulate_tier: bool = False,
+          emulate: str | None = None) -> Session:
+    """`smoke='auto'` runs the smoke mode exactly when there is no CUDA GPU. `emulate` rehearses a real card
+    (e.g. "T4", "RTX 4060 8GB": its usable memory, bf16 and FP8) on this GPU; `emulate_tier=True` rehearses the
+    tier's reference card (nbkit.cards.TIER_CARDS)."""
     from . import backend
 
     # Unsloth takes 25-40 s to import: it loads on a thread while this check and the form show; the first cell
@@ -29,8 +32,10 @@ def start(tier: str, smoke: bool | str = "auto", emulate_tier: bool = False) -> 
     if tier not in TIERS:
         raise ValueError(f"Unknown tier {tier!r}; choose one of {list(TIERS)}.")
     gpu = check_gpu()
-    if emulate_tier and gpu.available:
-        gpu = cap_memory(min(TIERS[tier], gpu.total_gib))
+    if (emulate or emulate_tier) and gpu.available:
+        from .cards import emulate as rehearse
+
+        gpu = rehearse(emulate or tier)
     smoke_on = (not gpu.available) if smoke == "auto" else bool(smoke)
     session = Session(gpu, smoke_on, tier)
     print(session.summary())

@@ -32,7 +32,8 @@ def sft_config(loaded: LoadedModel, data: PreparedData, **overrides: Any):
     if on_cuda:
         import torch
 
-        bf16 = torch.cuda.is_bf16_supported()
+        # the loaded-for card decides: a rehearsed T4 trains in fp16 like a real one
+        bf16 = loaded.gpu.bf16 if loaded.gpu is not None else torch.cuda.is_bf16_supported()
     kwargs: dict[str, Any] = dict(
         output_dir=cfg.output_dir,
         per_device_train_batch_size=cfg.batch_size,

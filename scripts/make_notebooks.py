@@ -70,7 +70,9 @@ max_seq_length = {seq}
 max_steps = {steps}
 batch_size = 0  # 0: the largest batch the memory model says fits (with a safety margin)
 smoke = "auto"  # "auto": smoke mode exactly when there is no CUDA GPU; True/False to force
-emulate_tier = False  # True: cap GPU memory to this tier, to rehearse on a bigger card
+emulate_tier = False  # True: rehearse this tier's reference card on a bigger GPU (its memory after the CUDA
+                      # context, and its bf16/FP8 abilities)
+emulate = ""  # or a card to rehearse, e.g. "T4", "RTX 4060 8GB", "L4" (nbkit.cards.CARDS)
 output_dir = "outputs/{name}"  # each run gets a fresh folder inside: nothing from an earlier run is replaced
 save_merged = {merged}
 save_gguf = {gguf}
@@ -79,7 +81,7 @@ prompt = "What is the capital of France?"'''
 SETUP = '''import nbkit  # import nbkit first: on a GPU it imports Unsloth before transformers, as Unsloth requires
 from nbkit import RunConfig, session
 
-s = session.start("{tier}", smoke=smoke, emulate_tier=emulate_tier)'''
+s = session.start("{tier}", smoke=smoke, emulate_tier=emulate_tier, emulate=emulate or None)'''
 
 CONFIG = '''from nbkit import memory
 from nbkit.config import auto_output_dir
