@@ -237,3 +237,20 @@ def test_fp8_conversion_checks_the_disk_first(monkeypatch, tmp_path):
                              "num_hidden_layers": 100_000}, "huge")
     with pytest.raises(HardwareError, match=f"writes an FP8 copy of about .* GB to {tmp_path}.*TMPDIR"):
         _check_fp8_disk(huge)
+
+
+def test_the_cuda_context_constant_is_the_measured_one():
+    """Every H100 record measured the context (GPU in use minus torch's reservation) on a GPU of its own."""
+    import glob
+    import math
+
+    seen = {"unsloth": [], "transformers": []}
+    for path in glob.glob(str(ROOT / "bench/results/mem*.json")):
+        if path.endswith("_report.json"):
+            continue
+        for r in json.loads(Path(path).read_text()).get("records", []):
+            if "context_gib" in r and not r.get("shared_gpu"):
+                seen[r["backend"]].append(r["context_gib"])
+    for backend, values in seen.items():
+        assert len(values) >= 5
+        assert CALIBRATION[backend].context_gib == math.ceil(max(values) * 20) / 20, backend
