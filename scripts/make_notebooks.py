@@ -174,12 +174,13 @@ from nbkit.ui.plot import loss_curve_png
 display(Image(loss_curve_png(result.losses, result.eval_losses)))
 print(result.summary())'''
 
-COMPARE = '''import gc
-
-import torch
-
-from nbkit import data, export, models, train, verify
-from nbkit.ui.progress import TrainingProgress
+COMPARE = '''# Each precision trains in a process of its own: a model loaded in this kernel keeps part of its memory after
+# `del`, which would inflate the second run's peak and make the comparison meaningless.
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 modes = ["fp8", "16bit"] if s.gpu.fp8 else ["16bit"]
 if "fp8" not in modes:
@@ -187,16 +188,16 @@ if "fp8" not in modes:
 results = {}
 for q in modes:
     cfg = config.replace(quantization=q, output_dir=f"{config.output_dir}/{q}")
-    loaded = models.load(cfg)
-    prepared = data.prepare(cfg, loaded.tokenizer)
-    before = verify.snapshot(loaded.model)
-    results[q] = train.run(loaded, prepared, [TrainingProgress()])
-    assert verify.adapters_changed(loaded.model, before).ok
-    export.save_lora(loaded, f"{cfg.output_dir}/lora_adapters")
-    del loaded, prepared
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()'''
+    run_file = cfg.save(Path(config.output_dir) / f"{q}.yaml")
+    print(f"--- {q}: training in a fresh process")
+    proc = subprocess.Popen([sys.executable, "-m", "nbkit", "train", "--config", str(run_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "NBKIT_DISPLAY": "text"})
+    for line in proc.stdout:  # its progress, as it trains
+        print(line, end="")
+    assert proc.wait() == 0, f"the {q} run failed (its output is above)"
+    results[q] = json.loads((Path(cfg.output_dir) / "nbkit_report.json").read_text())
+    assert results[q]["adapters_changed"] and results[q]["lora_fraction_changed"] == 1.0'''
 
 COMPARE_TABLE = '''from IPython.display import Image, Markdown
 from nbkit.ui.plot import bars_png
@@ -204,14 +205,14 @@ from nbkit.ui.plot import bars_png
 rows = ["| mode | tokens/s, whole run | tokens/s after warm-up | peak VRAM (GiB) | final loss |",
         "|---|---|---|---|---|"]
 steady = {}
-for q, r in results.items():
-    peak = f"{r.peak_vram_gib:.2f}" if r.peak_vram_gib is not None else "n/a (CPU)"
-    steady[q] = r.steady_tokens_per_second() or r.tokens_per_second
-    rows.append(f"| {q} | {r.tokens_per_second:,.0f} | {steady[q]:,.0f} | {peak} | {r.final_loss:.4f} |")
+for q, r in results.items():  # each run's report (nbkit_report.json), from its own process
+    peak = f"{r['peak_vram_gib']:.2f}" if r["peak_vram_gib"] is not None else "n/a (CPU)"
+    steady[q] = r["steady_tokens_per_second"] or r["tokens_per_second"]
+    rows.append(f"| {q} | {r['tokens_per_second']:,.0f} | {steady[q]:,.0f} | {peak} | {r['losses'][-1][1]:.4f} |")
 display(Markdown("\\n".join(rows)))
 display(Image(bars_png(list(steady), list(steady.values()), "tokens/s after warm-up", "Speed")))
 if len(results) == 2:
-    whole = {q: r.tokens_per_second for q, r in results.items()}
+    whole = {q: r["tokens_per_second"] for q, r in results.items()}
     print(f"Once compiled, {'FP8' if steady['fp8'] > steady['16bit'] else '16-bit'} was faster: FP8 ran at "
           f"{steady['fp8'] / steady['16bit']:.2f}x the speed of 16-bit LoRA.")
     print(f"Over this whole {config.max_steps}-step run, compilation included, "
