@@ -18,7 +18,6 @@ WEIGHT_BYTES = {
     "16bit": 2.0,
     # NF4: 4 bits + an 8-bit absmax per 64 weights + an fp32 scale per 256 absmax (double quantization)
     "4bit": 0.5 + 1 / 64 + 4 / (64 * 256),
-    "8bit": 1.0 + 4 / 4096,  # int8 + an fp32 scale per row (rows are thousands wide)
     "fp8": 1.0 + 4 / 4096,  # e4m3 + a per-row scale (1B measured: 1.47 GiB allocated, as predicted)
 }
 OPTIMIZER_BYTES = {"adamw_8bit": 2.0, "paged_adamw_8bit": 2.0, "adamw_torch": 8.0,
@@ -32,7 +31,7 @@ class Calibration:
     act_no_gc: float  # without: fraction of every layer's activations that backward keeps
     keeps_checkpoints: float  # 1 if each layer's checkpointed input stays on the GPU, 0 if offloaded to CPU
     logits_bytes: float  # bytes per (token x vocab entry) at the loss's peak
-    quantized_embed_bytes: float  # bytes per embedding/LM-head parameter when the body is 4/8-bit
+    quantized_embed_bytes: float  # bytes per embedding/LM-head parameter when the body is 4-bit
     lora_bytes: float  # bytes per LoRA parameter (peft keeps adapters in fp32)
     slack: float  # allocator caching, as a fraction of activations + logits
     fixed_gib: float  # workspaces, compiled graphs, small buffers inside the reservation
@@ -67,7 +66,7 @@ def calibration(backend: str, quantization: str) -> Calibration:
     if quantization == "fp8" and f"{base}-fp8" in CALIBRATION:
         return CALIBRATION[f"{base}-fp8"]
     kbit = f"{base}-kbit"
-    return CALIBRATION[kbit] if quantization in ("4bit", "8bit") and kbit in CALIBRATION else CALIBRATION[base]
+    return CALIBRATION[kbit] if quantization == "4bit" and kbit in CALIBRATION else CALIBRATION[base]
 
 
 @dataclass(frozen=True)
@@ -148,7 +147,7 @@ def estimate(config: RunConfig, spec: ModelSpec, backend: str = "unsloth", on_cu
     cal = calibration(backend, config.quantization)
     batch = batch_size or config.batch_size
     tokens = batch * (seq_len or config.max_seq_length)
-    embed_bytes = cal.quantized_embed_bytes if config.quantization in ("4bit", "8bit") else 2.0
+    embed_bytes = cal.quantized_embed_bytes if config.quantization == "4bit" else 2.0
     weights = WEIGHT_BYTES[config.quantization] * spec.linear_params + embed_bytes * spec.embedding_params
     n_lora = spec.lora_params(config.lora_r, config.target_modules)
     lora = n_lora * cal.lora_bytes
@@ -351,7 +350,6 @@ def _reason(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, processes: int = 1) -
         "16bit": f"The {size} fits in 16-bit, which trains faster than 4-bit and avoids quantization error.",
         "fp8": f"This GPU has FP8 tensor cores: {fp8_evidence(spec, cfg.max_seq_length, cfg.batch_size)[1]} "
                f"(after a few minutes of one-off kernel compilation), with half the weight memory.",
-        "8bit": f"8-bit halves the {size}'s weights.",
     }[cfg.quantization]
     gpus = f" on each of {processes} GPUs" if processes > 1 else ""
     return (f"{why} Batch {cfg.batch_size} × {cfg.grad_accum} accumulation steps{gpus} gives an effective batch "

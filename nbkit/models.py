@@ -97,7 +97,7 @@ def _load_unsloth(config: RunConfig, path: str, gpu: GpuInfo):
     kwargs: dict[str, Any] = dict(
         # None lets Unsloth pick bf16 where the card has it; a rehearsed card without bf16 (T4) gets fp16
         model_name=path, max_seq_length=config.max_seq_length, dtype=None if gpu.bf16 else compute_dtype(True, gpu),
-        load_in_4bit=config.quantization == "4bit", load_in_8bit=config.quantization == "8bit",
+        load_in_4bit=config.quantization == "4bit",
         full_finetuning=False,
     )
     if config.quantization == "fp8":
@@ -134,8 +134,6 @@ def _load_transformers(config: RunConfig, path: str, gpu: GpuInfo):
     if config.quantization == "4bit":
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                    bnb_4bit_compute_dtype=dtype)
-    elif config.quantization == "8bit":
-        quant = BitsAndBytesConfig(load_in_8bit=True)
     device = f"cuda:{local_rank()}" if gpu.available else "cpu"
     torch.manual_seed(config.seed)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=quant,

@@ -5,6 +5,7 @@ from nbkit import ConfigError, RunConfig
 
 @pytest.mark.parametrize("changes, message", [
     ({"quantization": "3bit"}, "Unknown quantization '3bit'"),
+    ({"quantization": "8bit"}, "'8bit' is not offered: nbkit has not measured it"),
     ({"lora_r": 0}, "lora_r=0 is invalid"),
     ({"lora_r": -4}, "LoRA rank r must be a positive integer"),
     ({"batch_size": 0}, "use grad_accum for a larger effective batch"),

@@ -37,7 +37,7 @@ def test_quantization_buttons_act_as_one_choice():
     form = ConfigForm(RunConfig(quantization="4bit"), CPU)
     form.quantization.buttons["16bit"].value = True  # the user clicks 16-bit
     assert form.quantization.value == "16bit" and form.config.quantization == "16bit"
-    assert [b.value for b in form.quantization.buttons.values()] == [False, False, True, False]
+    assert {q: b.value for q, b in form.quantization.buttons.items()} == {"4bit": False, "16bit": True, "fp8": False}
     form.quantization.buttons["16bit"].value = False  # clicking the chosen one again keeps it
     assert form.quantization.buttons["16bit"].value is True
 

@@ -45,7 +45,7 @@ class ModelSpec:
 
     @property
     def linear_params(self) -> int:
-        """Parameters in the decoder layers' projections: the part 4-bit/8-bit/FP8 quantize."""
+        """Parameters in the decoder layers' projections: the part 4-bit and FP8 quantize."""
         per_layer = sum(a * b for a, b in self.projection_shapes().values())
         return per_layer * self.num_hidden_layers
 

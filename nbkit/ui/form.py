@@ -10,7 +10,7 @@ from ..errors import NbkitError
 from ..hardware import GpuInfo, check_gpu
 from .data_panel import DataPanel
 
-QUANT_LABELS = {"4bit": "4-bit (dynamic)", "8bit": "8-bit", "16bit": "16-bit", "fp8": "FP8"}
+QUANT_LABELS = {"4bit": "4-bit (dynamic)", "16bit": "16-bit", "fp8": "FP8"}
 
 
 def quantization_availability(gpu: GpuInfo) -> dict[str, str | None]:
