@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from .config import RunConfig
 from .errors import HardwareError
 from .hardware import GIB, GpuInfo
+from .fp8 import fp8_copy_gib, fp8_evidence
 from .specs import ModelSpec
 
 # bytes per quantized-linear weight, quantization constants included
@@ -189,11 +190,6 @@ def load_peak(quantization: str, spec: ModelSpec, weights: float, lora: float) -
     return streamed, ""
 
 
-def fp8_copy_gib(spec: ModelSpec) -> float:
-    """Disk the FP8 copy of a bf16 checkpoint takes: 1 byte per projection weight, embeddings kept in bf16."""
-    return (spec.linear_params + 2.0 * spec.embedding_params) / GIB
-
-
 def usage_vs_capacity(gpu: GpuInfo, part: Breakdown) -> tuple[float, float]:
     """(predicted, capacity): a cap set by cap_memory() bounds torch's reservation; a card bounds everything."""
     if gpu.capped_gib:
@@ -236,43 +232,6 @@ def check_fits(config: RunConfig, spec: ModelSpec, gpu: GpuInfo, backend: str = 
         f"{config.max_seq_length} tokens needs about {predicted:.1f} GiB, but this GPU has {capacity:.1f} GiB "
         f"(tier {gpu.tier}). {advice} Pass check_memory=False to try anyway."
     )
-
-
-# FP8 LoRA steady-state speed relative to bf16 LoRA, measured on an H100 (bench/fp8_vs_bf16.py,
-# bench/results/fp8_vs_bf16.json; tests/test_memory.py checks this table against that file):
-# (model, billions of parameters, seq, batch, speed-up)
-FP8_MEASURED: list[tuple[str, float, int, int, float]] = [
-    ("Llama-3.2-1B", 1.24, 512, 8, 0.917), ("Llama-3.2-1B", 1.24, 2048, 4, 0.929),
-    ("Llama-3.2-1B", 1.24, 4096, 2, 0.647), ("Llama-3.2-1B", 1.24, 4096, 8, 1.115),
-    ("Llama-3.1-8B", 8.03, 512, 8, 0.695), ("Llama-3.1-8B", 8.03, 2048, 4, 1.172),
-    ("Llama-3.1-8B", 8.03, 4096, 8, 1.208),
-]
-FP8_WORTH_IT = 1.05  # below this the one-off FP8 compilation (minutes) is not repaid
-
-
-def fp8_evidence(spec: ModelSpec, seq: int, batch: int) -> tuple[bool, str]:
-    """Whether FP8 is expected to train faster than 16-bit here, and the measurement that says so.
-
-    A size within 20% of a measured one uses that model's measurement at the nearest tokens per step ("measured");
-    a size above every measured one uses the largest's ("expected from", since FP8's gain grows with matrix
-    size); a size between measured ones, where they disagree, is not picked.
-    """
-    billions = spec.total_params / 1e9
-    sizes = sorted({m[1] for m in FP8_MEASURED})
-    near = [b for b in sizes if abs(b - billions) <= 0.2 * b]
-    if near:
-        size, word = near[0], "measured"
-    elif billions > sizes[-1]:
-        size, word = sizes[-1], "expected from"
-    else:
-        return False, f"FP8 was not measured at {billions:.1f}B parameters"
-    tokens = seq * batch
-    name, b, mseq, mbatch, speedup = min((m for m in FP8_MEASURED if m[1] == size),
-                                         key=lambda m: (abs(m[2] * m[3] - tokens), abs(m[2] - seq)))
-    point = f"{speedup:.2f}× on the {name} shape ({b:.1f}B) at {mseq} × {mbatch} tokens per step, H100"
-    if word == "measured":
-        return speedup > FP8_WORTH_IT, f"FP8 LoRA was measured {point}"
-    return speedup > FP8_WORTH_IT, f"FP8 LoRA is expected faster from {point} (not measured at {billions:.1f}B)"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from .config import TINY_MODEL, RunConfig
 from .distributed import local_rank, world_size
 from .errors import ConfigError, HardwareError, ModelNotFoundError
 from .hardware import GpuInfo, check_gpu, require_fp8
-from .memory import check_fits, fp8_copy_gib
+from .fp8 import fp8_copy_gib
+from .memory import check_fits
 from .specs import curated_ids, spec_for
 
 

@@ -6,8 +6,8 @@ import pytest
 
 from nbkit import HardwareError, RunConfig
 from nbkit.hardware import GpuInfo
-from nbkit.memory import (CALIBRATION, FP8_MEASURED, SAFETY_MARGIN, WEIGHT_BYTES, check_fits, estimate, fits,
-                          fp8_evidence, largest_batch, recommend)
+from nbkit.memory import (CALIBRATION, SAFETY_MARGIN, WEIGHT_BYTES, check_fits, estimate, fits, largest_batch,
+                          recommend)
 from nbkit.specs import curated_ids, from_config_dict, spec_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,26 +139,6 @@ def test_fp8_only_where_it_was_measured_faster(fake_gpu):
     assert small.config.quantization == "16bit"
     assert "FP8 was passed over: FP8 LoRA was measured 0.93×" in small.reason
     assert recommend(spec_for(LLAMA_8B), a100).config.quantization == "16bit"  # no FP8 tensor cores
-
-
-def test_fp8_is_never_called_measured_at_a_size_that_was_not():
-    """14B was never measured: the reason says what it is expected from; a size between two measured ones that
-    disagree is not picked at all."""
-    big = fp8_evidence(spec_for("unsloth/Qwen3-14B"), 2048, 4)
-    assert big == (True, "FP8 LoRA is expected faster from 1.17× on the Llama-3.1-8B shape (8.0B) at 2048 × 4 "
-                         "tokens per step, H100 (not measured at 14.8B)")
-    assert fp8_evidence(spec_for("unsloth/Llama-3.2-3B-Instruct"), 2048, 4) == (
-        False, "FP8 was not measured at 3.2B parameters")
-    # few tokens per step: the 8B measurement at 512 x 8 says slower
-    assert fp8_evidence(spec_for(LLAMA_8B), 512, 8)[0] is False
-
-
-def test_fp8_table_is_the_measurement_file():
-    rows = json.loads((ROOT / "bench/results/fp8_vs_bf16.json").read_text())["rows"]
-    measured = {(r["arch"], r["seq"], r["batch"]): round(r["fp8_speedup"], 3) for r in rows}
-    table = {({"Llama-3.2-1B": "1b", "Llama-3.1-8B": "8b"}[name], seq, batch): speedup
-             for name, _b, seq, batch, speedup in FP8_MEASURED}
-    assert table == measured
 
 
 def test_load_peak_against_the_h100_loads():
