@@ -39,26 +39,24 @@ class Calibration:
     context_gib: float  # CUDA context + loaded kernels: outside torch's reservation, inside the card
 
 
-# Unsloth offloads each layer's checkpoint to CPU and fuses the loss (no full logits): the per-token
-# cost is ~1.7 layers of activations (fitted on Llama 1B and 8B: 150 and 280 KB/token).
-# Plain transformers + TRL 1.15 keeps checkpoints on the GPU and chunks the loss; with 4-bit
-# (bitsandbytes + peft's k-bit preparation) it keeps about twice as much per token and fp32 embeddings.
+# `act_gc` (layers of activations live at the peak with gradient checkpointing) is not set by hand: it is what
+# bench/fit_memory.py fits to every measured H100 peak (the smallest value, on a 0.05 grid, that predicts none
+# under its measurement; tests/test_memory.py re-runs the fit and compares). Unsloth offloads each layer's
+# checkpoint to CPU and fuses the loss (no full logits); plain transformers + TRL 1.15 keeps checkpoints on the
+# GPU and chunks the loss, and with 4-bit (bitsandbytes + peft's k-bit preparation) keeps about twice as much per
+# token and fp32 embeddings. FP8 also needs fewer fixed workspaces.
 # The CUDA context is measured, not assumed: the largest seen in the H100 records (bench/memory_accuracy.py's
 # `context_gib`, GPU in use minus torch's reservation), rounded up to 0.05 GiB; tests/test_memory.py re-derives it.
-_UNSLOTH = Calibration(act_gc=1.75, act_no_gc=1.0, keeps_checkpoints=0.0, logits_bytes=0.0,
+_UNSLOTH = Calibration(act_gc=1.65, act_no_gc=1.0, keeps_checkpoints=0.0, logits_bytes=0.0,
                        quantized_embed_bytes=2.0, lora_bytes=4.0, slack=0.05, fixed_gib=0.25, context_gib=0.85)
-_HF = Calibration(act_gc=2.15, act_no_gc=1.0, keeps_checkpoints=1.0, logits_bytes=0.0,
+_HF = Calibration(act_gc=1.8, act_no_gc=1.0, keeps_checkpoints=1.0, logits_bytes=0.0,
                   quantized_embed_bytes=4.0, lora_bytes=4.0, slack=0.05, fixed_gib=0.25, context_gib=0.8)
 CALIBRATION = {
     "unsloth": _UNSLOTH,
     "transformers": _HF,
-    "transformers-kbit": replace(_HF, act_gc=3.1, keeps_checkpoints=2.2),
-    # Unsloth's 4-bit path keeps slightly less per token than its 16-bit one: fitted on clean 1B/8B runs and
-    # on the largest-batch probes under 8/16/24 GB caps (bench/largest_batch.py): +1.4…+7.3%
-    "unsloth-kbit": replace(_UNSLOTH, act_gc=1.65),
-    # FP8 LoRA (Unsloth + torchao row-wise FP8) keeps a little less per token than bf16 and needs fewer
-    # workspaces: fitted on clean Llama 1B and 8B runs, 8k and 32k tokens per step (+1.6…+5.4%)
-    "unsloth-fp8": replace(_UNSLOTH, act_gc=1.65, fixed_gib=0.15),
+    "transformers-kbit": replace(_HF, act_gc=2.6, keeps_checkpoints=2.2),
+    "unsloth-kbit": replace(_UNSLOTH, act_gc=1.6),
+    "unsloth-fp8": replace(_UNSLOTH, act_gc=1.6, fixed_gib=0.15),
 }
 
 

@@ -43,6 +43,7 @@ def _load(name: str) -> dict:
 FIRST = "throughput_1b_4bit_first_step.json"
 MIXED = "throughput_1b_4bit_first_step_mixed.json"
 DISPLAY = "throughput_8b_4bit_display.json"
+FIT = "calibration_fit.json"
 # name: (how to compute it from the results, how it is written)
 FIGURES: dict[str, tuple[Callable[[], float], str]] = {
     "qlora8b_vs_hf_speed": (_ratio("throughput_8b_4bit.json", "nbkit_vs_hf_speed"), "{:.2f}×"),
@@ -67,6 +68,11 @@ FIGURES: dict[str, tuple[Callable[[], float], str]] = {
     "import_blocking_engine_s": (_import("blocking", "engine_ready"), "{:.1f} s"),
     "parity4_raw_pct": (_parity("loss_parity_1b_4bit.json", "nbkit_vs_raw_unsloth"), "{:.2f} %"),
     "parity4_hf_pct": (_parity("loss_parity_1b_4bit.json", "unsloth_vs_transformers"), "{:.2f} %"),
+    "fit_records": (lambda: sum(r["records"] for r in _load(FIT)["in_sample"]), "{:d}"),
+    "fit_in_sample_min_pct": (lambda: min(r["min_error_pct"] for r in _load(FIT)["in_sample"]), "{:+.1f} %"),
+    "fit_in_sample_max_pct": (lambda: max(r["max_error_pct"] for r in _load(FIT)["in_sample"]), "{:+.1f} %"),
+    "fit_cross_min_pct": (lambda: min(r["min_error_pct"] for r in _load(FIT)["cross_size"]), "{:+.1f} %"),
+    "fit_cross_max_pct": (lambda: max(r["max_error_pct"] for r in _load(FIT)["cross_size"]), "{:+.1f} %"),
     "parity16_hf_pct": (lambda: _load("loss_parity_1b_16bit.json")["summary"]["max_rel_diff"] * 100, "{:.2f} %"),
 }
 
