@@ -16,7 +16,7 @@ from .errors import ConfigError, HardwareError, ModelNotFoundError
 from .hardware import GpuInfo, check_gpu, require_fp8
 from .fp8 import fp8_copy_gib
 from .memory import check_fits
-from .specs import curated_ids, spec_for
+from .specs import FUSED, curated_ids, fused_targets, spec_for
 
 
 @dataclass
@@ -160,11 +160,12 @@ def present_targets(model, wanted) -> list[str]:
     names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules()
              if isinstance(m, torch.nn.Linear) or "Linear" in type(m).__name__}
     names.discard("lm_head")
-    found = [t for t in wanted if t in names]
+    found = fused_targets(names, wanted)  # q/k/v asked for on a fused model trains its qkv_proj
     if not found:
         raise ConfigError(f"None of the LoRA target_modules {list(wanted)} exist in this model. Its linear layers "
                           f"are {sorted(names)}; pick from those.")
-    missing = [t for t in wanted if t not in names]
+    covered = set(found) | {p for f in found for p in FUSED.get(f, ())}
+    missing = [t for t in wanted if t not in covered]
     if missing:
         print(f"nbkit: this architecture has no {missing}; LoRA goes on {found}.")
     return found

@@ -245,3 +245,19 @@ def test_the_activation_constants_are_what_the_fitting_script_fits():
     fitted = fit(records())
     assert set(fitted) == {"unsloth", "unsloth-kbit", "unsloth-fp8", "transformers", "transformers-kbit"}
     assert fitted == {key: CALIBRATION[key].act_gc for key in fitted}
+
+
+def test_fused_projections_are_modelled_as_they_are():
+    """Phi-3 as Microsoft ships it fuses q/k/v and gate/up: the same weights, fewer LoRA parameters."""
+    base = json.loads((ROOT / "nbkit/specs/models.json").read_text())["unsloth/Phi-3.5-mini-instruct"]
+    llamafied = from_config_dict(base, "unsloth/Phi-3.5-mini-instruct")
+    fused = from_config_dict({k: v for k, v in base.items() if k != "fused_projections"} | {"model_type": "phi3"},
+                             "microsoft/Phi-3.5-mini-instruct")
+    assert not llamafied.fused_projections and fused.fused_projections
+    assert set(fused.projection_shapes()) == {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}
+    assert fused.linear_params == llamafied.linear_params
+    h, q, kv, i, layers = 3072, 3072, 3072, 8192, 32
+    # by hand: separate q, k, v, gate, up each get their own A; fused ones share one
+    separate = 16 * (3 * h + q + 2 * kv + q + h + 2 * (h + i) + i + h) * layers
+    shared = 16 * ((h + q + 2 * kv) + (q + h) + (h + 2 * i) + (i + h)) * layers
+    assert llamafied.lora_params(16) == separate and fused.lora_params(16) == shared

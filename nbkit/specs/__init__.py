@@ -38,8 +38,13 @@ class ModelSpec:
         return self.num_key_value_heads * self.head_dim
 
     def projection_shapes(self) -> dict[str, tuple[int, int]]:
-        """(in, out) features of each linear projection in one decoder layer."""
+        """(in, out) features of each linear projection in one decoder layer. Fused architectures (Phi-3 as
+        Microsoft ships it) hold q/k/v in one qkv_proj and gate/up in one gate_up_proj: the same weights, but a
+        LoRA on a fused projection has one A matrix where three separate ones would have three."""
         h, i = self.hidden_size, self.intermediate_size
+        if self.fused_projections:
+            return {"qkv_proj": (h, self.q_dim + 2 * self.kv_dim), "o_proj": (self.q_dim, h),
+                    "gate_up_proj": (h, 2 * i), "down_proj": (i, h)}
         return {"q_proj": (h, self.q_dim), "k_proj": (h, self.kv_dim), "v_proj": (h, self.kv_dim),
                 "o_proj": (self.q_dim, h), "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
 
@@ -61,8 +66,19 @@ class ModelSpec:
 
     def lora_params(self, r: int, targets=ALL_LINEAR) -> int:
         shapes = self.projection_shapes()
-        per_layer = sum(r * (shapes[t][0] + shapes[t][1]) for t in targets if t in shapes)
+        per_layer = sum(r * (shapes[t][0] + shapes[t][1]) for t in fused_targets(shapes, targets))
         return per_layer * self.num_hidden_layers
+
+
+# a fused projection is trained when any of the projections it holds is asked for
+FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+
+def fused_targets(present, wanted) -> list[str]:
+    """The wanted LoRA targets among the `present` projection names, fused ones standing in for their parts."""
+    found = [t for t in wanted if t in present]
+    found += [f for f, parts in FUSED.items() if f in present and f not in found and set(parts) & set(wanted)]
+    return found
 
 
 def from_config_dict(data: dict, name: str = "") -> ModelSpec:
@@ -79,7 +95,8 @@ def from_config_dict(data: dict, name: str = "") -> ModelSpec:
             vocab_size=data["vocab_size"],
             tie_word_embeddings=bool(data.get("tie_word_embeddings", False)),
             head_dim=data.get("head_dim") or data["hidden_size"] // heads,
-            fused_projections=bool(data.get("fused_projections", False)),
+            # Microsoft's Phi-3/Phi-4 checkpoints fuse q/k/v and gate/up (Unsloth's uploads are "Llamafied")
+            fused_projections=bool(data.get("fused_projections", data.get("model_type") == "phi3")),
             name=name,
             checkpoint=checkpoint_kind(data, name),
         )
