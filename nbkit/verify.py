@@ -55,10 +55,13 @@ def compare(before: dict, after: dict) -> VerifyReport:
     changed, worst, unchanged, nonfinite = 0, 0.0, [], 0
     for name, old in before.items():
         new = after.get(name)
-        if new is not None and not new.isfinite().all():
+        if new is None:  # gone after training: nothing shows it was trained
+            unchanged.append(name)
+            continue
+        if not new.isfinite().all():
             nonfinite += 1
             continue  # not "changed": a NaN differs from everything
-        diff = (new - old).abs().max().item() if new is not None else float("inf")
+        diff = (new - old).abs().max().item()
         worst = max(worst, diff)
         if diff > 0:
             changed += 1

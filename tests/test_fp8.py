@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-from nbkit.fp8 import FP8_MEASURED, fp8_evidence
+from nbkit.fp8 import FP8_MEASURED, fp8_copy_gib, fp8_evidence
 from nbkit.specs import spec_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,3 +27,9 @@ def test_fp8_table_is_the_measurement_file():
     table = {({"Llama-3.2-1B": "1b", "Llama-3.1-8B": "8b"}[name], seq, batch): speedup
              for name, _b, seq, batch, speedup in FP8_MEASURED}
     assert table == measured
+
+
+def test_the_fp8_copy_of_an_8b_model_by_hand():
+    spec = spec_for(LLAMA_8B)
+    # 1 byte a projection weight, embedding and untied LM head in bf16
+    assert fp8_copy_gib(spec) == (6_979_321_856 + 2 * 2 * 128_256 * 4096) / 1024**3

@@ -49,6 +49,25 @@ def test_a_small_case_by_hand():
     # 200 tokens x the bytes a layer keeps per token x the layers' worth Unsloth keeps live (the calibration)
     assert part.activations == pytest.approx(200 * per_token * CALIBRATION["unsloth"].act_gc / GIB)
     assert part.total == pytest.approx(part.reserved + part.cuda_context)
+    # every term of the 16-bit case (found missing by mutation testing: a mutant adding the 4-bit dequantization
+    # buffer to 16-bit, or dropping target_modules, survived)
+    cal = CALIBRATION["unsloth"]
+    n_lora = spec.lora_params(8)
+    assert part.weights == pytest.approx((2 * spec.linear_params + 2 * 64 * 1000) / GIB)
+    assert part.lora == part.gradients == pytest.approx(4 * n_lora / GIB)
+    assert part.optimizer == pytest.approx(2 * n_lora / GIB)  # adamw_8bit: 2 bytes a parameter on CUDA
+    assert part.logits == 0
+    assert part.overhead == pytest.approx(cal.fixed_gib + cal.slack * part.activations)  # no dequantization
+    four = estimate(cfg.replace(quantization="4bit"), spec)
+    assert four.overhead == pytest.approx(CALIBRATION["unsloth-kbit"].fixed_gib + 2 * 2 * 64 * 128 / GIB
+                                          + CALIBRATION["unsloth-kbit"].slack * four.activations)
+    only_q = estimate(cfg.replace(target_modules=("q_proj",)), spec)
+    assert only_q.lora == pytest.approx(4 * spec.lora_params(8, ["q_proj"]) / GIB)
+    # estimate() plans for a GPU unless told otherwise: on CPU the optimizer is plain AdamW (8 bytes)
+    assert estimate(cfg, spec, on_cuda=False).optimizer == pytest.approx(8 * n_lora / GIB)
+    # without checkpointing every layer keeps its activations, and nothing is checkpointed
+    no_gc = estimate(cfg.replace(gradient_checkpointing=False), spec)
+    assert no_gc.activations == pytest.approx(200 * per_token * 2 / GIB)
 
 
 def test_memory_grows_with_batch_and_sequence():
@@ -261,3 +280,24 @@ def test_fused_projections_are_modelled_as_they_are():
     separate = 16 * (3 * h + q + 2 * kv + q + h + 2 * (h + i) + i + h) * layers
     shared = 16 * ((h + q + 2 * kv) + (q + h) + (h + 2 * i) + (i + h)) * layers
     assert llamafied.lora_params(16) == separate and fused.lora_params(16) == shared
+
+
+def test_largest_batch_edges(fake_gpu):
+    """Mutation testing found these unguarded: a card where only batch 1 fits, and the upper bound."""
+    spec = spec_for(LLAMA_8B)
+    cfg = RunConfig(quantization="4bit", max_seq_length=4096)
+    one = estimate(cfg, spec, batch_size=1).peak_total
+    two = estimate(cfg, spec, batch_size=2).peak_total
+    gpu = fake_gpu((one + two) / 2 / SAFETY_MARGIN)  # batch 1 fits, batch 2 does not
+    assert largest_batch(cfg, spec, gpu) == 1
+    assert largest_batch(cfg, spec, fake_gpu(79.2, (9, 0)), upper=3) == 3
+    # the backend matters: transformers needs more, so fits fewer
+    assert largest_batch(cfg, spec, fake_gpu(23.6), backend="transformers") < largest_batch(cfg, spec, fake_gpu(23.6))
+
+
+def test_check_fits_uses_the_backend_it_is_given(fake_gpu):
+    spec, gpu = spec_for(LLAMA_8B), fake_gpu(15.0)
+    cfg = RunConfig(quantization="4bit", max_seq_length=2048, batch_size=4)
+    assert check_fits(cfg, spec, gpu) == estimate(cfg, spec)  # fits with Unsloth's kernels
+    with pytest.raises(HardwareError, match="needs about"):
+        check_fits(cfg, spec, gpu, backend="transformers")  # not without them

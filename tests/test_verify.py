@@ -12,7 +12,10 @@ def test_every_tensor_must_change():
     before = tensors(a=[0.0, 1.0], b=[2.0, 3.0], c=[4.0])
     report = verify.compare(before, tensors(a=[0.1, 1.0], b=[2.0, 3.5], c=[4.2]))
     assert report.ok and report.changed == 3 and report.fraction_changed == 1.0
-    assert "3/3 LoRA tensors differ (100%)" in report.summary()
+    assert report.max_abs_diff == 0.5  # the largest change of any element
+    assert report.summary() == (f"adapters changed: 3/3 LoRA tensors differ (100%), max |Δ| = 0.5 (sha256 "
+                                f"{report.hash_before[:12]} → {report.hash_after[:12]})")
+    assert report.hash_before == verify.digest(before) != report.hash_after
     partial = verify.compare(before, tensors(a=[0.1, 1.0], b=[2.0, 3.0], c=[4.0]))
     assert not partial.ok and partial.changed == 1 and partial.unchanged_names == ["b", "c"]
     assert partial.summary().startswith("ADAPTERS DID NOT ALL CHANGE: 1/3") and "(33%)" in partial.summary()
@@ -30,3 +33,15 @@ def test_non_finite_tensors_are_not_a_change():
 
 def test_no_lora_tensors_is_not_ok():
     assert not verify.compare({}, {}).ok
+
+
+def test_every_non_finite_tensor_is_counted():
+    before = tensors(a=[0.0], b=[1.0], c=[2.0])
+    report = verify.compare(before, tensors(a=[float("nan")], b=[float("-inf")], c=[2.0]))
+    assert report.nonfinite == 2 and report.changed == 0 and report.max_abs_diff == 0.0
+
+
+def test_a_tensor_missing_after_training_is_not_a_change():
+    before = tensors(a=[0.0], b=[1.0])
+    report = verify.compare(before, tensors(a=[0.5]))
+    assert not report.ok and report.changed == 1 and report.unchanged_names == ["b"]
