@@ -1,6 +1,9 @@
 import pytest
 
+from pathlib import Path
+
 from nbkit import ConfigError, RunConfig
+from nbkit.config import auto_output_dir
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -63,3 +66,41 @@ def test_runs_default_to_a_folder_that_survives_the_session(tmp_path):
     drive.mkdir()  # Colab with Google Drive mounted wins
     assert default_output_root(roots) == str(drive / "nbkit-outputs")
     assert auto_output_dir("unsloth/Qwen3-8B", root=str(kaggle)).startswith(f"{kaggle}/Qwen3-8B-")
+
+
+@pytest.mark.parametrize("changes", [
+    {"warmup_steps": 0}, {"weight_decay": 0.0}, {"save_steps": 0}, {"save_minutes": 0}, {"save_total_limit": 0},
+    {"max_steps": 0, "num_epochs": 1.0}, {"eval_fraction": 0.0}, {"lora_dropout": 0.0}, {"max_samples": 1},
+])
+def test_the_edges_that_are_allowed(changes):
+    """Zero where zero means "none" is valid (mutation testing showed these boundaries unguarded)."""
+    cfg = RunConfig(**changes)
+    assert all(getattr(cfg, k) == v for k, v in changes.items())
+
+
+@pytest.mark.parametrize("written, meant", [("true", True), ("Yes", True), ("1", True), (" ON ", True),
+                                            ("false", False), ("no", False), ("0", False), ("OFF", False),
+                                            (1, True), (0, False)])
+def test_gradient_checkpointing_as_people_write_it(written, meant):
+    assert RunConfig(gradient_checkpointing=written).gradient_checkpointing is meant
+
+
+def test_numbers_as_people_write_them():
+    cfg = RunConfig(learning_rate="2e-4", batch_size="8", max_steps=8.0, lora_r="1_6")
+    assert (cfg.learning_rate, cfg.batch_size, cfg.max_steps, cfg.lora_r) == (2e-4, 8, 8, 16)
+    assert type(cfg.batch_size) is int and type(cfg.learning_rate) is float
+    with pytest.raises(ConfigError, match=r"batch_size=2.5 must be a whole number"):
+        RunConfig(batch_size=2.5)
+    with pytest.raises(ConfigError, match="learning_rate=True must be a number, not true/false"):
+        RunConfig(learning_rate=True)
+    with pytest.raises(ConfigError, match="learning_rate=inf"):
+        RunConfig(learning_rate=float("inf"))
+
+
+def test_a_run_folder_is_named_after_the_model_and_never_reused(tmp_path):
+    first = auto_output_dir("unsloth/Llama-3.2-1B-Instruct", root=tmp_path)
+    assert Path(first).parent == tmp_path and Path(first).name.startswith("Llama-3.2-1B-Instruct-20")
+    Path(first).mkdir()
+    second = auto_output_dir("unsloth/Llama-3.2-1B-Instruct", root=tmp_path)
+    assert second != first and not Path(second).exists()
+    assert Path(auto_output_dir("///", root=tmp_path)).name.startswith("run-")
