@@ -32,16 +32,16 @@ def fp8_evidence(spec: ModelSpec, seq: int, batch: int) -> tuple[bool, str]:
     sizes = sorted({m[1] for m in FP8_MEASURED})
     near = [b for b in sizes if abs(b - billions) <= 0.2 * b]
     if near:
-        size, word = near[0], "measured"
+        size, measured = near[0], True
     elif billions > sizes[-1]:
-        size, word = sizes[-1], "expected from"
+        size, measured = sizes[-1], False
     else:
         return False, f"FP8 was not measured at {billions:.1f}B parameters"
     tokens = seq * batch
     name, b, mseq, mbatch, speedup = min((m for m in FP8_MEASURED if m[1] == size),
                                          key=lambda m: (abs(m[2] * m[3] - tokens), abs(m[2] - seq)))
     point = f"{speedup:.2f}× on the {name} shape ({b:.1f}B) at {mseq} × {mbatch} tokens per step, H100"
-    if word == "measured":
+    if measured:
         return speedup > FP8_WORTH_IT, f"FP8 LoRA was measured {point}"
     return speedup > FP8_WORTH_IT, f"FP8 LoRA is expected faster from {point} (not measured at {billions:.1f}B)"
 

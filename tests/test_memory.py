@@ -301,3 +301,81 @@ def test_check_fits_uses_the_backend_it_is_given(fake_gpu):
     assert check_fits(cfg, spec, gpu) == estimate(cfg, spec)  # fits with Unsloth's kernels
     with pytest.raises(HardwareError, match="needs about"):
         check_fits(cfg, spec, gpu, backend="transformers")  # not without them
+
+
+@pytest.mark.parametrize("backend", ["unsloth", "transformers"])
+def test_recommend_keeps_its_contract_on_every_card(backend):
+    """Invariants of every recommendation, over the curated models and the real cards (mutation testing showed
+    the loop's values and the breakdown's backend unguarded)."""
+    from nbkit.cards import CARDS, planned_gpu
+
+    for card in CARDS:
+        gpu = planned_gpu(card)
+        for model in curated_ids():
+            spec = spec_for(model)
+            rec = recommend(spec, gpu, backend=backend)
+            c = rec.config
+            if not rec.fits:
+                continue
+            assert c.max_seq_length in (2048, 1024, 512) and c.lora_r in (16, 8) and c.lora_alpha == c.lora_r
+            assert c.gradient_checkpointing and c.grad_accum == max(1, 8 // c.batch_size)
+            assert rec.breakdown == estimate(c, spec, backend)
+            assert c.quantization == "4bit" or c.batch_size >= 2  # 16-bit/FP8 only with room for a real batch
+            two = recommend(spec, gpu, backend=backend, processes=2).config
+            assert two.grad_accum == max(1, 8 // (two.batch_size * 2))
+
+
+def test_recommend_says_when_nothing_fits(fake_gpu):
+    spec = spec_for("unsloth/Qwen2.5-14B-Instruct")
+    rec = recommend(spec, fake_gpu(4.0, (8, 6), "tiny card"))
+    c = rec.config
+    assert not rec.fits and (c.quantization, c.lora_r, c.lora_alpha, c.max_seq_length, c.batch_size,
+                             c.grad_accum) == ("4bit", 8, 8, 512, 1, 8)
+    assert rec.breakdown == estimate(c, spec)
+    assert rec.reason == (f"unsloth/Qwen2.5-14B-Instruct needs about {rec.breakdown.peak_total:.1f} GiB even in "
+                          "4-bit with batch 1; this GPU has 4.0 GiB. Choose a smaller model.")
+
+
+def test_16bit_needs_room_for_a_real_batch_unless_asked_for(fake_gpu):
+    spec = spec_for(LLAMA_1B)
+    cfg = RunConfig(quantization="16bit", max_seq_length=2048, lora_r=16, lora_alpha=16)
+    one = estimate(cfg, spec, batch_size=1).peak_total
+    two = estimate(cfg, spec, batch_size=2).peak_total
+    gpu = fake_gpu((one + two) / 2 / SAFETY_MARGIN, (8, 6))  # 16-bit fits batch 1 only
+    assert gpu.usable_gib < 20
+    assert recommend(spec, gpu).config.quantization == "4bit"
+    asked = recommend(spec, gpu, quantizations=["16bit"]).config
+    assert (asked.quantization, asked.batch_size, asked.max_seq_length) == ("16bit", 1, 2048)
+
+
+def test_the_advice_of_check_fits_is_for_the_users_run(fake_gpu):
+    """The fix check_fits suggests keeps the user's model settings and backend."""
+    spec, gpu = spec_for(LLAMA_8B), fake_gpu(15.0)
+    cfg = RunConfig(quantization="16bit", max_seq_length=2048, lora_r=8, lora_alpha=32, learning_rate=1e-4)
+    for backend in ("unsloth", "transformers"):
+        with pytest.raises(HardwareError) as err:
+            check_fits(cfg, spec, gpu, backend=backend)
+        assert f"Try: {recommend(spec, gpu, base=cfg, backend=backend).summary()}" in str(err.value)
+    unnamed = from_config_dict(json.loads((ROOT / "nbkit/specs/models.json").read_text())[LLAMA_8B])
+    with pytest.raises(HardwareError, match="^This model with 16bit"):
+        check_fits(cfg, unnamed, fake_gpu(4.0, (8, 6)))
+
+
+def test_load_peak_terms_by_hand():
+    spec = spec_for(LLAMA_8B)
+    largest = 4096 * 14336
+    part = estimate(RunConfig(quantization="16bit", batch_size=1), spec)
+    assert part.load == pytest.approx(part.weights + part.lora + 2 * largest / GIB)
+    fp8 = estimate(RunConfig(quantization="fp8", batch_size=1), spec)
+    whole = (2 * spec.total_params + 4 * largest) / GIB
+    assert fp8.load == pytest.approx(whole) and f"in bf16 ({whole:.1f} GiB)" in fp8.load_note
+
+
+def test_the_fp8_pass_over_quotes_the_load_at_batch_1():
+    from nbkit.cards import planned_gpu
+
+    spec, gpu = spec_for(LLAMA_8B), planned_gpu("RTX 4080 16GB")
+    rec = recommend(spec, gpu)
+    load = estimate(rec.config.replace(quantization="fp8", batch_size=1, lora_r=16, lora_alpha=16,
+                                       max_seq_length=2048), spec)
+    assert f"{load.peak_reserved:.1f} GiB in all, more than this GPU's {gpu.usable_gib:.1f} GiB" in rec.reason
