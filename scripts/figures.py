@@ -73,6 +73,12 @@ FIGURES: dict[str, tuple[Callable[[], float], str]] = {
     "fit_in_sample_max_pct": (lambda: max(r["max_error_pct"] for r in _load(FIT)["in_sample"]), "{:+.1f} %"),
     "fit_cross_min_pct": (lambda: min(r["min_error_pct"] for r in _load(FIT)["cross_size"]), "{:+.1f} %"),
     "fit_cross_max_pct": (lambda: max(r["max_error_pct"] for r in _load(FIT)["cross_size"]), "{:+.1f} %"),
+    "held_uniform_min_pct": (lambda: min(r["error_pct"] for r in _load(FIT)["held_out"] if r["lengths"] == "uniform"),
+                             "{:+.0f} %"),
+    "held_uniform_max_pct": (lambda: max(r["error_pct"] for r in _load(FIT)["held_out"] if r["lengths"] == "uniform"),
+                             "{:+.0f} %"),
+    "held_mixed_pct": (lambda: max(r["error_pct"] for r in _load(FIT)["held_out"] if r["lengths"] == "mixed"),
+                       "{:+.0f} %"),
     "parity16_hf_pct": (lambda: _load("loss_parity_1b_16bit.json")["summary"]["max_rel_diff"] * 100, "{:.2f} %"),
 }
 

@@ -379,3 +379,13 @@ def test_the_fp8_pass_over_quotes_the_load_at_batch_1():
     load = estimate(rec.config.replace(quantization="fp8", batch_size=1, lora_r=16, lora_alpha=16,
                                        max_seq_length=2048), spec)
     assert f"{load.peak_reserved:.1f} GiB in all, more than this GPU's {gpu.usable_gib:.1f} GiB" in rec.reason
+
+
+def test_peaks_the_fit_never_saw_are_not_under_predicted():
+    """nbkit's own session-4 runs (padding-free batches, full-length and real-length rows) were not fitted on."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from fit_memory import held_out
+
+    rows = held_out()
+    assert {r["lengths"] for r in rows} == {"uniform", "mixed"} and {r["arch"] for r in rows} == {"1b", "8b"}
+    assert all(r["error_pct"] >= 0 for r in rows)
