@@ -5,13 +5,13 @@ Unsloth and under plain transformers: prompt tokens get -100, assistant tokens k
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from .config import DEFAULT_DATASET, RunConfig
 from .errors import DataError
+from .data_files import _LOCAL_KINDS, _check_layout, load_rows, read_json_rows  # noqa: F401  (API)
 from .resources import DEFAULT_DATA_PATH
 
 IGNORE = -100
@@ -23,7 +23,6 @@ FORMATS = {
 }
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "model": "assistant"}
-_LOCAL_KINDS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
 @dataclass
@@ -41,89 +40,6 @@ class PreparedData:
         text = (f"{len(self.train)} training rows ({self.format} format), {n_eval} eval rows; "
                 f"{self.truncated} truncated to max_seq_length, {self.dropped} dropped.")
         return " ".join([text, *self.notes])
-
-
-def load_rows(source: Any = DEFAULT_DATASET, split: str = "train"):
-    """A datasets.Dataset from the embedded set, a local JSONL/JSON/CSV/Parquet file, rows, or a Hub id."""
-    import datasets
-
-    if isinstance(source, datasets.Dataset):
-        return source
-    if isinstance(source, list):
-        if not source:
-            raise DataError("The data set is empty: give at least one row.")
-        return datasets.Dataset.from_list(source)
-    if source == DEFAULT_DATASET:
-        source = str(DEFAULT_DATA_PATH)
-    path = Path(str(source))
-    if path.suffix in _LOCAL_KINDS or path.exists():
-        if not path.is_file():
-            raise DataError(f"Data file {path} does not exist. Give a JSONL, JSON, CSV or Parquet file, or a Hub id.")
-        kind = _LOCAL_KINDS.get(path.suffix)
-        if kind is None:
-            raise DataError(f"Cannot read {path}: use a .jsonl, .json, .csv or .parquet file.")
-        if kind == "json":  # read here, so a broken line is named by its number
-            return _from_rows(read_json_rows(path), path)
-        try:
-            dataset = datasets.load_dataset(kind, data_files=str(path), split="train")
-        except Exception as exc:  # pyarrow/pandas parse errors: one line that names the file
-            raise DataError(f"Cannot read {path} as {path.suffix[1:].upper()}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-        if len(dataset) == 0:
-            raise DataError(f"{path} has no rows. Add rows (one example each), or use the embedded "
-                            f"{DEFAULT_DATASET!r} to try things out.")
-        return dataset
-    try:
-        return datasets.load_dataset(str(source), split=split)
-    except Exception as exc:  # the Hub's errors vary by version; the advice does not
-        raise DataError(
-            f"Could not load data set {source!r}: {exc}. Use a local .jsonl/.csv file, nbkit's embedded "
-            f"{DEFAULT_DATASET!r}, or a Hub id you can reach."
-        ) from exc
-
-
-def read_json_rows(path: Path) -> list[dict]:
-    """Rows of a JSONL file (one object a line) or a JSON file (a list of objects), with the line of the first
-    broken one named."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if path.suffix == ".json" and text.lstrip()[:1] in ("[", "{"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}. Fix "
-                            "that spot (a missing comma or quote is usual).") from None
-        rows = data.get("data", data.get("rows")) if isinstance(data, dict) else data
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise DataError(f"{path} must hold a list of objects (one per example), e.g. "
-                            '[{"instruction": "...", "output": "..."}].')
-    else:
-        rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path} line {number} is not valid JSON ({exc.msg}, column {exc.colno}): fix or "
-                                f"delete that line. It starts: {line[:60]!r}") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path} line {number} is {type(row).__name__}, not an object: each line must be "
-                                'one example such as {"instruction": "...", "output": "..."}.')
-            rows.append(row)
-    if not rows:
-        raise DataError(f"{path} has no rows. Add examples (one JSON object a line), or use the embedded "
-                        f"{DEFAULT_DATASET!r} to try things out.")
-    return rows
-
-
-def _from_rows(rows: list[dict], path: Path):
-    import datasets
-
-    try:
-        return datasets.Dataset.from_list(rows)
-    except Exception as exc:  # pyarrow: one column holds text in some rows and lists in others
-        raise DataError(f"{path}: the rows do not share one layout ({str(exc).splitlines()[0][:200]}). Make each "
-                        "field hold the same kind of value in every row.") from None
 
 
 def missing_answer(row: dict[str, Any], fmt: str) -> bool:
@@ -298,9 +214,20 @@ def check(config: RunConfig) -> str:
     path = Path(str(DEFAULT_DATA_PATH if source == DEFAULT_DATASET else source)).expanduser()
     if not (path.suffix in _LOCAL_KINDS or path.exists()):
         return f"data: {source!r} (Hub data set; checked when loaded)"
-    dataset = load_rows(str(path))
-    fmt = detect_format(dataset.column_names, config.dataset_format)
-    rows = dataset.select(range(min(len(dataset), config.max_samples or len(dataset))))
+    if path.is_file() and _LOCAL_KINDS.get(path.suffix) == "json":
+        # plain Python, no `datasets`: the form checks the data while the engine may still be importing on
+        # another thread, and datasets reaches into a half-imported transformers
+        rows = read_json_rows(path)
+        _check_layout(rows, path)
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+    else:
+        from . import backend
+
+        backend.ensure()  # CSV/Parquet go through datasets: after the engine's import
+        rows = load_rows(str(path))
+        columns = rows.column_names
+    fmt = detect_format(columns, config.dataset_format)
+    rows = [rows[i] for i in range(min(len(rows), config.max_samples or len(rows)))]
     empty = sum(missing_answer(row, fmt) for row in rows)
     if empty == len(rows):
         raise DataError(f"None of the {len(rows)} rows has both a prompt and an answer ({fmt} format, {path}): "

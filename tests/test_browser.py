@@ -157,7 +157,7 @@ def test_launcher_renders_in_jupyterlab(lab, tmp_path, shots):
         page.wait_for_selector(".nbkit-gauge[data-level='ok']", timeout=30_000)
         assert page.locator("button:has-text('FP8')").is_disabled()
         shot.parent.mkdir(parents=True, exist_ok=True)
-        page.locator(".jp-OutputArea-output").first.screenshot(path=str(shot))
+        page.locator(".jp-OutputArea-output:has(.nbkit-gauge)").first.screenshot(path=str(shot))
         browser.close()
     assert shot.stat().st_size > 10_000
 

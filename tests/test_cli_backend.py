@@ -80,7 +80,7 @@ gpu = check_gpu()
 config = RunConfig(model="unsloth/Llama-3.2-1B-Instruct")
 form = ConfigForm(config, gpu)
 MemoryGauge(gpu).update(config)
-engine_needed = any(m in sys.modules for m in ("transformers", "unsloth", "trl", "peft"))
+engine_needed = any(m in sys.modules for m in ("transformers", "unsloth", "trl", "peft", "datasets"))
 t0 = time.perf_counter()
 thread = backend.start_import()
 started = time.perf_counter() - t0
