@@ -68,6 +68,11 @@ def start_import(requested: str = "auto") -> threading.Thread:
     which waits for this import; code of your own should call `nbkit.backend.ensure()` before importing
     transformers, so that Unsloth still comes first."""
     global _background
+    # torch first, on this thread: the GPU check needs it anyway, and two threads importing one package at once
+    # can hand one of them a half-initialised module. While the engine imports, nbkit's own code on this thread
+    # touches only torch, ipywidgets and plain Python (the form's data check reads JSON itself).
+    import torch  # noqa: F401
+
     with _import_lock:
         if _background is None:
             def work():
