@@ -56,3 +56,9 @@ def test_emulating_needs_a_gpu():
         pytest.skip("has a GPU")
     with pytest.raises(HardwareError, match="needs a CUDA GPU"):
         emulate("T4")
+
+
+def test_a_planned_card_reports_itself():
+    gpu = planned_gpu("L4")
+    assert (gpu.name, gpu.capability, gpu.total_gib, gpu.free_gib, gpu.count) == ("L4", (8, 9), 22.5, 22.5 - 0.85, 1)
+    assert gpu.bf16 and gpu.fp8 and gpu.emulated and gpu.available

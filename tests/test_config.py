@@ -97,10 +97,60 @@ def test_numbers_as_people_write_them():
         RunConfig(learning_rate=float("inf"))
 
 
-def test_a_run_folder_is_named_after_the_model_and_never_reused(tmp_path):
+def test_a_run_folder_is_named_after_the_model_and_never_reused(tmp_path, monkeypatch):
+
+    monkeypatch.setattr(__import__("time"), "strftime", lambda fmt: "20261125-120000")
     first = auto_output_dir("unsloth/Llama-3.2-1B-Instruct", root=tmp_path)
     assert Path(first).parent == tmp_path and Path(first).name.startswith("Llama-3.2-1B-Instruct-20")
     Path(first).mkdir()
     second = auto_output_dir("unsloth/Llama-3.2-1B-Instruct", root=tmp_path)
     assert second != first and not Path(second).exists()
     assert Path(auto_output_dir("///", root=tmp_path)).name.startswith("run-")
+
+
+def test_boundaries_and_helpers_mutation_testing_found_unguarded(tmp_path):
+    assert Path(RunConfig(output_dir="").output_dir).parent.name == "outputs"  # empty: a fresh folder of its own
+    assert RunConfig(output_dir=None).output_dir  # None from a YAML file: the same
+    assert RunConfig(max_seq_length=16).max_seq_length == 16
+    for bad in ({"eval_fraction": 0.5}, {"weight_decay": 1.0}, {"save_minutes": -1}, {"warmup_steps": -1},
+                {"save_total_limit": -1}, {"max_seq_length": 15}, {"gradient_checkpointing": 2},
+                {"lora_r": True}, {"grad_accum": 0}, {"lora_alpha": 0}):
+        with pytest.raises(ConfigError):
+            RunConfig(**bad)
+    assert RunConfig(max_steps=1, num_epochs=0).max_steps == 1
+    cfg = RunConfig(batch_size=2, grad_accum=3)
+    assert cfg.global_batch() == 6 and cfg.global_batch(4) == 24
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_dict({"batch_sise": 2, "zzz": 1})
+    assert "(did you mean 'batch_sise' → 'batch_size'?)" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_dict({"zzz": 1})
+    assert "did you mean" not in str(err.value)
+
+
+def test_save_writes_readable_files_in_new_folders(tmp_path):
+    cfg = RunConfig(learning_rate=1e-4, output_dir=str(tmp_path / "o"))
+    as_json = cfg.save(tmp_path / "a" / "b" / "run.json")
+    assert as_json.read_text().startswith('{\n  "model"')  # indented, fields in their order
+    as_yaml = cfg.save(tmp_path / "c" / "run.yml")
+    assert as_yaml.read_text().startswith("model:") and RunConfig.load(as_yaml) == cfg
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match=r"bad.json is not valid JSON: .*"):
+        RunConfig.load(bad)
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("a: [1,\n  b")
+    with pytest.raises(ConfigError, match=r"bad.yaml is not valid YAML: [^\n]*$"):
+        RunConfig.load(bad_yaml)
+
+
+def test_run_folders_count_up(tmp_path, monkeypatch):
+
+    monkeypatch.setattr(__import__("time"), "strftime", lambda fmt: "20261125-120000")  # one second throughout
+    first = auto_output_dir("org/My Model/", root=tmp_path)
+    assert Path(first).name.startswith("My-Model-")
+    Path(first).mkdir()
+    second = auto_output_dir("org/My Model/", root=tmp_path)
+    assert second == f"{first}-2"
+    Path(second).mkdir()
+    assert auto_output_dir("org/My Model/", root=tmp_path) == f"{first}-3"

@@ -389,3 +389,26 @@ def test_peaks_the_fit_never_saw_are_not_under_predicted():
     rows = held_out()
     assert {r["lengths"] for r in rows} == {"uniform", "mixed"} and {r["arch"] for r in rows} == {"1b", "8b"}
     assert all(r["error_pct"] >= 0 for r in rows)
+
+
+def test_the_breakdown_as_the_gauge_and_cli_show_it():
+    part = estimate(RunConfig(quantization="fp8", batch_size=2), spec_for(LLAMA_8B))
+    groups = part.groups()
+    assert groups["overhead"] == pytest.approx(part.overhead + part.cuda_context)
+    assert sum(groups.values()) == pytest.approx(part.total)
+    table = part.table().splitlines()
+    assert table[0].startswith("weights") and f"{part.total:8.2f} GiB" in table[-3]
+    assert f"{part.load + part.cuda_context:8.2f} GiB" in table[-2]
+    assert table[-1] == (f"{'total':<18}{part.peak_total:8.2f} GiB  limit: loading ({part.load_note})")
+    assert part.as_dict()["limiting_phase"] == "loading" and part.as_dict()["peak_total"] == part.peak_total
+    four = estimate(RunConfig(quantization="4bit", batch_size=2), spec_for(LLAMA_8B))
+    assert four.table().splitlines()[-1].endswith("limit: training")
+
+
+def test_check_fits_allows_the_whole_card(fake_gpu):
+    """recommend() keeps a 15 % margin, but a run the user asks for may use the card up to its last GiB."""
+    spec = spec_for(LLAMA_8B)
+    cfg = RunConfig(quantization="4bit", max_seq_length=2048, batch_size=4)
+    predicted = estimate(cfg, spec).peak_total
+    gpu = fake_gpu(predicted / 0.95)  # within the card, beyond the margin
+    assert not fits(estimate(cfg, spec), gpu) and check_fits(cfg, spec, gpu)

@@ -45,3 +45,16 @@ def test_a_tensor_missing_after_training_is_not_a_change():
     before = tensors(a=[0.0], b=[1.0], c=[2.0])
     report = verify.compare(before, tensors(b=[1.5], c=[2.5]))
     assert not report.ok and report.changed == 2 and report.unchanged_names == ["a"]
+
+
+def test_snapshot_takes_the_trainable_lora_tensors_only():
+    model = torch.nn.Module()
+    model.lora_A = torch.nn.Parameter(torch.ones(2))
+    model.base = torch.nn.Parameter(torch.ones(2))
+    model.lora_frozen = torch.nn.Parameter(torch.ones(2), requires_grad=False)
+    before = verify.snapshot(model)
+    assert list(before) == ["lora_A"]
+    with torch.no_grad():
+        model.lora_A.add_(1.0)
+    report = verify.adapters_changed(model, before)
+    assert report.ok and report.tensors == 1 and report.max_abs_diff == 1.0
