@@ -9,6 +9,7 @@ copy to disk, so that copy's size is recorded too. Writes bench/results/load_pea
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -58,8 +59,6 @@ def main() -> None:
         found = [line[7:] for line in out.splitlines() if line.startswith("RESULT ")]
         if not found:
             print(out[-2000:])
-        import json
-
         rows.append(json.loads(found[0]) if found else {"arch": args.arch, "quant": q, "error": "no result"})
     for r in rows:
         if "predicted_load_gib" in r:

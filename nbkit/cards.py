@@ -30,7 +30,7 @@ class Card:
 
     @property
     def bf16(self) -> bool:
-        return self.capability >= (8, 0)
+        return hardware.supports_bf16(self.capability)
 
     @property
     def fp8(self) -> bool:

@@ -35,7 +35,9 @@ def load_rows(source: Any = DEFAULT_DATASET, split: str = "train"):
         if kind is None:
             raise DataError(f"Cannot read {path}: use a .jsonl, .json, .csv or .parquet file.")
         if kind == "json":  # read here, so a broken line is named by its number
-            return _from_rows(read_json_rows(path), path)
+            rows = read_json_rows(path)
+            _check_layout(rows, path)  # the same rule and message as data.check, before pyarrow's own
+            return _from_rows(rows, path)
         try:
             dataset = datasets.load_dataset(kind, data_files=str(path), split="train")
         except Exception as exc:  # pyarrow/pandas parse errors: one line that names the file

@@ -4,9 +4,8 @@ recommend() picks FP8 only on this evidence and quotes it; nothing here is estim
 """
 from __future__ import annotations
 
+from .hardware import GIB
 from .specs import ModelSpec
-
-GIB = 1024**3
 
 
 # FP8 LoRA steady-state speed relative to bf16 LoRA, measured on an H100 (bench/fp8_vs_bf16.py,

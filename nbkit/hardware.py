@@ -60,6 +60,11 @@ def tier_for(gib: float) -> str:
     return best
 
 
+def supports_bf16(capability: tuple[int, int]) -> bool:
+    # bf16 tensor cores arrived with Ampere (8.0); a T4 (7.5) trains in fp16
+    return capability >= (8, 0)
+
+
 def supports_fp8(capability: tuple[int, int]) -> bool:
     # FP8 tensor cores arrived with Ada (8.9) and Hopper (9.0).
     return capability >= (8, 9)
@@ -81,7 +86,7 @@ def check_gpu(device: int = 0) -> GpuInfo:
         capability=cap,
         total_gib=total_gib,
         free_gib=min(free / GIB, _cap_gib or total_gib),
-        bf16=cap >= (8, 0),
+        bf16=supports_bf16(cap),
         fp8=supports_fp8(cap),
         count=torch.cuda.device_count(),
         capped_gib=_cap_gib,

@@ -161,8 +161,7 @@ def estimate(config: RunConfig, spec: ModelSpec, backend: str = "unsloth", on_cu
     activations = tokens * per_layer * layers_live + checkpoints
     logits = tokens * spec.vocab_size * cal.logits_bytes
     # quantized layers are dequantized to bf16 one matrix at a time, forward and backward
-    largest = max(a * b for a, b in spec.projection_shapes().values())
-    dequant = 2.0 * 2 * largest if config.quantization != "16bit" else 0.0
+    dequant = 2.0 * 2 * spec.largest_projection if config.quantization != "16bit" else 0.0
     overhead = cal.fixed_gib * GIB + dequant + cal.slack * (activations + logits)
     load, note = load_peak(config.quantization, spec, weights, lora)
     return Breakdown(*(x / GIB for x in (weights, lora, lora, optimizer, activations, logits, overhead)),
@@ -179,7 +178,7 @@ def load_peak(quantization: str, spec: ModelSpec, weights: float, lora: float) -
     an H100 (bench/load_peak.py, Llama 3.1 8B shape, bench/results/load_peak_8b.json): 5.50 GiB allocated for
     4-bit, 15.15 for 16-bit, 15.00 for FP8 from bf16.
     """
-    largest = max(a * b for a, b in spec.projection_shapes().values())
+    largest = spec.largest_projection
     streamed = weights + lora + 2.0 * largest
     if quantization == "fp8" and spec.checkpoint != "fp8":
         whole = 2.0 * spec.total_params + 4.0 * largest  # bf16 model + one fp32 tensor while quantizing

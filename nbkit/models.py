@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import backend, hub
+from . import backend, hub, outputs
 from .config import TINY_MODEL, RunConfig
 from .distributed import local_rank, world_size
 from .errors import ConfigError, HardwareError, ModelNotFoundError
@@ -78,13 +78,12 @@ def load(config: RunConfig, gpu: GpuInfo | None = None, check_memory: bool = Tru
 def _check_fp8_disk(spec) -> None:
     """Unsloth converts a checkpoint that is not FP8 by writing an FP8 copy under the temp folder: fail before
     loading, not after minutes of it, when that copy cannot fit."""
-    import shutil
     import tempfile
 
     if spec.checkpoint == "fp8":
         return
     folder = tempfile.gettempdir()
-    need, free = fp8_copy_gib(spec), shutil.disk_usage(folder).free / 1024**3
+    need, free = fp8_copy_gib(spec), outputs.free_gib(folder)
     if free < 1.1 * need:
         raise HardwareError(
             f"FP8 from this bf16 checkpoint writes an FP8 copy of about {need:.1f} GB to {folder}, which has "

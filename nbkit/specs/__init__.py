@@ -49,6 +49,11 @@ class ModelSpec:
                 "o_proj": (self.q_dim, h), "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
 
     @property
+    def largest_projection(self) -> int:
+        """Weights in the biggest single projection: what is dequantized, or loaded in bf16, one at a time."""
+        return max(a * b for a, b in self.projection_shapes().values())
+
+    @property
     def linear_params(self) -> int:
         """Parameters in the decoder layers' projections: the part 4-bit and FP8 quantize."""
         per_layer = sum(a * b for a, b in self.projection_shapes().values())
