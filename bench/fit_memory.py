@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from common import RESULTS, print_table, write_json
-from memory_accuracy import predict, with_load_index
+from memory_accuracy import predict, saved_records
 
 PROBE_MODELS = {"1b": "unsloth/Llama-3.2-1B-Instruct", "8b": "unsloth/Meta-Llama-3.1-8B-Instruct"}
 GRID = [round(0.5 + 0.05 * i, 2) for i in range(90)]
@@ -34,12 +34,7 @@ def records(results: Path = RESULTS) -> list[dict]:
     """Measured peaks, each with what predict() needs."""
     from nbkit.specs import spec_for
 
-    found = []
-    for path in sorted(results.glob("mem*_*.json")):
-        if path.stem.endswith("_report"):
-            continue
-        found += [r for r in with_load_index(json.loads(path.read_text())["records"])
-                  if r["status"] == "ok" and r["load_index"] == 0 and r.get("gc", True)]
+    found = [r for r in saved_records(results) if r.get("gc", True)]
     for path in sorted(results.glob("largest_batch_*.json")):
         for r in json.loads(path.read_text())["rows"]:
             if r["trained"]:

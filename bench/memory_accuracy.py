@@ -136,6 +136,15 @@ def with_load_index(records: list[dict]) -> list[dict]:
     return records
 
 
+def saved_records(results=RESULTS) -> list[dict]:
+    """Every usable record saved in `results`: measured without error, by the first model loaded in its process."""
+    records = []
+    for path in sorted(results.glob("mem*_*.json")):
+        if not path.stem.endswith("_report"):
+            records += with_load_index(json.loads(path.read_text())["records"])
+    return [r for r in records if r["status"] == "ok" and r["load_index"] == 0]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", default="1b")

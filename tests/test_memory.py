@@ -83,12 +83,9 @@ def test_memory_grows_with_batch_and_sequence():
 def test_prediction_matches_h100_measurements():
     """The calibration's regression test: every recorded H100 run (bench/results) within ±10%, none under."""
     sys.path.insert(0, str(ROOT / "bench"))
-    from memory_accuracy import predict, with_load_index
+    from memory_accuracy import predict, saved_records
 
-    files = sorted((ROOT / "bench" / "results").glob("mem*_*.json"))
-    records = [r for f in files if not f.stem.endswith("_report")
-               for r in with_load_index(json.loads(f.read_text())["records"])]
-    rows = [predict(r) for r in records if r["status"] == "ok" and r["load_index"] == 0]
+    rows = [predict(r) for r in saved_records()]
     assert len(rows) >= 12
     assert {r["quant"] for r in rows} >= {"4bit", "16bit", "fp8"} and {r["arch"] for r in rows} == {"1b", "8b"}
     for r in rows:
