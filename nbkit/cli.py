@@ -13,7 +13,7 @@ def _check(args) -> int:
     gpu = check_gpu()
     print(gpu.summary())
     if args.model:
-        from .memory import recommend
+        from .recommend import recommend
         from .specs import spec_for
 
         spec = spec_for(args.model)  # an unknown or unreachable id is an error (exit 2), GPU or not

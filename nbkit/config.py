@@ -14,6 +14,9 @@ from .errors import ConfigError
 # plan it honestly, and 4-bit fits in less with Unsloth's kernels.
 QUANTIZATIONS = ("4bit", "16bit", "fp8")
 BACKENDS = ("auto", "unsloth", "transformers")
+# How several GPUs share a run: "ddp" copies the model to every GPU (faster, needs it to fit one), "fsdp" shards
+# it across them (for models no single GPU holds), "auto" lets the memory model choose (nbkit.recommend).
+PARALLELISMS = ("auto", "ddp", "fsdp")
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 TINY_MODEL = "nbkit/tiny-llama"
 DEFAULT_DATASET = "nbkit/instruct-mini"
@@ -49,6 +52,7 @@ class RunConfig:
     save_total_limit: int = 2
     save_minutes: float = 10.0  # also checkpoint whenever this long has passed (0: off): a dying session loses less
     backend: str = "auto"
+    parallelism: str = "auto"  # several GPUs: "ddp", "fsdp" (sharded), or "auto" (the memory model chooses)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -74,6 +78,12 @@ class RunConfig:
             )
         if self.backend not in BACKENDS:
             raise ConfigError(f"Unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}.")
+        if self.parallelism not in PARALLELISMS:
+            raise ConfigError(f"Unknown parallelism {self.parallelism!r}: choose one of {', '.join(PARALLELISMS)} "
+                              "('fsdp' shards a model too big for one GPU across several).")
+        if self.parallelism == "fsdp" and self.quantization == "fp8":
+            raise ConfigError("parallelism='fsdp' shards 4-bit or 16-bit models (transformers + peft); FP8 LoRA "
+                              "runs through Unsloth on one GPU. Use quantization='4bit'.")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"Unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}.")
         _positive_int(self, "lora_r", "LoRA rank r must be a positive integer such as 8, 16 or 32.")
@@ -111,11 +121,13 @@ class RunConfig:
         """Rows per optimizer step across all data-parallel processes (GPUs)."""
         return self.effective_batch * processes
 
-    def resolved_optimizer(self, on_cuda: bool) -> str:
+    def resolved_optimizer(self, on_cuda: bool, sharded: bool = False) -> str:
         if self.optimizer != "auto":
             return self.optimizer
-        # 8-bit Adam states are a GPU saving; on CPU the plain torch optimizer is the robust choice.
-        return "adamw_8bit" if on_cuda else "adamw_torch"
+        # 8-bit Adam states are a GPU saving; on CPU the plain torch optimizer is the robust choice. Sharded runs
+        # use torch's AdamW too: bitsandbytes' 8-bit kernels take plain tensors, not FSDP's sharded DTensors, and
+        # sharding already divides the (small) LoRA optimizer states by the number of GPUs.
+        return "adamw_8bit" if on_cuda and not sharded else "adamw_torch"
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
@@ -195,7 +207,8 @@ def auto_output_dir(model: str, root: str | None = None) -> str:
 _INT_FIELDS = ("max_seq_length", "lora_r", "lora_alpha", "batch_size", "grad_accum", "max_steps", "warmup_steps",
                "seed", "save_steps", "save_total_limit", "max_samples")
 _FLOAT_FIELDS = ("lora_dropout", "learning_rate", "num_epochs", "weight_decay", "eval_fraction", "save_minutes")
-_STR_FIELDS = ("model", "quantization", "dataset", "dataset_format", "output_dir", "backend", "optimizer")
+_STR_FIELDS = ("model", "quantization", "dataset", "dataset_format", "output_dir", "backend", "optimizer",
+               "parallelism")
 _NULLABLE = ("max_samples",)
 _EXAMPLES = {"learning_rate": "2e-4", "max_steps": "60 (or 0 to train num_epochs)", "batch_size": "2",
              "max_seq_length": "2048", "num_epochs": "1"}

@@ -12,7 +12,12 @@ from .models import LoadedModel
 
 
 def _write_lora(loaded: LoadedModel, directory: Path) -> None:
-    loaded.model.save_pretrained(directory)
+    if loaded.adapter_state is not None:  # a sharded model's, gathered whole beforehand by every rank
+        from .fsdp import save_adapters
+
+        save_adapters(loaded.model, directory, loaded.adapter_state)
+    else:
+        loaded.model.save_pretrained(directory)
     loaded.tokenizer.save_pretrained(directory)
     (directory / outputs.RUN_MARKER).write_text(json.dumps(
         {"base_model": loaded.base_path, "backend": loaded.backend, **loaded.config.to_dict()}, indent=2))
@@ -23,7 +28,8 @@ def _write_lora(loaded: LoadedModel, directory: Path) -> None:
 def _check_finite(loaded: LoadedModel) -> None:
     from .verify import snapshot
 
-    bad = [name for name, t in snapshot(loaded.model).items() if not t.isfinite().all()]
+    tensors = loaded.adapter_state if loaded.adapter_state is not None else snapshot(loaded.model)
+    bad = [name for name, t in tensors.items() if not t.isfinite().all()]
     if bad:
         raise ExportError(f"{len(bad)} LoRA tensor(s) hold NaN or infinity (e.g. {bad[0]}), so they were not saved: "
                           "the run diverged. Train again with a lower learning_rate.")

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from .config import RunConfig
-from .errors import HardwareError
 from .hardware import GIB, GpuInfo
-from .fp8 import fp8_copy_gib, fp8_evidence
+from .fp8 import fp8_copy_gib
 from .specs import ModelSpec
+from . import sharding
 
 # bytes per quantized-linear weight, quantization constants included
 WEIGHT_BYTES = {
@@ -57,6 +57,8 @@ CALIBRATION = {
     "transformers-kbit": replace(_HF, act_gc=2.6, keeps_checkpoints=2.2),
     "unsloth-kbit": replace(_UNSLOTH, act_gc=1.6),
     "unsloth-fp8": replace(_UNSLOTH, act_gc=1.6, fixed_gib=0.15),
+    # sharded (FSDP2 + transformers + peft, no k-bit preparation: embeddings stay 16-bit)
+    "transformers-fsdp": _HF,
 }
 
 
@@ -81,6 +83,7 @@ class Breakdown:
     cuda_context: float
     load: float = 0.0  # reserved while the model loads (before training); see load_peak()
     load_note: str = ""  # what loading holds, when it is more than the weights
+    gathered: float = 0.0  # sharded runs: weights gathered whole while they compute (nbkit.sharding)
 
     @property
     def trainable(self) -> float:
@@ -94,8 +97,8 @@ class Breakdown:
     @property
     def total(self) -> float:
         """What the card must hold: the reservation plus the CUDA context."""
-        return (self.weights + self.lora + self.gradients + self.optimizer + self.activations + self.logits
-                + self.overhead + self.cuda_context)
+        return (self.weights + self.gathered + self.lora + self.gradients + self.optimizer + self.activations
+                + self.logits + self.overhead + self.cuda_context)
 
     @property
     def limiting_phase(self) -> str:
@@ -115,7 +118,7 @@ class Breakdown:
 
     def groups(self) -> dict[str, float]:
         """The parts a gauge draws: weights, LoRA+optimizer, activations, logits, overhead."""
-        return {"weights": self.weights, "LoRA + optimizer": self.trainable, "activations": self.activations,
+        return {"weights": self.weights + self.gathered, "LoRA + optimizer": self.trainable, "activations": self.activations,
                 "logits": self.logits, "overhead": self.overhead + self.cuda_context}
 
     def as_dict(self) -> dict:
@@ -141,16 +144,29 @@ def activation_bytes_per_token_layer(spec: ModelSpec) -> float:
 
 
 def estimate(config: RunConfig, spec: ModelSpec, backend: str = "unsloth", on_cuda: bool = True,
-             batch_size: int | None = None, seq_len: int | None = None) -> Breakdown:
-    """Predicted peak VRAM of training `config` on `spec`, assuming every sequence fills max_seq_length."""
-    cal = calibration(backend, config.quantization)
+             batch_size: int | None = None, seq_len: int | None = None, processes: int = 1) -> Breakdown:
+    """Predicted peak VRAM of training `config` on `spec`, assuming every sequence fills max_seq_length.
+
+    Memory is per GPU. With config.parallelism == "fsdp" the model is sharded across `processes` GPUs
+    (nbkit.sharding says what each holds); otherwise every GPU holds the whole model (one GPU, or DDP)."""
+    sharded = config.parallelism == "fsdp"
+    cal = CALIBRATION["transformers-fsdp"] if sharded else calibration(backend, config.quantization)
+    n = processes if sharded else 1
     batch = batch_size or config.batch_size
     tokens = batch * (seq_len or config.max_seq_length)
-    embed_bytes = cal.quantized_embed_bytes if config.quantization == "4bit" else 2.0
-    weights = WEIGHT_BYTES[config.quantization] * spec.linear_params + embed_bytes * spec.embedding_params
     n_lora = spec.lora_params(config.lora_r, config.target_modules)
-    lora = n_lora * cal.lora_bytes
-    optimizer = n_lora * OPTIMIZER_BYTES.get(config.resolved_optimizer(on_cuda), 8.0)
+    if sharded:
+        split, whole = sharding.weight_bytes(config.quantization, spec)
+        weights = sharding.per_gpu(split, n) + whole
+        gathered = sharding.gathered_bytes(config.quantization, spec, n_lora)
+        optimizer_bytes = OPTIMIZER_BYTES.get(config.resolved_optimizer(on_cuda, sharded=True), 8.0)
+    else:
+        embed_bytes = cal.quantized_embed_bytes if config.quantization == "4bit" else 2.0
+        weights = WEIGHT_BYTES[config.quantization] * spec.linear_params + embed_bytes * spec.embedding_params
+        gathered = 0.0
+        optimizer_bytes = OPTIMIZER_BYTES.get(config.resolved_optimizer(on_cuda), 8.0)
+    lora = sharding.per_gpu(n_lora * cal.lora_bytes, n)
+    optimizer = sharding.per_gpu(n_lora * optimizer_bytes, n)
     per_layer = activation_bytes_per_token_layer(spec)
     if config.gradient_checkpointing:
         layers_live = cal.act_gc
@@ -165,7 +181,7 @@ def estimate(config: RunConfig, spec: ModelSpec, backend: str = "unsloth", on_cu
     overhead = cal.fixed_gib * GIB + dequant + cal.slack * (activations + logits)
     load, note = load_peak(config.quantization, spec, weights, lora)
     return Breakdown(*(x / GIB for x in (weights, lora, lora, optimizer, activations, logits, overhead)),
-                     cuda_context=cal.context_gib, load=load / GIB, load_note=note)
+                     cuda_context=cal.context_gib, load=load / GIB, load_note=note, gathered=gathered / GIB)
 
 
 def load_peak(quantization: str, spec: ModelSpec, weights: float, lora: float) -> tuple[float, str]:
@@ -205,108 +221,12 @@ def fits(part: Breakdown, gpu: GpuInfo, margin: float = SAFETY_MARGIN) -> bool:
 
 
 def largest_batch(config: RunConfig, spec: ModelSpec, gpu: GpuInfo, backend: str = "unsloth",
-                  margin: float = SAFETY_MARGIN, upper: int = 256) -> int:
+                  margin: float = SAFETY_MARGIN, upper: int = 256, processes: int = 1) -> int:
     """The largest per-device batch predicted to fit (0 if not even batch 1 fits)."""
     best = 0
     batch = 1
-    while batch <= upper and fits(estimate(config, spec, backend, batch_size=batch), gpu, margin):
+    while batch <= upper and fits(estimate(config, spec, backend, batch_size=batch, processes=processes), gpu,
+                                  margin):
         best = batch
         batch += 1
     return best
-
-
-def check_fits(config: RunConfig, spec: ModelSpec, gpu: GpuInfo, backend: str = "unsloth") -> Breakdown:
-    """Raise a HardwareError with a concrete fix when the run is predicted not to fit this GPU."""
-    part = estimate(config, spec, backend)
-    if fits(part, gpu, margin=1.0):
-        return part
-    predicted, capacity = usage_vs_capacity(gpu, part)
-    rec = recommend(spec, gpu, base=config, backend=backend)
-    advice = (f"Try: {rec.summary()}" if rec.fits else
-              "Even 4-bit with batch 1 and 512 tokens does not fit: pick a smaller model.")
-    raise HardwareError(
-        f"{spec.name or 'This model'} with {config.quantization}, batch {config.batch_size} and "
-        f"{config.max_seq_length} tokens needs about {predicted:.1f} GiB, but this GPU has {capacity:.1f} GiB "
-        f"(tier {gpu.tier}). {advice} Pass check_memory=False to try anyway."
-    )
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    config: RunConfig
-    breakdown: Breakdown
-    fits: bool
-    reason: str
-
-    def summary(self) -> str:
-        c = self.config
-        return (f"quantization={c.quantization!r}, lora_r={c.lora_r}, max_seq_length={c.max_seq_length}, "
-                f"batch_size={c.batch_size}, grad_accum={c.grad_accum}")
-
-
-def recommend(spec: ModelSpec, gpu: GpuInfo, base: RunConfig | None = None, backend: str = "unsloth",
-              target_effective_batch: int = 8, quantizations=None, processes: int = 1) -> Recommendation:
-    """Settings that fit `gpu` with a safety margin, with a short reason a workshop attendee can follow.
-
-    `quantizations` limits the choice (e.g. to the one the user asked for); by default nbkit chooses.
-    Memory is per GPU; with `processes` data-parallel GPUs the accumulation shrinks so that the global batch
-    (batch x accumulation x processes) stays near `target_effective_batch`.
-    """
-    base = base or RunConfig(model=spec.name or RunConfig().model)
-    options = ["fp8"] if gpu.fp8 else []
-    options += ["16bit", "4bit"] if gpu.usable_gib >= 20 else ["4bit", "16bit"]
-    if quantizations:
-        options = [q for q in quantizations if q != "fp8" or gpu.fp8]
-    passed_over = ""  # why FP8 was not chosen, when the card has it
-    for seq in (2048, 1024, 512):
-        for quant in options:
-            for r in (16, 8):
-                cfg = base.replace(quantization=quant, lora_r=r, lora_alpha=r, max_seq_length=seq,
-                                   gradient_checkpointing=True)
-                batch = min(largest_batch(cfg, spec, gpu, backend), target_effective_batch)
-                if quant == "fp8" and not quantizations:
-                    skip = _fp8_pass_over(cfg, spec, gpu, backend, batch)
-                    if skip:
-                        passed_over = passed_over or skip
-                        continue
-                # 16-bit is only worth it with room for a real batch; otherwise 4-bit is the safer pick
-                if batch == 0 or (quant != "4bit" and batch < 2 and not quantizations):
-                    continue
-                cfg = cfg.replace(batch_size=batch,
-                                  grad_accum=max(1, target_effective_batch // (batch * processes)))
-                reason = _reason(cfg, spec, gpu, processes)
-                if passed_over and quant != "fp8":
-                    reason += f" FP8 was passed over: {passed_over}."
-                return Recommendation(cfg, estimate(cfg, spec, backend), True, reason)
-    cfg = base.replace(quantization="4bit", lora_r=8, lora_alpha=8, max_seq_length=512, batch_size=1,
-                       grad_accum=target_effective_batch)
-    part = estimate(cfg, spec, backend)
-    return Recommendation(cfg, part, False,
-                          f"{spec.name or 'This model'} needs about {part.peak_total:.1f} GiB even in 4-bit with "
-                          f"batch 1; this GPU has {gpu.usable_gib:.1f} GiB. Choose a smaller model.")
-
-
-def _fp8_pass_over(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, backend: str, batch: int) -> str:
-    """Why FP8 is not the pick for `cfg` at `batch` (its largest fitting batch), or "" when it is."""
-    if batch == 0:
-        part = estimate(cfg, spec, backend, batch_size=1)
-        if part.limiting_phase == "loading":
-            predicted, capacity = usage_vs_capacity(gpu, part)
-            return f"{part.load_note}, {predicted:.1f} GiB in all, more than this GPU's {capacity:.1f} GiB"
-        return "it does not fit"
-    helps, evidence = fp8_evidence(spec, cfg.max_seq_length, batch)
-    return "" if helps else f"{evidence}, not enough to repay its compilation"
-
-
-def _reason(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, processes: int = 1) -> str:
-    size = f"{spec.total_params / 1e9:.1f}B-parameter model"
-    why = {
-        "4bit": f"4-bit loading shrinks the {size}'s frozen weights to about a quarter, which is what lets it "
-                f"fit in {gpu.usable_gib:.0f} GiB.",
-        "16bit": f"The {size} fits in 16-bit, which trains faster than 4-bit and avoids quantization error.",
-        "fp8": f"This GPU has FP8 tensor cores: {fp8_evidence(spec, cfg.max_seq_length, cfg.batch_size)[1]} "
-               f"(after a few minutes of one-off kernel compilation), with half the weight memory.",
-    }[cfg.quantization]
-    gpus = f" on each of {processes} GPUs" if processes > 1 else ""
-    return (f"{why} Batch {cfg.batch_size} × {cfg.grad_accum} accumulation steps{gpus} gives an effective batch "
-            f"of {cfg.global_batch(processes)} within the memory, with {cfg.max_seq_length}-token sequences.")

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import backend, hub, outputs
+from . import backend, fsdp, hub, outputs, sharding
 from .config import TINY_MODEL, RunConfig
-from .distributed import local_rank, world_size
+from .distributed import is_main, local_rank, world_size
 from .errors import ConfigError, HardwareError, ModelNotFoundError
 from .hardware import GpuInfo, check_gpu, require_fp8
 from .fp8 import fp8_copy_gib
-from .memory import check_fits
+from .recommend import SHARDED_BACKEND, check_fits, choose_parallelism
 from .specs import FUSED, curated_ids, fused_targets, spec_for
 
 
@@ -28,6 +28,7 @@ class LoadedModel:
     config: RunConfig
     on_cuda: bool
     gpu: GpuInfo | None = None  # what it was loaded for (an emulated card: its abilities, e.g. no bf16)
+    adapter_state: dict | None = None  # sharded runs: the trained adapters gathered whole, what rank 0 saves
 
     @property
     def device(self):
@@ -60,12 +61,15 @@ def load(config: RunConfig, gpu: GpuInfo | None = None, check_memory: bool = Tru
             torch.cuda.set_device(local_rank())
     if config.quantization == "fp8":
         require_fp8(gpu)
-    name = backend.ensure(config.backend)
     path = resolve_model(config.model)
+    config = resolve_parallelism(config, gpu, path)
+    name = backend.ensure(SHARDED_BACKEND if fsdp.sharded(config) else config.backend)
     if gpu.available and check_memory:
-        check_fits(config, spec_for(path), gpu, backend=name)
+        check_fits(config, spec_for(path), gpu, backend=name, processes=world_size())
     if config.quantization == "fp8":
         _check_fp8_disk(spec_for(path))
+    if fsdp.sharded(config):
+        fsdp.check_host_memory(sum(sharding.weight_bytes(config.quantization, spec_for(path))))
     if name == "unsloth":
         model, tokenizer = _load_unsloth(config, path, gpu)
     else:
@@ -73,6 +77,17 @@ def load(config: RunConfig, gpu: GpuInfo | None = None, check_memory: bool = Tru
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model, tokenizer, name, path, config, gpu.available, gpu)
+
+
+def resolve_parallelism(config: RunConfig, gpu: GpuInfo, path: str) -> RunConfig:
+    """Under a multi-process launch, `parallelism="auto"` becomes "ddp" or "fsdp" from the memory model (said
+    once, by rank 0). Reads only the model's config.json: nothing heavy is imported yet."""
+    engine = "unsloth" if gpu.available and backend.unsloth_installed() and config.backend != "transformers" \
+        else "transformers"
+    config, why = choose_parallelism(config, spec_for(path), gpu, world_size(), engine)
+    if why and is_main():
+        print(f"nbkit: parallelism={config.parallelism!r}: {why}.")
+    return config
 
 
 def _check_fp8_disk(spec) -> None:
@@ -124,31 +139,44 @@ def compute_dtype(on_cuda: bool, gpu: GpuInfo | None = None):
 
 def _load_transformers(config: RunConfig, path: str, gpu: GpuInfo):
     import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     if config.quantization == "fp8":
         raise HardwareError("FP8 LoRA in nbkit runs through Unsloth: pip install 'nbkit[gpu]', or use '16bit'.")
     dtype = compute_dtype(gpu.available, gpu)
+    sharded = fsdp.sharded(config)
     quant = None
     if config.quantization == "4bit":
-        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                   bnb_4bit_compute_dtype=dtype)
+        quant = fsdp.quantization_config(dtype) if sharded else BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
     device = f"cuda:{local_rank()}" if gpu.available else "cpu"
     torch.manual_seed(config.seed)
+    # sharded: into CPU memory; the trainer's FSDP then moves each GPU's share to it, so none holds the whole model
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=quant,
-                                                 device_map={"": device})
+                                                 device_map={"": "cpu" if sharded else device})
     tokenizer = AutoTokenizer.from_pretrained(path)
+    if sharded:
+        # no k-bit preparation (it would keep embeddings in fp32, twice the memory, on every GPU) and no model
+        # checkpointing: FSDP checkpoints activations inside each layer it wraps (fsdp.trainer_args)
+        model.config.use_cache = False
+        model = get_peft_model(model, _lora_config(model, config))
+        fsdp.place_quant_states(model, device)
+        return model, tokenizer
     if quant is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
     elif config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=present_targets(model, config.target_modules), bias="none",
-                      task_type="CAUSAL_LM")
-    return get_peft_model(model, lora), tokenizer
+    return get_peft_model(model, _lora_config(model, config)), tokenizer
+
+
+def _lora_config(model, config: RunConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=present_targets(model, config.target_modules), bias="none", task_type="CAUSAL_LM")
 
 
 def present_targets(model, wanted) -> list[str]:

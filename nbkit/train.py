@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import backend, outputs
+from . import backend, fsdp, outputs
 from .data import PreparedData
 from .errors import ExportError, HardwareError, NbkitError, TrainingDivergedError
 from .events import RunObserver, StopControl, as_events
@@ -44,7 +44,7 @@ def sft_config(loaded: LoadedModel, data: PreparedData, **overrides: Any):
         num_train_epochs=cfg.num_epochs,
         warmup_steps=cfg.warmup_steps,
         lr_scheduler_type="linear",
-        optim=cfg.resolved_optimizer(on_cuda),
+        optim=cfg.resolved_optimizer(on_cuda, sharded=fsdp.sharded(cfg)),
         weight_decay=cfg.weight_decay,
         seed=cfg.seed,
         data_seed=cfg.seed,
@@ -66,6 +66,8 @@ def sft_config(loaded: LoadedModel, data: PreparedData, **overrides: Any):
         # model gradient checkpointing is set up at load time (Unsloth's or peft's)
         gradient_checkpointing=False,
     )
+    if fsdp.sharded(cfg):
+        kwargs.update(fsdp.trainer_args(cfg))
     kwargs.update(overrides)
     return SFTConfig(**kwargs)
 
@@ -143,6 +145,10 @@ def _trainer_class(on_cuda: bool):
             inputs["use_cache"] = False
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
+        def create_accelerator_and_postprocess(self):
+            super().create_accelerator_and_postprocess()
+            fsdp.enable_on_cpu(self)  # shard on CPU as GPUs do (accelerate alone would fall back to DDP)
+
     return CpuSFTTrainer
 
 
@@ -218,8 +224,9 @@ def run(loaded: LoadedModel, data: PreparedData, observers: Any = None, *, stop:
                 trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
                 break
             except BaseException as exc:
+                # not when sharded: the other ranks are inside a collective, waiting for this one
                 if (recover_oom and trainer is not None and is_oom(exc) and loaded.config.batch_size > 1
-                        and "output_dir" not in overrides):
+                        and "output_dir" not in overrides and not fsdp.sharded(loaded.config)):
                     checkpoint, note = _recover_from_oom(loaded, trainer, events)
                     notes.append(note)
                     continue

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import data, distributed, generate, models, outputs, train, verify
+from . import data, distributed, fsdp, generate, models, outputs, train, verify
 from .config import RunConfig
 from .errors import ConfigError, ExportError, TrainingDivergedError
 from .events import StopControl, as_events
@@ -32,6 +32,7 @@ class WorkflowReport:
     notes: list[str] = field(default_factory=list)
     world_size: int = 1
     ranks_agree: bool = True  # every data-parallel rank ended with the same adapter tensors
+    shard_fraction: float = 1.0  # share of the model's parameters this process held (1/N-ish when sharded)
     failures: dict[str, str] = field(default_factory=dict)  # requested step that failed -> why
     loaded: Any = field(default=None, repr=False, compare=False)  # the trained model, for more exports or chat
 
@@ -44,7 +45,9 @@ class WorkflowReport:
         lines = [f"backend: {self.backend}", f"train: {self.train.summary()}", f"verify: {self.verify.summary()}",
                  f"adapters: {self.adapter_dir}"]
         if self.world_size > 1:
-            lines.append(f"data parallel: {self.world_size} processes, adapters identical on all ranks: "
+            mode = "sharded (FSDP)" if self.config.parallelism == "fsdp" else "data parallel"
+            held = f", this process held {self.shard_fraction:.0%} of the weights" if self.shard_fraction < 1 else ""
+            lines.append(f"{mode}: {self.world_size} processes{held}, adapters identical on all ranks: "
                          f"{self.ranks_agree}")
         if self.merged_dir:
             lines.append(f"merged 16-bit: {self.merged_dir}")
@@ -68,6 +71,7 @@ class WorkflowReport:
             "sample_before": self.sample_before, "sample_after": self.sample_after, "adapter_dir": self.adapter_dir,
             "merged_dir": self.merged_dir, "gguf_dir": self.gguf_dir, "notes": t.notes + self.notes,
             "failures": self.failures, "ok": self.ok, "world_size": self.world_size, "ranks_agree": self.ranks_agree,
+            "parallelism": self.config.parallelism, "shard_fraction": self.shard_fraction,
         }
 
 
@@ -100,6 +104,12 @@ def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, g
         # ranks probing apart could settle on different batches and leave DDP waiting for each other
         raise ConfigError("probe=True runs on one GPU: probe the batch in a single-GPU run first (memory is per "
                           "GPU, so the answer holds for each), then launch the data-parallel run with it.")
+    if distributed.world_size() > 1 and config.parallelism != "ddp" and (merged or gguf):
+        config = _decide_parallelism(config)
+        if fsdp.sharded(config):
+            raise ConfigError("Merged and GGUF exports need the whole model in one process; a sharded run saves the "
+                              "LoRA adapters. Train without merged/gguf, then merge on one machine with enough "
+                              "memory: nbkit.export.save_merged(loaded, folder) after loading the adapters.")
     for line in preflight(config, resume, overwrite):
         if distributed.is_main():
             print(f"nbkit: {line}")
@@ -119,7 +129,10 @@ def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, g
     events.phase_changed("preparing", "tokenizing the data")
     prepared = data.prepare(config, loaded.tokenizer)
     before = verify.snapshot(loaded.model)
-    sample_before = generate.generate(loaded, prompt, max_new_tokens)
+    sharded = fsdp.sharded(loaded.config)
+    # a sharded model is still in CPU memory here (FSDP moves it to the GPUs when training starts): its "before"
+    # answer comes after training, from the base model with the adapters switched off
+    sample_before = "" if sharded else generate.generate(loaded, prompt, max_new_tokens)
     try:
         result = train.run(loaded, prepared, events, stop=stop, resume=resume, claim=False)
     except TrainingDivergedError:
@@ -128,11 +141,16 @@ def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, g
         raise
     report = verify.adapters_changed(loaded.model, before)
     digests = distributed.gather(report.hash_after)
+    shard_fraction = fsdp.local_fraction(loaded.model)
+    if sharded:  # every rank gathers, so that rank 0 alone can save them
+        loaded.adapter_state = fsdp.full_adapter_state(loaded.model)
+        sample_before = generate.generate(loaded, prompt, max_new_tokens, adapters=False)
     sample_after = generate.generate(loaded, prompt, max_new_tokens)
     out = Path(config.output_dir)
     adapter_dir = out / "lora_adapters"
     wf = WorkflowReport(loaded.config, loaded.backend, result, report, sample_before, sample_after, str(adapter_dir),
-                        notes=notes, world_size=len(digests), ranks_agree=len(set(digests)) == 1, loaded=loaded)
+                        notes=notes, world_size=len(digests), ranks_agree=len(set(digests)) == 1, loaded=loaded,
+                        shard_fraction=shard_fraction)
     if not distributed.is_main():
         # wait for rank 0's files, so no rank returns before the run is saved, or fails if it was not
         failure = distributed.from_main(None)
@@ -157,6 +175,13 @@ def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, g
     distributed.from_main(None)
     events.phase_changed("done", "stopped early" if result.stopped else "")
     return wf
+
+
+def _decide_parallelism(config: RunConfig) -> RunConfig:
+    from .hardware import check_gpu
+
+    gpu = check_gpu(distributed.local_rank())
+    return models.resolve_parallelism(config, gpu, models.resolve_model(config.model))
 
 
 def _save(wf: WorkflowReport, loaded, out: Path, merged: bool, gguf: bool) -> None:

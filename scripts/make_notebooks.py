@@ -83,7 +83,7 @@ from nbkit import RunConfig, session
 
 s = session.start("{tier}", smoke=smoke, emulate_tier=emulate_tier, emulate=emulate or None)'''
 
-CONFIG = '''from nbkit import memory
+CONFIG = '''from nbkit.recommend import recommend
 from nbkit.config import auto_output_dir
 from nbkit.specs import spec_for
 
@@ -92,7 +92,7 @@ config = RunConfig(model=model, quantization=quantization, max_seq_length=max_se
 if s.smoke:
     config = session.smoke_config(config)
 elif s.gpu.available:
-    rec = memory.recommend(spec_for(config.model), s.gpu, base=config, quantizations=[quantization])
+    rec = recommend(spec_for(config.model), s.gpu, base=config, quantizations=[quantization])
     print(rec.reason)
     config = rec.config if not batch_size else rec.config.replace(batch_size=batch_size)
 print(config)'''

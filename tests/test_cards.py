@@ -3,7 +3,8 @@ import pytest
 
 from nbkit import ConfigError, HardwareError
 from nbkit.cards import CARDS, TIER_CARDS, card, emulate, planned_gpu
-from nbkit.memory import estimate, fits, recommend
+from nbkit.memory import estimate, fits
+from nbkit.recommend import recommend
 from nbkit.specs import curated_ids, spec_for
 
 REQUIRED = ["RTX 3060 12GB", "RTX 4060 8GB", "RTX 4060 Ti 16GB", "RTX 4080 16GB", "RTX 4090 24GB", "RTX 3090 24GB",

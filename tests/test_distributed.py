@@ -7,7 +7,7 @@ from pathlib import Path
 
 from nbkit import RunConfig
 from nbkit.distributed import free_port
-from nbkit.memory import recommend
+from nbkit.recommend import recommend
 from nbkit.specs import spec_for
 
 

@@ -6,8 +6,8 @@ import pytest
 
 from nbkit import HardwareError, RunConfig
 from nbkit.hardware import GpuInfo
-from nbkit.memory import (CALIBRATION, SAFETY_MARGIN, WEIGHT_BYTES, check_fits, estimate, fits, largest_batch,
-                          recommend)
+from nbkit.memory import CALIBRATION, SAFETY_MARGIN, WEIGHT_BYTES, estimate, fits, largest_batch
+from nbkit.recommend import check_fits, recommend
 from nbkit.specs import curated_ids, from_config_dict, spec_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -330,7 +330,8 @@ def test_recommend_says_when_nothing_fits(fake_gpu):
                              c.grad_accum) == ("4bit", 8, 8, 512, 1, 8)
     assert rec.breakdown == estimate(c, spec)
     assert rec.reason == (f"unsloth/Qwen2.5-14B-Instruct needs about {rec.breakdown.peak_total:.1f} GiB even in "
-                          "4-bit with batch 1; this GPU has 4.0 GiB. Choose a smaller model.")
+                          "4-bit with batch 1; this GPU has 4.0 GiB. Choose a smaller model (or shard it across "
+                          "several GPUs).")
 
 
 def test_16bit_needs_room_for_a_real_batch_unless_asked_for(fake_gpu):

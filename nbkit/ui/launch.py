@@ -62,7 +62,7 @@ class Launcher(w.VBox):
                           exports, self.export_status])
 
     def _apply_recommendation(self, config: RunConfig) -> None:
-        from ..memory import recommend
+        from ..recommend import recommend
         from ..specs import spec_for
 
         rec = recommend(spec_for(config.model), self.gpu, base=config, backend=self.gauge.backend)

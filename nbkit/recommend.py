@@ -1,0 +1,194 @@
+"""Settings that fit: recommend() picks quantization, rank, length, batch and, with several GPUs, whether to copy
+the model to each (DDP) or shard it across them (FSDP); check_fits() stops a run that cannot fit, with the fix.
+
+Everything is decided from nbkit.memory's predictions, before anything is loaded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import RunConfig
+from .errors import HardwareError
+from .fp8 import fp8_evidence
+from .hardware import GpuInfo
+from .memory import Breakdown, estimate, fits, largest_batch, usage_vs_capacity
+from .specs import ModelSpec
+
+# what sharded runs train with: transformers + peft (Unsloth does not shard a model)
+SHARDED_BACKEND = "transformers"
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    config: RunConfig
+    breakdown: Breakdown
+    fits: bool
+    reason: str
+
+    def summary(self) -> str:
+        c = self.config
+        text = (f"quantization={c.quantization!r}, lora_r={c.lora_r}, max_seq_length={c.max_seq_length}, "
+                f"batch_size={c.batch_size}, grad_accum={c.grad_accum}")
+        return text + (f", parallelism={c.parallelism!r}" if c.parallelism != "auto" else "")
+
+
+def check_fits(config: RunConfig, spec: ModelSpec, gpu: GpuInfo, backend: str = "unsloth",
+               processes: int = 1) -> Breakdown:
+    """Raise a HardwareError with a concrete fix when the run is predicted not to fit this GPU (each GPU, in a
+    multi-GPU run)."""
+    part = estimate(config, spec, backend, processes=processes)
+    if fits(part, gpu, margin=1.0):
+        return part
+    predicted, capacity = usage_vs_capacity(gpu, part)
+    rec = recommend(spec, gpu, base=config, backend=backend, processes=processes)
+    advice = (f"Try: {rec.summary()}" if rec.fits else
+              "Even 4-bit with batch 1 and 512 tokens does not fit: pick a smaller model"
+              + (" or shard it across more GPUs." if processes > 1 else " (or shard it across several GPUs)."))
+    where = f"each of {processes} GPUs" if processes > 1 else "this GPU"
+    raise HardwareError(
+        f"{spec.name or 'This model'} with {config.quantization}, batch {config.batch_size} and "
+        f"{config.max_seq_length} tokens needs about {predicted:.1f} GiB, but {where} has {capacity:.1f} GiB "
+        f"(tier {gpu.tier}). {advice} Pass check_memory=False to try anyway."
+    )
+
+
+def choose_parallelism(config: RunConfig, spec: ModelSpec, gpu: GpuInfo, processes: int,
+                       engine: str = "unsloth") -> tuple[RunConfig, str]:
+    """`config` with parallelism decided for a run over `processes` GPUs, and why: "ddp" when the run fits one GPU
+    (a whole copy on each, the fastest), "fsdp" when it fits only sharded. A config that names one keeps it."""
+    if processes <= 1 or config.parallelism != "auto":
+        return config, ""
+    if not gpu.available:  # CPU processes have no memory limit to plan for
+        return config.replace(parallelism="ddp"), "data parallel (no GPU memory to plan for)"
+    one = usage_vs_capacity(gpu, estimate(config.replace(parallelism="ddp"), spec, engine))
+    if one[0] <= one[1]:
+        return config.replace(parallelism="ddp"), (
+            f"the run fits one GPU ({one[0]:.1f} of {one[1]:.1f} GiB): data parallel (DDP), a whole copy on each "
+            f"of the {processes} GPUs")
+    cfg = config.replace(parallelism="fsdp")
+    each = usage_vs_capacity(gpu, estimate(cfg, spec, SHARDED_BACKEND, processes=processes))
+    return cfg, (f"the run needs about {one[0]:.1f} GiB on one GPU, which has {one[1]:.1f}: sharded (FSDP) across "
+                 f"{processes} GPUs, about {each[0]:.1f} GiB each")
+
+
+def recommend(spec: ModelSpec, gpu: GpuInfo, base: RunConfig | None = None, backend: str = "unsloth",
+              target_effective_batch: int = 8, quantizations=None, processes: int = 1) -> Recommendation:
+    """Settings that fit `gpu` with a safety margin, with a short reason a workshop attendee can follow.
+
+    `quantizations` limits the choice (e.g. to the one the user asked for); by default nbkit chooses. With
+    `processes` GPUs (each like `gpu`): a model that fits one GPU trains data-parallel (DDP, every GPU a whole
+    copy: the fastest), one that fits only across them is sharded (FSDP); `base.parallelism` forces either. The
+    accumulation shrinks so that the global batch (batch x accumulation x processes) stays near
+    `target_effective_batch`.
+    """
+    base = base or RunConfig(model=spec.name or RunConfig().model)
+    if processes <= 1 or base.parallelism != "fsdp":
+        one = _one_gpu(spec, gpu, base, backend, target_effective_batch, quantizations, processes)
+        if one or processes <= 1 or base.parallelism == "ddp":
+            return one or _none_fits(spec, gpu, base, backend, target_effective_batch, processes)
+    sharded = _sharded(spec, gpu, base, target_effective_batch, quantizations, processes)
+    return sharded or _none_fits(spec, gpu, base, SHARDED_BACKEND, target_effective_batch, processes)
+
+
+def _one_gpu(spec, gpu, base, backend, target, quantizations, processes) -> Recommendation | None:
+    """The best settings with the whole model on each GPU, or None."""
+    options = ["fp8"] if gpu.fp8 else []
+    options += ["16bit", "4bit"] if gpu.usable_gib >= 20 else ["4bit", "16bit"]
+    if quantizations:
+        options = [q for q in quantizations if q != "fp8" or gpu.fp8]
+    mode = "ddp" if processes > 1 else "auto"  # one GPU has nothing to shard across
+    passed_over = ""  # why FP8 was not chosen, when the card has it
+    for seq in (2048, 1024, 512):
+        for quant in options:
+            for r in (16, 8):
+                cfg = base.replace(quantization=quant, lora_r=r, lora_alpha=r, max_seq_length=seq,
+                                   gradient_checkpointing=True, parallelism=mode)
+                batch = min(largest_batch(cfg, spec, gpu, backend), target)
+                if quant == "fp8" and not quantizations:
+                    skip = _fp8_pass_over(cfg, spec, gpu, backend, batch)
+                    if skip:
+                        passed_over = passed_over or skip
+                        continue
+                # 16-bit is only worth it with room for a real batch; otherwise 4-bit is the safer pick
+                if batch == 0 or (quant != "4bit" and batch < 2 and not quantizations):
+                    continue
+                cfg = cfg.replace(batch_size=batch, grad_accum=max(1, target // (batch * processes)))
+                reason = _reason(cfg, spec, gpu, processes)
+                if passed_over and quant != "fp8":
+                    reason += f" FP8 was passed over: {passed_over}."
+                return Recommendation(cfg, estimate(cfg, spec, backend), True, reason)
+    return None
+
+
+def _sharded(spec, gpu, base, target, quantizations, processes) -> Recommendation | None:
+    """The best settings with the model sharded across `processes` GPUs, or None."""
+    options = [q for q in (quantizations or ("4bit", "16bit")) if q != "fp8"]
+    for seq in (2048, 1024, 512):
+        for quant in options:
+            for r in (16, 8):
+                cfg = base.replace(quantization=quant, lora_r=r, lora_alpha=r, max_seq_length=seq,
+                                   gradient_checkpointing=True, parallelism="fsdp")
+                batch = min(largest_batch(cfg, spec, gpu, SHARDED_BACKEND, processes=processes), target)
+                if batch == 0:
+                    continue
+                cfg = cfg.replace(batch_size=batch, grad_accum=max(1, target // (batch * processes)))
+                part = estimate(cfg, spec, SHARDED_BACKEND, processes=processes)
+                return Recommendation(cfg, part, True, _sharded_reason(cfg, spec, gpu, processes, part))
+    return None
+
+
+def _none_fits(spec, gpu, base, backend, target, processes) -> Recommendation:
+    cfg = base.replace(quantization="4bit", lora_r=8, lora_alpha=8, max_seq_length=512, batch_size=1,
+                       grad_accum=target)
+    if processes > 1:
+        cfg = cfg.replace(parallelism="fsdp")
+        backend = SHARDED_BACKEND
+    part = estimate(cfg, spec, backend, processes=processes)
+    where = (f"each of {processes} GPUs has {gpu.usable_gib:.1f} GiB, even with the model sharded across them"
+             if processes > 1 else f"this GPU has {gpu.usable_gib:.1f} GiB")
+    return Recommendation(cfg, part, False,
+                          f"{spec.name or 'This model'} needs about {part.peak_total:.1f} GiB even in 4-bit with "
+                          f"batch 1; {where}. Choose a smaller model"
+                          + (" or more GPUs." if processes > 1 else " (or shard it across several GPUs)."))
+
+
+def _fp8_pass_over(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, backend: str, batch: int) -> str:
+    """Why FP8 is not the pick for `cfg` at `batch` (its largest fitting batch), or "" when it is."""
+    if batch == 0:
+        part = estimate(cfg, spec, backend, batch_size=1)
+        if part.limiting_phase == "loading":
+            predicted, capacity = usage_vs_capacity(gpu, part)
+            return f"{part.load_note}, {predicted:.1f} GiB in all, more than this GPU's {capacity:.1f} GiB"
+        return "it does not fit"
+    helps, evidence = fp8_evidence(spec, cfg.max_seq_length, batch)
+    return "" if helps else f"{evidence}, not enough to repay its compilation"
+
+
+def _reason(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, processes: int = 1) -> str:
+    size = f"{spec.total_params / 1e9:.1f}B-parameter model"
+    why = {
+        "4bit": f"4-bit loading shrinks the {size}'s frozen weights to about a quarter, which is what lets it "
+                f"fit in {gpu.usable_gib:.0f} GiB.",
+        "16bit": f"The {size} fits in 16-bit, which trains faster than 4-bit and avoids quantization error.",
+        "fp8": f"This GPU has FP8 tensor cores: {fp8_evidence(spec, cfg.max_seq_length, cfg.batch_size)[1]} "
+               f"(after a few minutes of one-off kernel compilation), with half the weight memory.",
+    }[cfg.quantization]
+    gpus = ""
+    if processes > 1:
+        gpus = f" on each of {processes} GPUs"
+        why += (f" It fits one GPU, so the {processes} GPUs train data-parallel (DDP): each holds a whole copy "
+                "and trains its own rows, the fastest way to use them.")
+    return (f"{why} Batch {cfg.batch_size} × {cfg.grad_accum} accumulation steps{gpus} gives an effective batch "
+            f"of {cfg.global_batch(processes)} within the memory, with {cfg.max_seq_length}-token sequences.")
+
+
+def _sharded_reason(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, processes: int, part: Breakdown) -> str:
+    whole = estimate(cfg.replace(parallelism="ddp", batch_size=1), spec, SHARDED_BACKEND)
+    one = usage_vs_capacity(gpu, whole)[0]
+    return (f"The {spec.total_params / 1e9:.1f}B-parameter model does not fit one GPU (about {one:.1f} GiB in "
+            f"{cfg.quantization} with batch 1; each GPU has {gpu.usable_gib:.1f} GiB), so it is sharded across the "
+            f"{processes} GPUs (FSDP): each holds 1/{processes} of the weights and about "
+            f"{usage_vs_capacity(gpu, part)[0]:.1f} GiB in all. Sharding gathers every layer's weights from the "
+            f"other GPUs as it computes, so it runs slower than a GPU that holds the model. Batch {cfg.batch_size} "
+            f"× {cfg.grad_accum} accumulation steps on each GPU gives an effective batch of "
+            f"{cfg.global_batch(processes)}, with {cfg.max_seq_length}-token sequences.")
