@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results"
 ARCHS = {"1b": "unsloth/Llama-3.2-1B-Instruct", "3b": "unsloth/Llama-3.2-3B-Instruct",
-         "8b": "unsloth/Meta-Llama-3.1-8B-Instruct"}
+         "8b": "unsloth/Meta-Llama-3.1-8B-Instruct", "32b": "unsloth/Qwen2.5-32B-Instruct-bnb-4bit",
+         "70b": "unsloth/Llama-3.3-70B-Instruct-bnb-4bit"}
 
 
 def random_model(arch: str, root: str = "/tmp/nbkit-models") -> str:
@@ -22,7 +23,7 @@ def random_model(arch: str, root: str = "/tmp/nbkit-models") -> str:
     so logits cost what they cost in the real model.
     """
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     from nbkit.specs import spec_for
     from nbkit.tiny import build_tokenizer
@@ -33,14 +34,7 @@ def random_model(arch: str, root: str = "/tmp/nbkit-models") -> str:
     spec = spec_for(ARCHS.get(arch, arch))
     target.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(target)
-    config = LlamaConfig(
-        vocab_size=spec.vocab_size, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_hidden_layers, num_attention_heads=spec.num_attention_heads,
-        num_key_value_heads=spec.num_key_value_heads, head_dim=spec.head_dim,
-        tie_word_embeddings=spec.tie_word_embeddings, max_position_embeddings=8192, rope_theta=500000.0,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        dtype="bfloat16",
-    )
+    config = _llama_config(spec, tok)
     t = time.time()
     torch.manual_seed(0)
     with torch.device("cuda"):
@@ -51,6 +45,89 @@ def random_model(arch: str, root: str = "/tmp/nbkit-models") -> str:
     gc.collect()
     torch.cuda.empty_cache()
     print(f"[random_model] {arch}: {spec.total_params / 1e9:.2f}B params saved in {time.time() - t:.0f}s", flush=True)
+    return str(target)
+
+
+def _llama_config(spec, tok, **extra):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=spec.vocab_size, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers, num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads, head_dim=spec.head_dim,
+        tie_word_embeddings=spec.tie_word_embeddings, max_position_embeddings=8192, rope_theta=500000.0,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        dtype="bfloat16", **extra)
+
+
+def prequantized_model(arch: str, root: str = "/tmp/nbkit-models") -> str:
+    """A random-weight checkpoint of `arch`'s shape saved already quantized (bitsandbytes NF4, double quantization,
+    packed weights stored as bf16 as sharding needs), built one projection at a time on the GPU: a 70B model's
+    bf16 checkpoint (140 GB) would not fit the disk, its 4-bit one (about 39 GB) does."""
+    import torch
+    from bitsandbytes.functional import quantize_4bit
+    from safetensors.torch import save_file
+    from transformers import BitsAndBytesConfig
+
+    from nbkit.specs import spec_for
+    from nbkit.tiny import build_tokenizer
+
+    target = Path(root) / f"{arch}-bnb4"
+    if (target / "config.json").exists():
+        return str(target)
+    spec = spec_for(ARCHS.get(arch, arch))
+    target.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(target)
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16)
+    t = time.time()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    gen = torch.Generator(device=device).manual_seed(0)
+    shard, size, weight_map, files = {}, 0, {}, 0
+
+    def flush():
+        nonlocal shard, size, files
+        if shard:
+            files += 1
+            name = f"model-{files:05d}.safetensors"
+            save_file(shard, str(target / name), metadata={"format": "pt"})
+            weight_map.update({k: name for k in shard})
+            shard, size = {}, 0
+
+    def put(name, tensor):
+        nonlocal size
+        shard[name] = tensor.contiguous().cpu()
+        size += tensor.numel() * tensor.element_size()
+        if size > 4 * 1024**3:
+            flush()
+
+    def rand(*shape):
+        return torch.randn(*shape, device=device, dtype=torch.bfloat16, generator=gen) * 0.02
+
+    h = spec.hidden_size
+    put("model.embed_tokens.weight", rand(spec.vocab_size, h))
+    for i in range(spec.num_hidden_layers):
+        for proj, (fan_in, fan_out) in spec.projection_shapes().items():
+            name = f"model.layers.{i}.{'self_attn' if proj in ('q_proj', 'k_proj', 'v_proj', 'o_proj') else 'mlp'}" \
+                   f".{proj}.weight"
+            packed, state = quantize_4bit(rand(fan_out, fan_in), blocksize=64, compress_statistics=True,
+                                          quant_type="nf4", quant_storage=torch.bfloat16)
+            put(name, packed)
+            for key, value in state.as_dict(packed=True).items():
+                put(f"{name}.{key}", value)
+        put(f"model.layers.{i}.input_layernorm.weight", torch.ones(h, dtype=torch.bfloat16))
+        put(f"model.layers.{i}.post_attention_layernorm.weight", torch.ones(h, dtype=torch.bfloat16))
+    put("model.norm.weight", torch.ones(h, dtype=torch.bfloat16))
+    if not spec.tie_word_embeddings:
+        put("lm_head.weight", rand(spec.vocab_size, h))
+    flush()
+    total = sum((target / f).stat().st_size for f in set(weight_map.values()))
+    (target / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
+    _llama_config(spec, tok, quantization_config=quant.to_dict()).save_pretrained(target)
+    tok.save_pretrained(target)
+    print(f"[prequantized_model] {arch}: {spec.total_params / 1e9:.1f}B params, {total / 1e9:.1f} GB in "
+          f"{time.time() - t:.0f}s", flush=True)
     return str(target)
 
 

@@ -58,6 +58,13 @@ for stage in "$@"; do
                --variants nbkit,nbkit-quiet --repeats 3 --part-timeout 160 --tag _display ;;
     # memory while loading (FP8 from bf16 loads the whole bf16 model), three loaders side by side
     load8b) timeout 560 python3 load_peak.py --arch 8b --quant 4bit,16bit,fp8 ;;
+    # sharded QLoRA (two GPUs): the 8B shape against the plain FSDP-QLoRA recipe; 32B under two T4s; 70B under 2 x 40 GiB
+    sharded8b) timeout 420 python3 sharded.py --arch 8b --seq 2048 --batch 2 --steps 8 --variants nbkit,plain \
+                 --part-timeout 200 ;;
+    sharded32b) timeout 540 python3 sharded.py --arch 32b --seq 512 --batch 1 --steps 6 --card T4 \
+                 --variants nbkit,single --part-timeout 260 --no-check ;;
+    sharded70b) timeout 580 python3 sharded.py --arch 70b --seq 512 --batch 1 --steps 5 --cap 40 \
+                 --variants nbkit,single --part-timeout 280 ;;
     # seconds to the GPU check, the form and a ready engine: Unsloth imported on a thread vs before everything
     import) timeout 200 python3 import_time.py ;;
     tput1b16) timeout 250 python3 throughput.py --arch 1b --quant 16bit --seq 2048 --batch 4 --steps 8 --part-timeout 100 ;;
