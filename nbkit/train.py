@@ -69,7 +69,12 @@ def sft_config(loaded: LoadedModel, data: PreparedData, **overrides: Any):
     if fsdp.sharded(cfg):
         kwargs.update(fsdp.trainer_args(cfg))
     kwargs.update(overrides)
-    return SFTConfig(**kwargs)
+    args = SFTConfig(**kwargs)
+    if on_cuda and args.n_gpu > 1:
+        # one process trains on its own GPU: with several visible the Trainer would wrap the model in
+        # nn.DataParallel (which TRL refuses); several GPUs are used through torchrun or nbkit.parallel.launch
+        args._n_gpu = 1
+    return args
 
 
 class _AtomicCheckpoints:
@@ -169,6 +174,8 @@ def build_trainer(loaded: LoadedModel, data: PreparedData, callbacks=(), events:
         eval_dataset=data.eval,
         callbacks=list(callbacks),
     )
+    if loaded.on_cuda and loaded.gpu is not None and not loaded.gpu.bf16:
+        _adapters_to_fp32(trainer.model)
     collator = trainer.data_collator = TokenCounter(trainer.data_collator)
     trainer.nbkit_token_counter = collator
     trainer.nbkit_bridge = None
@@ -180,6 +187,16 @@ def build_trainer(loaded: LoadedModel, data: PreparedData, callbacks=(), events:
 
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def _adapters_to_fp32(model) -> None:
+    """TRL stores a quantized model's LoRA adapters in bf16 (the QLoRA paper's choice). A card without bf16 (T4)
+    trains in fp16 with a gradient scaler, which cannot unscale bf16 gradients: keep the adapters in fp32 there."""
+    import torch
+
+    for param in model.parameters():
+        if param.requires_grad and param.dtype == torch.bfloat16:
+            param.data = param.data.float()
 
 
 def run(loaded: LoadedModel, data: PreparedData, observers: Any = None, *, stop: StopControl | None = None,

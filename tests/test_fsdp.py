@@ -93,9 +93,10 @@ def test_two_nodes_rendezvous_on_localhost(tmp_path, tiny_dir):
 def test_trainer_is_told_to_shard_with_fsdp2():
     args = trainer_args(RunConfig(parallelism="fsdp"))
     assert args["fsdp"] is True and args["fsdp_config"]["version"] == 2
-    assert args["fsdp_config"]["activation_checkpointing"] is True and args["gradient_checkpointing"] is False
-    assert trainer_args(RunConfig(parallelism="fsdp", gradient_checkpointing=False))["fsdp_config"][
-        "activation_checkpointing"] is False
+    # the recipe's (and measured faster) model checkpointing, not FSDP's activation checkpointing
+    assert args["fsdp_config"]["activation_checkpointing"] is False and args["gradient_checkpointing"] is True
+    assert args["gradient_checkpointing_kwargs"] == {"use_reentrant": False}
+    assert trainer_args(RunConfig(parallelism="fsdp", gradient_checkpointing=False))["gradient_checkpointing"] is False
     assert plain_name("a.layers.0._checkpoint_wrapped_module.q_proj.lora_A.default.weight") == \
         "a.layers.0.q_proj.lora_A.default.weight"
 
