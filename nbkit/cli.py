@@ -21,7 +21,7 @@ def _check(args) -> int:
             print(f"{args.model}: {spec.total_params / 1e9:.1f}B parameters. Settings are recommended for a GPU; "
                   f"see `nbkit estimate {args.model}` for the memory a run would need.")
             return 0
-        rec = recommend(spec, gpu)
+        rec = recommend(spec, gpu, processes=args.processes)
         print(rec.summary())
         print(rec.reason)
     return 0
@@ -33,8 +33,12 @@ def _estimate(args) -> int:
     from .specs import spec_for
 
     cfg = RunConfig(model=args.model, quantization=args.quantization, max_seq_length=args.seq,
-                    batch_size=args.batch, lora_r=args.r)
-    print(estimate(cfg, spec_for(args.model), args.backend).table())
+                    batch_size=args.batch, lora_r=args.r, parallelism=args.parallelism)
+    backend = "transformers" if args.parallelism == "fsdp" else args.backend  # sharding runs on transformers
+    if args.processes > 1:
+        mode = "sharded across" if args.parallelism == "fsdp" else "a whole copy on each of"
+        print(f"per GPU, {mode} {args.processes} GPUs:")
+    print(estimate(cfg, spec_for(args.model), backend, processes=args.processes).table())
     return 0
 
 
@@ -43,7 +47,17 @@ def _train(args) -> int:
     from .config import RunConfig
 
     cfg = RunConfig.load(args.config)  # a bad file fails here, before anything heavy is imported
-    backend.ensure()
+    engine = cfg.backend
+    from .distributed import local_rank, world_size
+
+    if world_size() > 1 and cfg.parallelism in ("auto", "fsdp"):
+        # decided before the engine is imported: a sharded run trains on transformers, without Unsloth's patches
+        from .hardware import check_gpu
+        from .models import resolve_model, resolve_parallelism
+
+        cfg = resolve_parallelism(cfg, check_gpu(local_rank()), resolve_model(cfg.model))
+        engine = "transformers" if cfg.parallelism == "fsdp" else engine
+    backend.ensure(engine)
     from . import workflow
     from .distributed import is_main, shutdown
     from .errors import ExportError
@@ -97,6 +111,8 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("check", parents=[common], help="describe the GPU and recommend settings for a model")
     p.add_argument("--model")
+    p.add_argument("--processes", type=int, default=1,
+                   help="GPUs like this one the run will use: DDP if the model fits one, else sharded (FSDP)")
     p.set_defaults(fn=_check)
     p = sub.add_parser("estimate", parents=[common], help="predicted peak VRAM of a run")
     p.add_argument("model")
@@ -105,9 +121,13 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--r", type=int, default=16)
     p.add_argument("--backend", default="unsloth")
+    p.add_argument("--processes", type=int, default=1, help="GPUs in the run (memory is shown per GPU)")
+    p.add_argument("--parallelism", default="ddp", choices=["ddp", "fsdp"],
+                   help="with several GPUs: a whole copy on each (ddp) or the model sharded across them (fsdp)")
     p.set_defaults(fn=_estimate)
     p = sub.add_parser("train", parents=[common], help="run the whole workflow from a RunConfig YAML/JSON "
-                                     "(data-parallel under torchrun / accelerate launch)")
+                                     "(several GPUs under torchrun / accelerate launch: data-parallel, or sharded "
+                                     "when the model fits only that way; see docs/sharding.md)")
     p.add_argument("--config", required=True)
     p.add_argument("--merged", action="store_true")
     p.add_argument("--gguf", action="store_true")

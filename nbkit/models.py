@@ -69,6 +69,11 @@ def load(config: RunConfig, gpu: GpuInfo | None = None, check_memory: bool = Tru
     if config.quantization == "fp8":
         _check_fp8_disk(spec_for(path))
     if fsdp.sharded(config):
+        if gpu.available and not gpu.bf16:
+            from .recommend import NO_BF16
+
+            raise HardwareError(f"{NO_BF16.format(name=gpu.name)}. Pick a model that fits one of these GPUs (each "
+                                "then trains a whole copy, data-parallel), or GPUs with bf16 (A10, L4, A100, ...).")
         fsdp.check_host_memory(sum(sharding.weight_bytes(config.quantization, spec_for(path))))
     if name == "unsloth":
         model, tokenizer = _load_unsloth(config, path, gpu)

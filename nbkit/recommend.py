@@ -11,7 +11,7 @@ from .config import RunConfig
 from .errors import HardwareError
 from .fp8 import fp8_evidence
 from .hardware import GpuInfo
-from .memory import Breakdown, estimate, fits, largest_batch, usage_vs_capacity
+from .memory import SAFETY_MARGIN, Breakdown, estimate, fits, largest_batch, usage_vs_capacity
 from .specs import ModelSpec
 
 # what sharded runs train with: transformers + peft (Unsloth does not shard a model)
@@ -120,8 +120,17 @@ def _one_gpu(spec, gpu, base, backend, target, quantizations, processes) -> Reco
     return None
 
 
+# Sharded training in fp16 (cards without bf16: T4, V100) trained a zero loss in nbkit's rehearsal of two T4s
+# (bench/results/sharded_32b.json, docs/sharding.md); the same run in bf16 trained. Until that is fixed nbkit
+# does not shard in fp16.
+NO_BF16 = ("sharding needs a GPU with bf16: in fp16 (what {name} computes in) the sharded rehearsal on two T4s "
+           "trained a zero loss and left the adapters unchanged")
+
+
 def _sharded(spec, gpu, base, target, quantizations, processes) -> Recommendation | None:
     """The best settings with the model sharded across `processes` GPUs, or None."""
+    if gpu.available and not gpu.bf16:
+        return None
     options = [q for q in (quantizations or ("4bit", "16bit")) if q != "fp8"]
     for seq in (2048, 1024, 512):
         for quant in options:
@@ -146,10 +155,16 @@ def _none_fits(spec, gpu, base, backend, target, processes) -> Recommendation:
     part = estimate(cfg, spec, backend, processes=processes)
     where = (f"each of {processes} GPUs has {gpu.usable_gib:.1f} GiB, even with the model sharded across them"
              if processes > 1 else f"this GPU has {gpu.usable_gib:.1f} GiB")
+    fix = " or more GPUs." if processes > 1 else " (or shard it across several GPUs)."
+    if usage_vs_capacity(gpu, part)[0] <= gpu.usable_gib:  # fits the card, not its safety margin
+        where += (f", of which nbkit plans to use {SAFETY_MARGIN:.0%} (longer rows than planned and fragmentation "
+                  "need the rest; pass check_memory=False to try anyway)")
+    if processes > 1 and gpu.available and not gpu.bf16:
+        where = f"each of {processes} GPUs has {gpu.usable_gib:.1f} GiB, and {NO_BF16.format(name=gpu.name)}"
+        fix = " that fits one GPU, or GPUs with bf16."
     return Recommendation(cfg, part, False,
                           f"{spec.name or 'This model'} needs about {part.peak_total:.1f} GiB even in 4-bit with "
-                          f"batch 1; {where}. Choose a smaller model"
-                          + (" or more GPUs." if processes > 1 else " (or shard it across several GPUs)."))
+                          f"batch 1; {where}. Choose a smaller model{fix}")
 
 
 def _fp8_pass_over(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, backend: str, batch: int) -> str:
@@ -185,10 +200,11 @@ def _reason(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, processes: int = 1) -
 def _sharded_reason(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, processes: int, part: Breakdown) -> str:
     whole = estimate(cfg.replace(parallelism="ddp", batch_size=1), spec, SHARDED_BACKEND)
     one = usage_vs_capacity(gpu, whole)[0]
+    capacity = usage_vs_capacity(gpu, whole)[1]
     return (f"The {spec.total_params / 1e9:.1f}B-parameter model does not fit one GPU (about {one:.1f} GiB in "
-            f"{cfg.quantization} with batch 1; each GPU has {gpu.usable_gib:.1f} GiB), so it is sharded across the "
+            f"{cfg.quantization} with batch 1; each GPU has {capacity:.1f} GiB), so it is sharded across the "
             f"{processes} GPUs (FSDP): each holds 1/{processes} of the weights and about "
-            f"{usage_vs_capacity(gpu, part)[0]:.1f} GiB in all. Sharding gathers every layer's weights from the "
-            f"other GPUs as it computes, so it runs slower than a GPU that holds the model. Batch {cfg.batch_size} "
+            f"{usage_vs_capacity(gpu, part)[0]:.1f} GiB in all. Each GPU gathers every layer's weights from the "
+            f"others as it computes, which costs speed with short sequences (docs/sharding.md). Batch {cfg.batch_size} "
             f"× {cfg.grad_accum} accumulation steps on each GPU gives an effective batch of "
             f"{cfg.global_batch(processes)}, with {cfg.max_seq_length}-token sequences.")

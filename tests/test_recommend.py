@@ -1,0 +1,83 @@
+"""Choosing how several GPUs share a run: DDP when the model fits one, FSDP when it fits only sharded, and why."""
+import pytest
+
+from nbkit import RunConfig
+from nbkit.cards import planned_gpu
+from nbkit.errors import ConfigError, HardwareError
+from nbkit.memory import estimate, fits, usage_vs_capacity
+from nbkit.recommend import SHARDED_BACKEND, check_fits, choose_parallelism, recommend
+from nbkit.specs import spec_for
+
+L8B = spec_for("unsloth/Meta-Llama-3.1-8B-Instruct")
+Q32B = spec_for("unsloth/Qwen2.5-32B-Instruct-bnb-4bit")
+L70B = spec_for("unsloth/Llama-3.3-70B-Instruct-bnb-4bit")
+
+
+def test_a_model_that_fits_one_gpu_trains_data_parallel():
+    rec = recommend(L8B, planned_gpu("RTX 4090"), processes=2)
+    assert rec.fits and rec.config.parallelism == "ddp"
+    assert "It fits one GPU, so the 2 GPUs train data-parallel (DDP)" in rec.reason
+    # what one GPU would be told, plus the mode: memory is per GPU either way
+    one = recommend(L8B, planned_gpu("RTX 4090"))
+    assert one.config.parallelism == "auto" and one.config.batch_size == rec.config.batch_size
+
+
+def test_a_model_too_big_for_one_gpu_is_sharded_with_the_numbers():
+    gpu = planned_gpu("A100 40GB")
+    rec = recommend(L70B, gpu, processes=2)
+    assert rec.fits and rec.config.parallelism == "fsdp" and rec.config.quantization == "4bit"
+    assert rec.breakdown == estimate(rec.config, L70B, SHARDED_BACKEND, processes=2)
+    assert fits(rec.breakdown, gpu)
+    # one GPU cannot take even batch 1, the reason says so, with both figures
+    whole = estimate(rec.config.replace(parallelism="ddp", batch_size=1), L70B, SHARDED_BACKEND)
+    assert not fits(whole, gpu, margin=1.0)
+    one, capacity = usage_vs_capacity(gpu, whole)
+    assert f"does not fit one GPU (about {one:.1f} GiB in 4bit with batch 1; each GPU has {capacity:.1f}" \
+           in rec.reason
+    each = usage_vs_capacity(gpu, rec.breakdown)[0]
+    assert f"about {each:.1f} GiB in all" in rec.reason and "1/2 of the weights" in rec.reason
+    # four GPUs: each holds less, so a larger batch fits
+    four = recommend(L70B, gpu, processes=4)
+    assert four.breakdown.weights < rec.breakdown.weights and four.config.batch_size >= rec.config.batch_size
+
+
+def test_forced_modes_are_kept():
+    gpu = planned_gpu("A100 40GB")
+    ddp = recommend(L70B, gpu, base=RunConfig(parallelism="ddp"), processes=2)
+    assert not ddp.fits  # the user asked for whole copies: 70B does not fit one 40 GB card
+    fsdp = recommend(L8B, planned_gpu("RTX 4090"), base=RunConfig(parallelism="fsdp"), processes=2)
+    assert fsdp.fits and fsdp.config.parallelism == "fsdp"
+
+
+def test_cards_without_bf16_are_not_sharded():
+    rec = recommend(Q32B, planned_gpu("T4"), processes=2)
+    assert not rec.fits and "sharding needs a GPU with bf16" in rec.reason
+    assert rec.reason.endswith("Choose a smaller model that fits one GPU, or GPUs with bf16.")
+    assert recommend(Q32B, planned_gpu("L4"), processes=2).config.parallelism == "fsdp"
+
+
+def test_choose_parallelism_under_a_launch():
+    cfg = RunConfig(model="m", quantization="4bit", max_seq_length=2048, batch_size=1)
+    ddp, why = choose_parallelism(cfg, L8B, planned_gpu("RTX 4090"), 2)
+    assert ddp.parallelism == "ddp" and "fits one GPU" in why
+    sharded, why = choose_parallelism(cfg, L70B, planned_gpu("A100 40GB"), 2)
+    assert sharded.parallelism == "fsdp" and "sharded (FSDP) across 2 GPUs" in why
+    # one process, or a mode the config names: nothing to decide
+    assert choose_parallelism(cfg, L70B, planned_gpu("A100 40GB"), 1) == (cfg, "")
+    forced = cfg.replace(parallelism="ddp")
+    assert choose_parallelism(forced, L70B, planned_gpu("A100 40GB"), 2) == (forced, "")
+
+
+def test_check_fits_counts_the_processes():
+    gpu = planned_gpu("A100 40GB")
+    cfg = RunConfig(model="m", quantization="4bit", max_seq_length=2048, batch_size=1, parallelism="fsdp")
+    assert check_fits(cfg, L70B, gpu, SHARDED_BACKEND, processes=2).peak_reserved < gpu.usable_gib
+    with pytest.raises(HardwareError, match="each of 2 GPUs has"):
+        check_fits(cfg.replace(batch_size=64), L70B, gpu, SHARDED_BACKEND, processes=2)
+
+
+def test_parallelism_is_validated():
+    with pytest.raises(ConfigError, match="Unknown parallelism 'zero3'"):
+        RunConfig(parallelism="zero3")
+    with pytest.raises(ConfigError, match="FP8 LoRA runs through Unsloth on one GPU"):
+        RunConfig(parallelism="fsdp", quantization="fp8")
