@@ -36,6 +36,29 @@ def _parity(name: str, key: str) -> Callable[[], float]:
     return lambda: _load(name)["summary"][key]["max_rel_diff"] * 100
 
 
+def _sharded(arch: str, variant: str, key: str, cap=None) -> Callable[[], float]:
+    """Rank 0's figure of one sharded-bench run (bench/results/sharded_<arch>.json); cap picks the --cap run."""
+    return lambda: next(r[key] for r in _load(f"sharded_{arch}.json")["runs"]
+                        if r["variant"] == variant and r.get("rank", 0) == 0 and (cap is None or r.get("cap_arg") == cap))
+
+
+def _predicted_now(arch: str, variant: str = "nbkit", cap=None) -> Callable[[], float]:
+    """What the current memory model predicts per GPU for that run (tests/test_sharding.py checks it too)."""
+    def compute() -> float:
+        sys.path.insert(0, str(ROOT))
+        from nbkit import RunConfig
+        from nbkit.memory import estimate
+        from nbkit.specs import spec_for
+
+        data = _load(f"sharded_{arch}.json")
+        run = next(r for r in data["runs"] if r["variant"] == variant and r.get("rank", 0) == 0
+                   and (cap is None or r.get("cap_arg") == cap))
+        cfg = RunConfig(model=data["model_shape"], quantization="4bit", max_seq_length=run["seq"],
+                        batch_size=run["batch"], lora_r=16, parallelism=run["parallelism"])
+        return estimate(cfg, spec_for(data["model_shape"]), run["backend"], processes=run["processes"]).peak_reserved
+    return compute
+
+
 def _load(name: str) -> dict:
     return json.loads((RESULTS / name).read_text())
 
@@ -79,6 +102,37 @@ FIGURES: dict[str, tuple[Callable[[], float], str]] = {
                              "{:+.0f} %"),
     "held_mixed_pct": (lambda: max(r["error_pct"] for r in _load(FIT)["held_out"] if r["lengths"] == "mixed"),
                        "{:+.0f} %"),
+    "sh8_nbkit_tps": (_sharded("8b", "nbkit", "tokens_per_s"), "{:,.0f}"),
+    "sh8_plain_tps": (_sharded("8b", "plain", "tokens_per_s"), "{:,.0f}"),
+    "sh8_nbkit_alloc": (_sharded("8b", "nbkit", "peak_allocated_gib"), "{:.2f}"),
+    "sh8_plain_alloc": (_sharded("8b", "plain", "peak_allocated_gib"), "{:.2f}"),
+    "sh8_nbkit_reserved": (_sharded("8b", "nbkit", "peak_reserved_gib"), "{:.2f}"),
+    "sh8_plain_reserved": (_sharded("8b", "plain", "peak_reserved_gib"), "{:.2f}"),
+    "sh8_predicted": (_predicted_now("8b"), "{:.2f}"),
+    "sh32_alloc": (_sharded("32b", "nbkit", "peak_allocated_gib", 14.15), "{:.2f}"),
+    "sh32_reserved": (_sharded("32b", "nbkit", "peak_reserved_gib", 14.15), "{:.2f}"),
+    "sh32_predicted": (_predicted_now("32b", cap=14.15), "{:.2f}"),
+    "sh32_tps": (_sharded("32b", "nbkit", "tokens_per_s", 14.15), "{:,.0f}"),
+    "sh32_single_tps": (_sharded("32b", "single", "tokens_per_s"), "{:,.0f}"),
+    "sh32_single_alloc": (_sharded("32b", "single", "peak_allocated_gib"), "{:.2f}"),
+    "sh70_alloc": (_sharded("70b", "nbkit", "peak_allocated_gib"), "{:.2f}"),
+    "sh70_reserved": (_sharded("70b", "nbkit", "peak_reserved_gib"), "{:.2f}"),
+    "sh70_predicted": (_predicted_now("70b"), "{:.2f}"),
+    "sh70_tps": (_sharded("70b", "nbkit", "tokens_per_s"), "{:,.0f}"),
+    "sh70_single_tps": (_sharded("70b", "single", "tokens_per_s"), "{:,.0f}"),
+    "sh70_single_alloc": (_sharded("70b", "single", "peak_allocated_gib"), "{:.2f}"),
+    "sh70_single_predicted": (_predicted_now("70b", "single"), "{:.2f}"),
+    "sh70_error_pct": (lambda: (_predicted_now("70b")() / _sharded("70b", "nbkit", "peak_allocated_gib")() - 1) * 100,
+                       "{:+.0f} %"),
+    "sh70_single_error_pct": (lambda: (_predicted_now("70b", "single")()
+                                       / _sharded("70b", "single", "peak_allocated_gib")() - 1) * 100, "{:+.0f} %"),
+    "sh8_ac_tps": (_sharded("8b_activation_ckpt", "nbkit", "tokens_per_s"), "{:,.0f}"),
+    "sh8_ac_slower_pct": (lambda: (1 - _sharded("8b_activation_ckpt", "nbkit", "tokens_per_s")()
+                                   / _sharded("8b_activation_ckpt", "plain", "tokens_per_s")()) * 100, "{:.0f} %"),
+    "sh32_per_gpu_pct": (lambda: _sharded("32b", "nbkit", "tokens_per_s", 14.15)() / 2
+                         / _sharded("32b", "single", "tokens_per_s")() * 100, "{:.0f} %"),
+    "sh70_per_gpu_pct": (lambda: _sharded("70b", "nbkit", "tokens_per_s")() / 2
+                         / _sharded("70b", "single", "tokens_per_s")() * 100, "{:.0f} %"),
     "parity16_hf_pct": (lambda: _load("loss_parity_1b_16bit.json")["summary"]["max_rel_diff"] * 100, "{:.2f} %"),
 }
 
