@@ -93,12 +93,22 @@ def main() -> None:
             e2e = run_workflow(model, args, env, max(int(x) for x in args.gpus.split(",")))
             break  # the first backend that works is the one reported
     good = [r for r in rows if "tokens_per_s" in r]
-    scaling = None
+    for r in good:  # the spread of the steady steps: a scaling claim must be larger than it
+        steady = sorted(r["step_times"][2:])
+        r["step_p10_s"], r["step_p90_s"] = steady[len(steady) // 10], steady[(9 * len(steady)) // 10]
+        r["steady_steps"] = len(steady)
+    scaling = scaling_range = None
     if len(good) >= 2:
-        scaling = good[-1]["tokens_per_s"] / good[0]["tokens_per_s"]
+        one, many = good[0], good[-1]
+        scaling = many["tokens_per_s"] / one["tokens_per_s"]
+        per_step = many["gpus"] / one["gpus"]  # N GPUs train N times the tokens of one step
+        scaling_range = [per_step * one["step_p10_s"] / many["step_p90_s"],
+                         per_step * one["step_p90_s"] / many["step_p10_s"]]
     print_table(good, ["gpus", "backend", "median_step_s", "tokens_per_s", "peak_gib_per_rank"])
-    print(f"scaling {good[0]['gpus'] if good else '?'} -> {good[-1]['gpus'] if good else '?'} GPUs: {scaling}")
-    write_json(name, {"args": vars(args), "rows": rows, "scaling": scaling, "workflow": e2e})
+    print(f"scaling {good[0]['gpus'] if good else '?'} -> {good[-1]['gpus'] if good else '?'} GPUs: {scaling} "
+          f"(from the 10th-90th percentile steps: {scaling_range})")
+    write_json(name, {"args": vars(args), "rows": rows, "scaling": scaling, "scaling_p10_p90": scaling_range,
+                      "workflow": e2e})
 
 
 def run_workflow(model: str, args, env: dict, n: int) -> dict:

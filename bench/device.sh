@@ -77,6 +77,9 @@ for stage in "$@"; do
     lb8) timeout 300 python3 largest_batch.py --arch 1b --quant 4bit --tiers 8GB --seq 2048 ;;
     lb16) timeout 420 python3 largest_batch.py --arch 8b --quant 4bit --tiers 16GB,24GB --seq 2048 --steps 2 ;;
     ddp) timeout 580 python3 ddp_scaling.py --arch 1b --quant 16bit --seq 2048 --batch 4 --steps 12 --gpus 1,2 ;;
+    # long runs: 60 steps each, the spread of the steady steps written beside the scaling
+    ddp-long) timeout 560 python3 ddp_scaling.py --arch 1b --quant 16bit --seq 2048 --batch 4 --steps 60 --gpus 1,2 \
+                --backends unsloth --timeout 200 ;;
     # each tier notebook, headless, on a random-weight model of its default architecture, under the tier's cap
     # (nbh100 needs a call of its own: FP8 quantization and compilation take minutes)
     nb8|nb16|nb24|nbh100)
