@@ -133,6 +133,10 @@ FIGURES: dict[str, tuple[Callable[[], float], str]] = {
                          / _sharded("32b", "single", "tokens_per_s")() * 100, "{:.0f} %"),
     "sh70_per_gpu_pct": (lambda: _sharded("70b", "nbkit", "tokens_per_s")() / 2
                          / _sharded("70b", "single", "tokens_per_s")() * 100, "{:.0f} %"),
+    "ddp_scaling": (lambda: _load("ddp_scaling_1b_16bit.json")["scaling"], "{:.2f}×"),
+    "ddp_scaling_low": (lambda: _load("ddp_scaling_1b_16bit.json")["scaling_p10_p90"][0], "{:.2f}×"),
+    "ddp_scaling_high": (lambda: _load("ddp_scaling_1b_16bit.json")["scaling_p10_p90"][1], "{:.2f}×"),
+    "ddp_steps": (lambda: _load("ddp_scaling_1b_16bit.json")["rows"][0]["steady_steps"], "{:d}"),
     "parity16_hf_pct": (lambda: _load("loss_parity_1b_16bit.json")["summary"]["max_rel_diff"] * 100, "{:.2f} %"),
 }
 
