@@ -58,6 +58,23 @@ def test_gauge_follows_the_form(fake_gpu):
     assert gauge.level == "none" and "Fix the form" in gauge.bar.value
 
 
+def test_gauge_shows_each_gpu_of_a_sharded_run(fake_gpu):
+    """A 70B does not fit one 40 GB card; sharded across two it does: the gauge predicts per GPU, as the run is."""
+    from nbkit.memory import estimate
+    from nbkit.specs import spec_for
+
+    gpu = fake_gpu(40.0)
+    cfg = RunConfig(model="unsloth/Llama-3.3-70B-Instruct-bnb-4bit", quantization="4bit", batch_size=1,
+                    max_seq_length=2048, parallelism="fsdp")
+    one = MemoryGauge(gpu, backend="unsloth")
+    one.update(cfg.replace(parallelism="ddp"))
+    assert one.level == "over"
+    two = MemoryGauge(gpu, backend="unsloth", processes=2)
+    two.update(cfg)
+    assert two.level != "over" and "each of 2 GPUs (sharded)" in two.detail.value
+    assert two.breakdown == estimate(cfg, spec_for(cfg.model), "transformers", processes=2)
+
+
 def test_gauge_on_cpu_and_unknown_model():
     gauge = MemoryGauge(CPU)
     gauge.update(RunConfig(model=LLAMA_8B))

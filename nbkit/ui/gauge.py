@@ -31,8 +31,9 @@ LEVEL_COLOR = {"ok": "#2e7d32", "tight": "#ef8f00", "over": "#c62828"}
 class MemoryGauge(w.VBox, RunObserver):
     """A view of the memory plan before the run and of live VRAM during it; also an observer of the run."""
 
-    def __init__(self, gpu: GpuInfo | None = None, backend: str | None = None):
+    def __init__(self, gpu: GpuInfo | None = None, backend: str | None = None, processes: int = 1):
         self.gpu = gpu or check_gpu()
+        self.processes = processes  # GPUs the run will use (nbkit.parallel.launch): the prediction is per GPU
         if backend is None:
             from ..backend import unsloth_installed
 
@@ -69,7 +70,10 @@ class MemoryGauge(w.VBox, RunObserver):
             self.bar.value = f"<span style='color:#b00020'>⚠ {exc}</span>"
             self.detail.value = ""
             return
-        part = estimate(config, spec, self.backend, on_cuda=True)
+        sharded = config.parallelism == "fsdp" and self.processes > 1
+        # a sharded run trains on transformers (Unsloth does not shard), each GPU holding its share
+        part = estimate(config, spec, "transformers" if sharded else self.backend, on_cuda=True,
+                        processes=self.processes)
         self.breakdown = part
         if not self.gpu.available:
             self.level = "none"
@@ -80,7 +84,9 @@ class MemoryGauge(w.VBox, RunObserver):
             self.level, words = verdict(used, capacity)
             self.bar.value = self._bar_html(part, capacity, words, used)
         load = f" · loading {part.load + part.cuda_context:.2f} GiB"
-        self.detail.value = ("<small>training: " + " · ".join(f"{k} {v:.2f} GiB" for k, v in part.groups().items())
+        each = f"each of {self.processes} GPUs ({'sharded' if sharded else 'a whole copy'}), " \
+            if self.processes > 1 else ""
+        self.detail.value = (f"<small>{each}training: " + " · ".join(f"{k} {v:.2f} GiB" for k, v in part.groups().items())
                              + load + "</small>")
 
     def _bar_html(self, part, capacity: float, words: str, used: float) -> str:
