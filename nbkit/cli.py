@@ -46,17 +46,12 @@ def _train(args) -> int:
     from . import backend
     from .config import RunConfig
 
+    from .fsdp import sharded
+    from .models import launch_parallelism
+
     cfg = RunConfig.load(args.config)  # a bad file fails here, before anything heavy is imported
-    engine = cfg.backend
-    from .distributed import local_rank, world_size
-
-    if world_size() > 1 and cfg.parallelism in ("auto", "fsdp"):
-        # decided before the engine is imported: a sharded run trains on transformers, without Unsloth's patches
-        from .hardware import check_gpu
-        from .models import resolve_model, resolve_parallelism
-
-        cfg = resolve_parallelism(cfg, check_gpu(local_rank()), resolve_model(cfg.model))
-        engine = "transformers" if cfg.parallelism == "fsdp" else engine
+    cfg = launch_parallelism(cfg)  # a sharded run trains on transformers: Unsloth is not imported for it
+    engine = "transformers" if sharded(cfg) else cfg.backend
     backend.ensure(engine)
     from . import workflow
     from .distributed import is_main, shutdown

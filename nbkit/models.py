@@ -15,7 +15,7 @@ from .distributed import is_main, local_rank, world_size
 from .errors import ConfigError, HardwareError, ModelNotFoundError
 from .hardware import GpuInfo, check_gpu, require_fp8
 from .fp8 import fp8_copy_gib
-from .recommend import SHARDED_BACKEND, check_fits, choose_parallelism
+from .recommend import NO_BF16, SHARDED_BACKEND, can_shard, check_fits, choose_parallelism
 from .specs import FUSED, curated_ids, fused_targets, spec_for
 
 
@@ -62,19 +62,18 @@ def load(config: RunConfig, gpu: GpuInfo | None = None, check_memory: bool = Tru
     if config.quantization == "fp8":
         require_fp8(gpu)
     path = resolve_model(config.model)
-    config = resolve_parallelism(config, gpu, path)
+    spec = spec_for(path)
+    config = resolve_parallelism(config, gpu, spec)
     name = backend.ensure(SHARDED_BACKEND if fsdp.sharded(config) else config.backend)
     if gpu.available and check_memory:
-        check_fits(config, spec_for(path), gpu, backend=name, processes=world_size())
+        check_fits(config, spec, gpu, backend=name, processes=world_size())
     if config.quantization == "fp8":
-        _check_fp8_disk(spec_for(path))
+        _check_fp8_disk(spec)
     if fsdp.sharded(config):
-        if gpu.available and not gpu.bf16:
-            from .recommend import NO_BF16
-
+        if not can_shard(gpu):
             raise HardwareError(f"{NO_BF16.format(name=gpu.name)}. Pick a model that fits one of these GPUs (each "
                                 "then trains a whole copy, data-parallel), or GPUs with bf16 (A10, L4, A100, ...).")
-        fsdp.check_host_memory(sum(sharding.weight_bytes(config.quantization, spec_for(path))))
+        fsdp.check_host_memory(sum(sharding.weight_bytes(config.quantization, spec)))
     if name == "unsloth":
         model, tokenizer = _load_unsloth(config, path, gpu)
     else:
@@ -84,15 +83,23 @@ def load(config: RunConfig, gpu: GpuInfo | None = None, check_memory: bool = Tru
     return LoadedModel(model, tokenizer, name, path, config, gpu.available, gpu)
 
 
-def resolve_parallelism(config: RunConfig, gpu: GpuInfo, path: str) -> RunConfig:
+def resolve_parallelism(config: RunConfig, gpu: GpuInfo, spec) -> RunConfig:
     """Under a multi-process launch, `parallelism="auto"` becomes "ddp" or "fsdp" from the memory model (said
-    once, by rank 0). Reads only the model's config.json: nothing heavy is imported yet."""
+    once, by rank 0). Needs only the model's config.json: nothing heavy is imported yet."""
     engine = "unsloth" if gpu.available and backend.unsloth_installed() and config.backend != "transformers" \
         else "transformers"
-    config, why = choose_parallelism(config, spec_for(path), gpu, world_size(), engine)
+    config, why = choose_parallelism(config, spec, gpu, world_size(), engine)
     if why and is_main():
         print(f"nbkit: parallelism={config.parallelism!r}: {why}.")
     return config
+
+
+def launch_parallelism(config: RunConfig) -> RunConfig:
+    """`config` with "auto" parallelism decided for this process of a launch, before the engine is imported or
+    anything is loaded (what to import and which exports can be made depend on it)."""
+    if world_size() <= 1 or config.parallelism != "auto":
+        return config
+    return resolve_parallelism(config, check_gpu(local_rank()), spec_for(resolve_model(config.model)))
 
 
 def _check_fp8_disk(spec) -> None:

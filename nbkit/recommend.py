@@ -90,6 +90,20 @@ def recommend(spec: ModelSpec, gpu: GpuInfo, base: RunConfig | None = None, back
     return sharded or _none_fits(spec, gpu, base, SHARDED_BACKEND, target_effective_batch, processes)
 
 
+def _candidates(base: RunConfig, options, parallelism: str):
+    """Settings to try, best first: longest sequences, then the quantizations in order, then the larger rank."""
+    for seq in (2048, 1024, 512):
+        for quant in options:
+            for r in (16, 8):
+                yield base.replace(quantization=quant, lora_r=r, lora_alpha=r, max_seq_length=seq,
+                                   gradient_checkpointing=True, parallelism=parallelism)
+
+
+def _with_batch(cfg: RunConfig, batch: int, target: int, processes: int) -> RunConfig:
+    """`batch` rows per GPU, with the accumulation that keeps the global batch near `target`."""
+    return cfg.replace(batch_size=batch, grad_accum=max(1, target // (batch * processes)))
+
+
 def _one_gpu(spec, gpu, base, backend, target, quantizations, processes) -> Recommendation | None:
     """The best settings with the whole model on each GPU, or None."""
     options = ["fp8"] if gpu.fp8 else []
@@ -98,25 +112,22 @@ def _one_gpu(spec, gpu, base, backend, target, quantizations, processes) -> Reco
         options = [q for q in quantizations if q != "fp8" or gpu.fp8]
     mode = "ddp" if processes > 1 else "auto"  # one GPU has nothing to shard across
     passed_over = ""  # why FP8 was not chosen, when the card has it
-    for seq in (2048, 1024, 512):
-        for quant in options:
-            for r in (16, 8):
-                cfg = base.replace(quantization=quant, lora_r=r, lora_alpha=r, max_seq_length=seq,
-                                   gradient_checkpointing=True, parallelism=mode)
-                batch = min(largest_batch(cfg, spec, gpu, backend), target)
-                if quant == "fp8" and not quantizations:
-                    skip = _fp8_pass_over(cfg, spec, gpu, backend, batch)
-                    if skip:
-                        passed_over = passed_over or skip
-                        continue
-                # 16-bit is only worth it with room for a real batch; otherwise 4-bit is the safer pick
-                if batch == 0 or (quant != "4bit" and batch < 2 and not quantizations):
-                    continue
-                cfg = cfg.replace(batch_size=batch, grad_accum=max(1, target // (batch * processes)))
-                reason = _reason(cfg, spec, gpu, processes)
-                if passed_over and quant != "fp8":
-                    reason += f" FP8 was passed over: {passed_over}."
-                return Recommendation(cfg, estimate(cfg, spec, backend), True, reason)
+    for cfg in _candidates(base, options, mode):
+        quant = cfg.quantization
+        batch = min(largest_batch(cfg, spec, gpu, backend), target)
+        if quant == "fp8" and not quantizations:
+            skip = _fp8_pass_over(cfg, spec, gpu, backend, batch)
+            if skip:
+                passed_over = passed_over or skip
+                continue
+        # 16-bit is only worth it with room for a real batch; otherwise 4-bit is the safer pick
+        if batch == 0 or (quant != "4bit" and batch < 2 and not quantizations):
+            continue
+        cfg = _with_batch(cfg, batch, target, processes)
+        reason = _reason(cfg, spec, gpu, processes)
+        if passed_over and quant != "fp8":
+            reason += f" FP8 was passed over: {passed_over}."
+        return Recommendation(cfg, estimate(cfg, spec, backend), True, reason)
     return None
 
 
@@ -127,22 +138,23 @@ NO_BF16 = ("sharding needs a GPU with bf16: in fp16 (what {name} computes in) th
            "trained a zero loss and left the adapters unchanged")
 
 
+def can_shard(gpu: GpuInfo) -> bool:
+    """Whether nbkit shards on this GPU: on CPU (tests) yes; on a GPU only with bf16 (NO_BF16 says why)."""
+    return not gpu.available or gpu.bf16
+
+
 def _sharded(spec, gpu, base, target, quantizations, processes) -> Recommendation | None:
     """The best settings with the model sharded across `processes` GPUs, or None."""
-    if gpu.available and not gpu.bf16:
+    if not can_shard(gpu):
         return None
     options = [q for q in (quantizations or ("4bit", "16bit")) if q != "fp8"]
-    for seq in (2048, 1024, 512):
-        for quant in options:
-            for r in (16, 8):
-                cfg = base.replace(quantization=quant, lora_r=r, lora_alpha=r, max_seq_length=seq,
-                                   gradient_checkpointing=True, parallelism="fsdp")
-                batch = min(largest_batch(cfg, spec, gpu, SHARDED_BACKEND, processes=processes), target)
-                if batch == 0:
-                    continue
-                cfg = cfg.replace(batch_size=batch, grad_accum=max(1, target // (batch * processes)))
-                part = estimate(cfg, spec, SHARDED_BACKEND, processes=processes)
-                return Recommendation(cfg, part, True, _sharded_reason(cfg, spec, gpu, processes, part))
+    for cfg in _candidates(base, options, "fsdp"):
+        batch = min(largest_batch(cfg, spec, gpu, SHARDED_BACKEND, processes=processes), target)
+        if batch == 0:
+            continue
+        cfg = _with_batch(cfg, batch, target, processes)
+        part = estimate(cfg, spec, SHARDED_BACKEND, processes=processes)
+        return Recommendation(cfg, part, True, _sharded_reason(cfg, spec, gpu, processes, part))
     return None
 
 
@@ -159,7 +171,7 @@ def _none_fits(spec, gpu, base, backend, target, processes) -> Recommendation:
     if usage_vs_capacity(gpu, part)[0] <= gpu.usable_gib:  # fits the card, not its safety margin
         where += (f", of which nbkit plans to use {SAFETY_MARGIN:.0%} (longer rows than planned and fragmentation "
                   "need the rest; pass check_memory=False to try anyway)")
-    if processes > 1 and gpu.available and not gpu.bf16:
+    if processes > 1 and not can_shard(gpu):
         where = f"each of {processes} GPUs has {gpu.usable_gib:.1f} GiB, and {NO_BF16.format(name=gpu.name)}"
         fix = " that fits one GPU, or GPUs with bf16."
     return Recommendation(cfg, part, False,
@@ -199,8 +211,7 @@ def _reason(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, processes: int = 1) -
 
 def _sharded_reason(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, processes: int, part: Breakdown) -> str:
     whole = estimate(cfg.replace(parallelism="ddp", batch_size=1), spec, SHARDED_BACKEND)
-    one = usage_vs_capacity(gpu, whole)[0]
-    capacity = usage_vs_capacity(gpu, whole)[1]
+    one, capacity = usage_vs_capacity(gpu, whole)
     return (f"The {spec.total_params / 1e9:.1f}B-parameter model does not fit one GPU (about {one:.1f} GiB in "
             f"{cfg.quantization} with batch 1; each GPU has {capacity:.1f} GiB), so it is sharded across the "
             f"{processes} GPUs (FSDP): each holds 1/{processes} of the weights and about "

@@ -104,11 +104,11 @@ def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, g
         # ranks probing apart could settle on different batches and leave DDP waiting for each other
         raise ConfigError("probe=True runs on one GPU: probe the batch in a single-GPU run first (memory is per "
                           "GPU, so the answer holds for each), then launch the data-parallel run with it.")
-    if distributed.world_size() > 1 and config.parallelism != "ddp" and (merged or gguf):
-        config = _decide_parallelism(config)
+    if merged or gguf:
+        config = models.launch_parallelism(config)
         if fsdp.sharded(config):
-            raise ConfigError("Merged and GGUF exports need the whole model in one process; a sharded run saves the "
-                              "LoRA adapters. Train without merged/gguf, then merge on one machine with enough "
+            raise ConfigError("Merged and GGUF exports need the whole model in one process; a sharded run saves "
+                              "the LoRA adapters. Train without merged/gguf, then merge on one machine with enough "
                               "memory: nbkit.export.save_merged(loaded, folder) after loading the adapters.")
     for line in preflight(config, resume, overwrite):
         if distributed.is_main():
@@ -175,13 +175,6 @@ def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, g
     distributed.from_main(None)
     events.phase_changed("done", "stopped early" if result.stopped else "")
     return wf
-
-
-def _decide_parallelism(config: RunConfig) -> RunConfig:
-    from .hardware import check_gpu
-
-    gpu = check_gpu(distributed.local_rank())
-    return models.resolve_parallelism(config, gpu, models.resolve_model(config.model))
 
 
 def _save(wf: WorkflowReport, loaded, out: Path, merged: bool, gguf: bool) -> None:
