@@ -13,17 +13,23 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results"
 ARCHS = {"1b": "unsloth/Llama-3.2-1B-Instruct", "3b": "unsloth/Llama-3.2-3B-Instruct",
          "8b": "unsloth/Meta-Llama-3.1-8B-Instruct", "32b": "unsloth/Qwen2.5-32B-Instruct-bnb-4bit",
-         "70b": "unsloth/Llama-3.3-70B-Instruct-bnb-4bit"}
+         "70b": "unsloth/Llama-3.3-70B-Instruct-bnb-4bit",
+         # the memory grid's other architectures (bench/grid.py)
+         "qwen2.5-7b": "unsloth/Qwen2.5-7B-Instruct", "qwen2.5-14b": "unsloth/Qwen2.5-14B-Instruct",
+         "qwen3-8b": "unsloth/Qwen3-8B", "mistral-7b": "unsloth/mistral-7b-instruct-v0.3",
+         "gemma2-9b": "unsloth/gemma-2-9b-it", "phi3.5": "unsloth/Phi-3.5-mini-instruct"}
 
 
 def random_model(arch: str, root: str = "/tmp/nbkit-models") -> str:
-    """Save a random-weight model with `arch`'s real config (speed and memory don't depend on weight values).
+    """Save a random-weight model with `arch`'s real config and model class (Llama, Qwen2 with its q/k/v biases,
+    Qwen3 with its q/k norms, Mistral, Gemma 2 with its extra norms and soft-capping): speed and memory don't
+    depend on weight values.
 
     The tokenizer is nbkit's tiny SentencePiece one: its ids fit any vocabulary, and the model keeps its real vocab size
     so logits cost what they cost in the real model.
     """
     import torch
-    from transformers import LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from nbkit.specs import spec_for
     from nbkit.tiny import build_tokenizer
@@ -34,11 +40,11 @@ def random_model(arch: str, root: str = "/tmp/nbkit-models") -> str:
     spec = spec_for(ARCHS.get(arch, arch))
     target.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(target)
-    config = _llama_config(spec, tok)
+    config = arch_config(spec, tok)
     t = time.time()
     torch.manual_seed(0)
     with torch.device("cuda"):
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.save_pretrained(target)
     tok.save_pretrained(target)
     del model
@@ -48,38 +54,48 @@ def random_model(arch: str, root: str = "/tmp/nbkit-models") -> str:
     return str(target)
 
 
-def _llama_config(spec, tok, **extra):
-    from transformers import LlamaConfig
+def arch_config(spec, tok, **extra):
+    """The transformers config of `spec`'s own model type, with the shape nbkit's spec reads."""
+    from transformers import AutoConfig
 
-    return LlamaConfig(
-        vocab_size=spec.vocab_size, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_hidden_layers, num_attention_heads=spec.num_attention_heads,
-        num_key_value_heads=spec.num_key_value_heads, head_dim=spec.head_dim,
-        tie_word_embeddings=spec.tie_word_embeddings, max_position_embeddings=8192, rope_theta=500000.0,
+    if spec.model_type == "llama":
+        extra.setdefault("rope_theta", 500000.0)
+    return AutoConfig.for_model(
+        spec.model_type, vocab_size=spec.vocab_size, hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads, num_key_value_heads=spec.num_key_value_heads,
+        head_dim=spec.head_dim, tie_word_embeddings=spec.tie_word_embeddings, max_position_embeddings=8192,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
         dtype="bfloat16", **extra)
 
 
-def prequantized_model(arch: str, root: str = "/tmp/nbkit-models") -> str:
-    """A random-weight checkpoint of `arch`'s shape saved already quantized (bitsandbytes NF4, double quantization,
-    packed weights stored as bf16 as sharding needs), built one projection at a time on the GPU: a 70B model's
-    bf16 checkpoint (140 GB) would not fit the disk, its 4-bit one (about 39 GB) does."""
+def prequantized_model(arch: str, root: str = "/tmp/nbkit-models", storage: str = "bfloat16") -> str:
+    """A random-weight checkpoint of `arch`'s shape saved already quantized (bitsandbytes NF4, double quantization),
+    as the Hub's "-bnb-4bit" uploads are, built one projection at a time on the GPU: a 70B model's bf16 checkpoint
+    (140 GB) would not fit the disk, its 4-bit one (about 39 GB) does. `storage` is the packed weights' dtype:
+    bfloat16 as sharding needs, uint8 as the one-GPU uploads have it."""
     import torch
     from bitsandbytes.functional import quantize_4bit
     from safetensors.torch import save_file
-    from transformers import BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     from nbkit.specs import spec_for
     from nbkit.tiny import build_tokenizer
 
-    target = Path(root) / f"{arch}-bnb4"
+    target = Path(root) / (f"{arch}-bnb4" if storage == "bfloat16" else f"{arch}-bnb4-{storage}")
     if (target / "config.json").exists():
         return str(target)
     spec = spec_for(ARCHS.get(arch, arch))
     target.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(target)
+    quant_storage = getattr(torch, storage)
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16)
+                               bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=quant_storage)
+    config = arch_config(spec, tok)
+    with torch.device("meta"):  # names and shapes of the real model class, nothing allocated
+        skeleton = AutoModelForCausalLM.from_config(config)
+    linears = {f"{name}.weight" for name, m in skeleton.named_modules()
+               if isinstance(m, torch.nn.Linear) and ".layers." in name}
     t = time.time()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     gen = torch.Generator(device=device).manual_seed(0)
@@ -101,30 +117,28 @@ def prequantized_model(arch: str, root: str = "/tmp/nbkit-models") -> str:
         if size > 4 * 1024**3:
             flush()
 
-    def rand(*shape):
-        return torch.randn(*shape, device=device, dtype=torch.bfloat16, generator=gen) * 0.02
-
-    h = spec.hidden_size
-    put("model.embed_tokens.weight", rand(spec.vocab_size, h))
-    for i in range(spec.num_hidden_layers):
-        for proj, (fan_in, fan_out) in spec.projection_shapes().items():
-            name = f"model.layers.{i}.{'self_attn' if proj in ('q_proj', 'k_proj', 'v_proj', 'o_proj') else 'mlp'}" \
-                   f".{proj}.weight"
-            packed, state = quantize_4bit(rand(fan_out, fan_in), blocksize=64, compress_statistics=True,
-                                          quant_type="nf4", quant_storage=torch.bfloat16)
+    for name, param in skeleton.state_dict().items():
+        if name == "lm_head.weight" and spec.tie_word_embeddings:
+            continue
+        if name in linears:
+            weight = torch.randn(*param.shape, device=device, dtype=torch.bfloat16, generator=gen) * 0.02
+            packed, state = quantize_4bit(weight, blocksize=64, compress_statistics=True, quant_type="nf4",
+                                          quant_storage=quant_storage)
             put(name, packed)
             for key, value in state.as_dict(packed=True).items():
                 put(f"{name}.{key}", value)
-        put(f"model.layers.{i}.input_layernorm.weight", torch.ones(h, dtype=torch.bfloat16))
-        put(f"model.layers.{i}.post_attention_layernorm.weight", torch.ones(h, dtype=torch.bfloat16))
-    put("model.norm.weight", torch.ones(h, dtype=torch.bfloat16))
-    if not spec.tie_word_embeddings:
-        put("lm_head.weight", rand(spec.vocab_size, h))
+        elif name.endswith(".bias"):
+            put(name, torch.zeros(*param.shape, dtype=torch.bfloat16))
+        elif "embed_tokens" in name or "lm_head" in name:
+            put(name, torch.randn(*param.shape, device=device, dtype=torch.bfloat16, generator=gen) * 0.02)
+        else:  # norms
+            put(name, torch.ones(*param.shape, dtype=torch.bfloat16))
     flush()
     total = sum((target / f).stat().st_size for f in set(weight_map.values()))
     (target / "model.safetensors.index.json").write_text(json.dumps(
         {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
-    _llama_config(spec, tok, quantization_config=quant.to_dict()).save_pretrained(target)
+    config.quantization_config = quant.to_dict()
+    config.save_pretrained(target)
     tok.save_pretrained(target)
     print(f"[prequantized_model] {arch}: {spec.total_params / 1e9:.1f}B params, {total / 1e9:.1f} GB in "
           f"{time.time() - t:.0f}s", flush=True)
