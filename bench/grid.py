@@ -153,7 +153,12 @@ def run_all(tasks: list[dict], args) -> list[dict]:
     budget = gpu_total_gib() - args.builder_gib
     waiting, running, done = list(tasks), {}, []
     logs = Path(scratch_dir("grid-logs"))
+    start = time.time()
     while waiting or running:
+        if waiting and time.time() - start > args.start_within:
+            print(f"[grid] {len(waiting)} tasks not started within {args.start_within}s", flush=True)
+            done += [{**t, "error": "not started: out of time"} for t in waiting]
+            waiting = []
         for proc, (task, started, log) in list(running.items()):
             if proc.poll() is None and time.time() - started < args.part_timeout:
                 continue
@@ -170,7 +175,7 @@ def run_all(tasks: list[dict], args) -> list[dict]:
                   f"({rec['seconds']:.0f}s)", flush=True)
             if not found:
                 print(text[-3000:], flush=True)
-            write_json(f"_grid{args.tag}.json", {"tasks": done})
+            write_json(f"grid{args.tag}_partial.json", {"tasks": done})
         if builder.poll() is not None:
             budget = gpu_total_gib() - 2.0
         used = sum(t["peak_gib"] * 1.1 + 0.6 for t, _, _ in running.values())
@@ -206,6 +211,7 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=10)
     ap.add_argument("--builder-gib", type=float, default=22.0, help="GPU memory kept for the checkpoint builder")
     ap.add_argument("--part-timeout", type=int, default=420)
+    ap.add_argument("--start-within", type=int, default=100000, help="start no task after this many seconds")
     ap.add_argument("--tag", default="")
     ap.add_argument("--plan-only", action="store_true", help="print what would run (no GPU needed)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
@@ -230,7 +236,7 @@ def main() -> None:
     os.environ.pop("PYTORCH_CUDA_ALLOC_CONF", None)  # nbkit sets its own default; the grid measures that
     runs = run_all(tasks, args)
     write_json(f"grid{args.tag}.json", {"args": vars(args), "plans": plans, "runs": runs})
-    (RESULTS / f"_grid{args.tag}.json").unlink(missing_ok=True)
+    (RESULTS / f"grid{args.tag}_partial.json").unlink(missing_ok=True)
     shutil.rmtree("/tmp/nbkit-models", ignore_errors=True)
     print_table([{"arch": r["arch"], "card": r["card"], "quant": r["config"]["quantization"],
                   "batch": r["config"]["batch_size"], "load_alloc": r.get("load_allocated_gib"),
