@@ -174,7 +174,9 @@ def run_all(tasks: list[dict], args) -> list[dict]:
             print(f"[grid] {task['arch']} on {task['card']}: {'ok' if found else 'FAILED'} "
                   f"({rec['seconds']:.0f}s)", flush=True)
             if not found:
-                print(text[-3000:], flush=True)
+                print(text[-1500:], flush=True)
+            if os.environ.get("OUT"):  # every child's log comes back with the results
+                shutil.copy(log, Path(os.environ["OUT"], f"grid{args.tag}-{log.name}"))
             write_json(f"grid{args.tag}_partial.json", {"tasks": done})
         if builder.poll() is not None:
             budget = gpu_total_gib() - 2.0
