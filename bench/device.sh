@@ -69,9 +69,8 @@ for stage in "$@"; do
     sharded32b-cap) timeout 200 python3 sharded.py --arch 32b --seq 512 --batch 1 --steps 6 --cap 14.15 \
                  --variants nbkit --part-timeout 180 ;;
     # the memory grid (bench/grid.py): recommend()'s settings for 9 architectures on 5 real cards, rehearsed side by
-    # side on one GPU; split in calls that fit the disk and ten minutes
-    grid-a) timeout 520 python3 grid.py --part-timeout 300 --start-within 260 --archs 1b,3b,phi3.5,8b,mistral-7b,qwen3-8b --quants 4bit,16bit --builder-gib 10 --tag _a ;;
-    grid-b) timeout 520 python3 grid.py --part-timeout 300 --start-within 260 --archs qwen2.5-7b,qwen2.5-14b,gemma2-9b --quants 4bit,16bit --builder-gib 10 --tag _b ;;
+    # side on one GPU; FP8 (bf16 checkpoints, converted and compiled: slow, and big on disk) in a call of its own
+    grid) timeout 540 python3 grid.py --part-timeout 300 --start-within 300 --quants 4bit,16bit --builder-gib 10 ;;
     grid-fp8) timeout 520 python3 grid.py --part-timeout 420 --start-within 120 --quants fp8 --archs ${GRID_FP8:-8b,gemma2-9b} --procs 3 --tag _fp8 ;;
     # seconds to the GPU check, the form and a ready engine: Unsloth imported on a thread vs before everything
     import) timeout 200 python3 import_time.py ;;

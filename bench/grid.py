@@ -87,7 +87,8 @@ def one(task: dict) -> dict:
     spec = spec_for(task["model"])
     rec = recommend(spec, gpu)  # on the rehearsed card, as a user's notebook would
     planned = RunConfig.from_dict(task["config"])
-    out = {"recommended_on_device": rec.config.to_dict(), "same_as_planned": rec.config == planned}
+    same = rec.config.replace(output_dir=planned.output_dir) == planned  # the default folder is named by the time
+    out = {"recommended_on_device": rec.config.to_dict(), "same_as_planned": same}
     cfg = rec.config.replace(model=task["path"], output_dir=scratch_dir("grid"), max_steps=task["steps"],
                              save_steps=0, warmup_steps=0)
     t = time.perf_counter()
@@ -106,7 +107,13 @@ def one(task: dict) -> dict:
                probe_allocated_gib=torch.cuda.max_memory_allocated() / 1024**3,
                probe_reserved_gib=torch.cuda.max_memory_reserved() / 1024**3)
     seen: list[int] = []
-    hook = loaded.model.get_input_embeddings().register_forward_pre_hook(lambda m, a: seen.append(a[0].numel()))
+    shapes: set[tuple] = set()  # (rows, length) of each micro-batch: one row of several samples = padding-free
+
+    def count(module, inputs):
+        seen.append(inputs[0].numel())
+        shapes.add(tuple(inputs[0].shape))
+
+    hook = loaded.model.get_input_embeddings().register_forward_pre_hook(count)
     rows = cfg.max_steps * cfg.batch_size * cfg.grad_accum + 64
     result = train.run(loaded, mixed_data(rows, cfg.max_seq_length))
     hook.remove()
@@ -117,7 +124,7 @@ def one(task: dict) -> dict:
                steps=result.steps, notes=result.notes, losses_finite=all(v == v and abs(v) < 1e4 for v in losses),
                first_loss=losses[0] if losses else None, most_tokens_per_micro_batch=most,
                predicted_reserved_at_seen_gib=at_seen.reserved if at_seen else None,
-               tokens=result.tokens)
+               tokens=result.tokens, padding_free=all(shape[0] == 1 for shape in shapes) or cfg.batch_size == 1)
     return out
 
 
@@ -175,9 +182,12 @@ def run_all(tasks: list[dict], args) -> list[dict]:
                   f"({rec['seconds']:.0f}s)", flush=True)
             if not found:
                 print(text[-1500:], flush=True)
-            if os.environ.get("OUT"):  # every child's log comes back with the results
-                shutil.copy(log, Path(os.environ["OUT"], f"grid{args.tag}-{log.name}"))
+            if os.environ.get("OUT"):  # every child's log comes back with the results, in one file
+                subprocess.run(["tar", "czf", str(Path(os.environ["OUT"], f"grid{args.tag}-logs.tar.gz")), "-C",
+                                str(logs), "."], check=False)
             write_json(f"grid{args.tag}_partial.json", {"tasks": done})
+            if not any(t["path"] == task["path"] for t in waiting + [t for t, _, _ in running.values()]):
+                shutil.rmtree(task["path"], ignore_errors=True)  # no task left needs it: room for the next
         if builder.poll() is not None:
             budget = gpu_total_gib() - 2.0
         used = sum(t["peak_gib"] * 1.1 + 0.6 for t, _, _ in running.values())

@@ -47,7 +47,7 @@ class Calibration:
 # token and fp32 embeddings. FP8 also needs fewer fixed workspaces.
 # The CUDA context is measured, not assumed: the largest seen in the H100 records (bench/memory_accuracy.py's
 # `context_gib`, GPU in use minus torch's reservation), rounded up to 0.05 GiB; tests/test_memory.py re-derives it.
-_UNSLOTH = Calibration(act_gc=1.65, act_no_gc=1.0, keeps_checkpoints=0.0, logits_bytes=0.0,
+_UNSLOTH = Calibration(act_gc=1.0, act_no_gc=1.0, keeps_checkpoints=0.0, logits_bytes=0.0,
                        quantized_embed_bytes=2.0, lora_bytes=4.0, slack=0.05, fixed_gib=0.25, context_gib=0.85)
 _HF = Calibration(act_gc=1.8, act_no_gc=1.0, keeps_checkpoints=1.0, logits_bytes=0.0,
                   quantized_embed_bytes=4.0, lora_bytes=4.0, slack=0.05, fixed_gib=0.25, context_gib=0.8)
@@ -55,7 +55,7 @@ CALIBRATION = {
     "unsloth": _UNSLOTH,
     "transformers": _HF,
     "transformers-kbit": replace(_HF, act_gc=2.6, keeps_checkpoints=2.2),
-    "unsloth-kbit": replace(_UNSLOTH, act_gc=1.6),
+    "unsloth-kbit": replace(_UNSLOTH, act_gc=1.0),
     "unsloth-fp8": replace(_UNSLOTH, act_gc=1.6, fixed_gib=0.15),
     # sharded (FSDP2 + transformers + peft, no k-bit preparation: embeddings stay 16-bit): fitted to two H200
     # runs with nbkit.sharding.ROOT_GATHERED (see there), about half the activations of a one-GPU transformers run
@@ -138,10 +138,12 @@ def activation_bytes_per_token_layer(spec: ModelSpec) -> float:
     """bf16 tensors one decoder layer keeps per token for the LoRA backward pass.
 
     Counted: the two norm inputs and outputs (4h), q and the attention output (2 q_dim), k and v
-    (2 kv_dim), and the MLP's gate, up, activation and product (4 intermediate).
+    (2 kv_dim), and the MLP's gate, up, activation and product (4 intermediate). With q/k norms (Qwen3) the
+    normed q and k are kept beside the raw ones (q_dim + kv_dim more).
     """
     h, i = spec.hidden_size, spec.intermediate_size
-    return 2.0 * (4 * h + 2 * spec.q_dim + 2 * spec.kv_dim + 4 * i)
+    qk = spec.q_dim + spec.kv_dim if spec.qk_norm else 0
+    return 2.0 * (4 * h + 2 * spec.q_dim + 2 * spec.kv_dim + 4 * i + qk)
 
 
 def estimate(config: RunConfig, spec: ModelSpec, backend: str = "unsloth", on_cuda: bool = True,

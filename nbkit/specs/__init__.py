@@ -24,6 +24,7 @@ class ModelSpec:
     tie_word_embeddings: bool
     head_dim: int
     fused_projections: bool = False
+    qk_norm: bool = False  # RMS-normed queries and keys (Qwen3, Gemma 3): both q/k and their normed copies are kept
     name: str = ""
     # how the weights are stored on disk: "bf16" (or fp16/fp32: loaded as 16-bit), "bnb-4bit" (pre-quantized
     # bitsandbytes) or "fp8"; it decides what loading costs (memory.load_peak)
@@ -86,6 +87,10 @@ def fused_targets(present, wanted) -> list[str]:
     return found
 
 
+# model types whose attention normalises q and k per head (their configs do not say so: the class does)
+QK_NORM_TYPES = {"qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2"}
+
+
 def from_config_dict(data: dict, name: str = "") -> ModelSpec:
     data = data.get("text_config", data) if "hidden_size" not in data else data
     try:
@@ -102,6 +107,7 @@ def from_config_dict(data: dict, name: str = "") -> ModelSpec:
             head_dim=data.get("head_dim") or data["hidden_size"] // heads,
             # Microsoft's Phi-3/Phi-4 checkpoints fuse q/k/v and gate/up (Unsloth's uploads are "Llamafied")
             fused_projections=bool(data.get("fused_projections", data.get("model_type") == "phi3")),
+            qk_norm=bool(data.get("qk_norm", data.get("model_type") in QK_NORM_TYPES)),
             name=name,
             checkpoint=checkpoint_kind(data, name),
         )
