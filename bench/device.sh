@@ -71,7 +71,11 @@ for stage in "$@"; do
     # the memory grid (bench/grid.py): recommend()'s settings for 9 architectures on 5 real cards, rehearsed side by
     # side on one GPU; FP8 (bf16 checkpoints, converted and compiled: slow, and big on disk) in a call of its own
     grid) timeout 540 python3 grid.py --part-timeout 300 --start-within 300 --quants 4bit,16bit --builder-gib 10 ;;
-    grid-fp8) timeout 520 python3 grid.py --part-timeout 420 --start-within 120 --quants fp8 --archs ${GRID_FP8:-8b,gemma2-9b} --procs 3 --tag _fp8 ;;
+    # what the first call left: Gemma 2 (Unsloth's block compile off, see nbkit.models.NO_BLOCK_COMPILE), the small
+    # models it ran out of time for, and FP8 on the 24 GB card (bf16 checkpoints converted and compiled: slow)
+    grid-rest) timeout 540 python3 grid.py --part-timeout 450 --start-within 230 --steps 6 --procs 9 --tag _rest \
+                 --archs gemma2-9b,8b,qwen3-8b,qwen2.5-7b,mistral-7b,1b,3b \
+                 --quants-for "gemma2-9b=4bit,fp8;1b=4bit,16bit;3b=4bit;8b=fp8;qwen3-8b=fp8;qwen2.5-7b=fp8;mistral-7b=fp8" ;;
     # seconds to the GPU check, the form and a ready engine: Unsloth imported on a thread vs before everything
     import) timeout 200 python3 import_time.py ;;
     tput1b16) timeout 250 python3 throughput.py --arch 1b --quant 16bit --seq 2048 --batch 4 --steps 8 --part-timeout 100 ;;

@@ -56,12 +56,15 @@ def checkpoint(arch: str, quant: str) -> tuple[str, str]:
     return "bf16", str(Path("/tmp/nbkit-models") / arch)
 
 
-def build(arch: str, kind: str) -> None:
-    """Build one checkpoint once the disk has room for it (FP8 runs delete theirs after loading)."""
+def build(arch: str, kind: str, for_fp8: bool = False) -> None:
+    """Build one checkpoint once the disk has room for it (and for the FP8 copy, when an FP8 run converts it;
+    FP8 runs delete both after loading)."""
+    from nbkit.fp8 import fp8_copy_gib
     from nbkit.specs import spec_for
 
     spec = spec_for(ARCHS[arch])
     need = 2.0 * spec.total_params if kind == "bf16" else 0.52 * spec.linear_params + 2.0 * spec.embedding_params
+    need += fp8_copy_gib(spec) * 1024**3 * 1.1 if for_fp8 else 0
     waited = time.time()
     while shutil.disk_usage("/tmp").free < need + 6 * 1024**3 and time.time() - waited < 400:
         time.sleep(5)
@@ -155,8 +158,10 @@ def gpu_total_gib() -> float:
 def run_all(tasks: list[dict], args) -> list[dict]:
     """Build checkpoints one after another on a side process; start each task once its checkpoint is built and
     the GPU has room for its predicted peak (plus headroom), at most --procs at a time."""
-    builds = list(dict.fromkeys((t["arch"], t["checkpoint"], t["path"]) for t in tasks))
-    builder = subprocess.Popen([sys.executable, __file__, "--build", json.dumps([b[:2] for b in builds])])
+    # small checkpoints first; an FP8 run's bf16 checkpoint needs room for its FP8 copy too (deleted after loading)
+    fp8 = {t["path"] for t in tasks if t["config"]["quantization"] == "fp8"}
+    builds = sorted(dict.fromkeys((t["arch"], t["checkpoint"], t["path"] in fp8) for t in tasks), key=lambda b: b[2])
+    builder = subprocess.Popen([sys.executable, __file__, "--build", json.dumps(builds)])
     budget = gpu_total_gib() - args.builder_gib
     waiting, running, done = list(tasks), {}, []
     logs = Path(scratch_dir("grid-logs"))
@@ -219,6 +224,7 @@ def main() -> None:
     ap.add_argument("--archs", default=",".join(GRID_ARCHS))
     ap.add_argument("--cards", default=",".join(GRID_CARDS))
     ap.add_argument("--quants", default="4bit,16bit,fp8", help="run only pairs whose recommendation is one of these")
+    ap.add_argument("--quants-for", default="", help='per architecture, e.g. "1b=4bit,16bit;8b=fp8" (others: --quants)')
     ap.add_argument("--steps", type=int, default=8, help="optimizer steps on real-length rows")
     ap.add_argument("--procs", type=int, default=10)
     ap.add_argument("--builder-gib", type=float, default=22.0, help="GPU memory kept for the checkpoint builder")
@@ -233,12 +239,13 @@ def main() -> None:
         emit(one(json.loads(args.one)))
         return
     if args.build:
-        for arch, kind in json.loads(args.build):
-            build(arch, kind)
+        for arch, kind, for_fp8 in json.loads(args.build):
+            build(arch, kind, for_fp8)
         return
     plans = [plan(a, c) for a in args.archs.split(",") for c in args.cards.split(",")]
-    quants = args.quants.split(",")
-    tasks = [t for t in tasks_for(plans, args.steps) if t["config"]["quantization"] in quants]
+    quants = {arch: args.quants.split(",") for arch in args.archs.split(",")}
+    quants.update({a: q.split(",") for a, q in (p.split("=") for p in args.quants_for.split(";") if p)})
+    tasks = [t for t in tasks_for(plans, args.steps) if t["config"]["quantization"] in quants[t["arch"]]]
     print_table([{"arch": t["arch"], "cards": "; ".join(t["cards"]), "quant": t["config"]["quantization"],
                   "seq": t["config"]["max_seq_length"], "batch": t["config"]["batch_size"],
                   "predicted_peak_gib": t["peak_gib"], "checkpoint": t["checkpoint"]} for t in tasks],

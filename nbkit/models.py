@@ -75,7 +75,7 @@ def load(config: RunConfig, gpu: GpuInfo | None = None, check_memory: bool = Tru
                                 "then trains a whole copy, data-parallel), or GPUs with bf16 (A10, L4, A100, ...).")
         fsdp.check_host_memory(sum(sharding.weight_bytes(config.quantization, spec)))
     if name == "unsloth":
-        model, tokenizer = _load_unsloth(config, path, gpu)
+        model, tokenizer = _load_unsloth(config, path, gpu, spec.model_type)
     else:
         model, tokenizer = _load_transformers(config, path, gpu)
     if tokenizer.pad_token is None:
@@ -118,8 +118,19 @@ def _check_fp8_disk(spec) -> None:
             "already in FP8, or use quantization='4bit'.")
 
 
-def _load_unsloth(config: RunConfig, path: str, gpu: GpuInfo):
+# Model types whose decoder layers Unsloth's per-block torch.compile cannot compile on the stack nbkit supports:
+# Gemma 2's backward failed in Inductor (AssertionError in decompose_triton_kernel_wrapper_functional, torch 2.11,
+# Unsloth 2026.10.9; bench/results/logs/device-s6-grid.log) on the first training step, on every card.
+NO_BLOCK_COMPILE = {"gemma2"}
+
+
+def _load_unsloth(config: RunConfig, path: str, gpu: GpuInfo, model_type: str):
+    import os
+
     from unsloth import FastLanguageModel
+
+    if model_type in NO_BLOCK_COMPILE and "UNSLOTH_BLOCK_COMPILE" not in os.environ:
+        os.environ["UNSLOTH_BLOCK_COMPILE"] = "0"  # read when the adapters are attached; the user's choice wins
 
     kwargs: dict[str, Any] = dict(
         # None lets Unsloth pick bf16 where the card has it; a rehearsed card without bf16 (T4) gets fp16
