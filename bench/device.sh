@@ -76,6 +76,10 @@ for stage in "$@"; do
     grid-rest) timeout 540 python3 grid.py --part-timeout 450 --start-within 230 --steps 6 --procs 9 --tag _rest \
                  --archs gemma2-9b,8b,qwen3-8b,qwen2.5-7b,mistral-7b,1b,3b \
                  --quants-for "gemma2-9b=4bit,fp8;1b=4bit,16bit;3b=4bit;8b=fp8;qwen3-8b=fp8;qwen2.5-7b=fp8;mistral-7b=fp8" ;;
+    # Gemma 2 again once its attention scores are modelled (memory.SCORE_BYTES), and the FP8 run the disk refused
+    grid-gemma) timeout 540 python3 grid.py --part-timeout 500 --start-within 60 --steps 3 --tag _gemma \
+                 --archs gemma2-9b,qwen2.5-7b --cards "RTX 3060 12GB,RTX 4060 Ti 16GB,RTX 4090 24GB" \
+                 --quants-for "gemma2-9b=4bit,fp8;qwen2.5-7b=fp8" ;;
     # seconds to the GPU check, the form and a ready engine: Unsloth imported on a thread vs before everything
     import) timeout 200 python3 import_time.py ;;
     tput1b16) timeout 250 python3 throughput.py --arch 1b --quant 16bit --seq 2048 --batch 4 --steps 8 --part-timeout 100 ;;

@@ -146,6 +146,26 @@ def activation_bytes_per_token_layer(spec: ModelSpec) -> float:
     return 2.0 * (4 * h + 2 * spec.q_dim + 2 * spec.kv_dim + 4 * i + qk)
 
 
+# Gemma 2 caps its attention logits (tanh), which the fused attention kernels cannot do: without flash-attn,
+# Unsloth pads the batch and computes every layer's scores in full (a compiled matmul, tanh, softmax), and the
+# layer being recomputed keeps this many bytes per score (batch x heads x length x length) for its backward. Fitted
+# by bench/fit_memory.py to the grid's Gemma 2 runs (bench/results/grid*.json), as act_gc is.
+SCORE_BYTES = 4.5
+
+
+def attention_scores_bytes(spec: ModelSpec, backend: str, batch: int, seq: int) -> float:
+    """Bytes of attention scores kept at the peak: only where the scores are materialised (see SCORE_BYTES)."""
+    if backend != "unsloth" or not spec.softcapped_attention or _flash_attn_installed():
+        return 0.0
+    return batch * spec.num_attention_heads * float(seq) ** 2 * SCORE_BYTES
+
+
+def _flash_attn_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("flash_attn") is not None
+
+
 def estimate(config: RunConfig, spec: ModelSpec, backend: str = "unsloth", on_cuda: bool = True,
              batch_size: int | None = None, seq_len: int | None = None, processes: int = 1) -> Breakdown:
     """Predicted peak VRAM of training `config` on `spec`, assuming every sequence fills max_seq_length.
@@ -178,6 +198,7 @@ def estimate(config: RunConfig, spec: ModelSpec, backend: str = "unsloth", on_cu
         layers_live = cal.act_no_gc * spec.num_hidden_layers
         checkpoints = 0.0
     activations = tokens * per_layer * layers_live + checkpoints
+    activations += attention_scores_bytes(spec, backend, batch, seq_len or config.max_seq_length)
     logits = tokens * spec.vocab_size * cal.logits_bytes
     # quantized layers are dequantized to bf16 one matrix at a time, forward and backward
     dequant = 2.0 * 2 * spec.largest_projection if config.quantization != "16bit" else 0.0

@@ -31,6 +31,11 @@ class ModelSpec:
     checkpoint: str = "bf16"
 
     @property
+    def softcapped_attention(self) -> bool:
+        """Attention logits capped by tanh (Gemma 2): fused attention kernels cannot compute them."""
+        return self.model_type == "gemma2"
+
+    @property
     def q_dim(self) -> int:
         return self.num_attention_heads * self.head_dim
 
