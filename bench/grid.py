@@ -239,8 +239,14 @@ def main() -> None:
         emit(one(json.loads(args.one)))
         return
     if args.build:
+        converting: list[str] = []  # FP8 runs' checkpoints, deleted once loaded: one conversion at a time
         for arch, kind, for_fp8 in json.loads(args.build):
+            waited = time.time()
+            while for_fp8 and any(Path(p).exists() for p in converting) and time.time() - waited < 400:
+                time.sleep(5)
             build(arch, kind, for_fp8)
+            if for_fp8:
+                converting.append(checkpoint(arch, "fp8")[1])
         return
     plans = [plan(a, c) for a in args.archs.split(",") for c in args.cards.split(",")]
     quants = {arch: args.quants.split(",") for arch in args.archs.split(",")}
