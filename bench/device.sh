@@ -80,6 +80,13 @@ for stage in "$@"; do
     grid-gemma) timeout 540 python3 grid.py --part-timeout 500 --start-within 60 --steps 3 --tag _gemma \
                  --archs gemma2-9b,qwen2.5-7b --cards "RTX 3060 12GB,RTX 4060 Ti 16GB,RTX 4090 24GB" \
                  --quants-for "gemma2-9b=4bit,fp8;qwen2.5-7b=fp8" ;;
+    # FP8 vs bf16 LoRA on the Qwen2.5-14B shape, one process each (speed: alone on the GPU), at 8k and 32k tokens
+    # per step; one level per call (FP8 converts the 30 GB checkpoint and compiles for minutes)
+    fp8-14b-8k|fp8-14b-32k)
+      python3 -c "from common import random_model; random_model('qwen2.5-14b')"
+      shape=$([ "$stage" = fp8-14b-8k ] && echo "--seq 2048 --batch 4" || echo "--seq 4096 --batch 8")
+      timeout 500 python3 throughput.py --arch qwen2.5-14b --quant fp8 $shape --steps 6 --variants bf16,fp8 \
+        --part-timeout 400 --tag "_fp8_vs_bf16_${stage#fp8-14b-}" ;;
     # seconds to the GPU check, the form and a ready engine: Unsloth imported on a thread vs before everything
     import) timeout 200 python3 import_time.py ;;
     tput1b16) timeout 250 python3 throughput.py --arch 1b --quant 16bit --seq 2048 --batch 4 --steps 8 --part-timeout 100 ;;

@@ -1,14 +1,19 @@
-"""Fit the memory model's activation constant from the measured H100 peaks, and test how well it transfers.
+"""Fit the memory model's constants from the measured peaks, and say how well they predict peaks they never saw.
 
 python bench/fit_memory.py
-The records are every clean peak in bench/results: memory_accuracy.py's runs (one model per process, rows of
-exactly max_seq_length tokens) and the batches largest_batch.py trained under a cap. For each calibration
-(Unsloth 16-bit, 4-bit, FP8; transformers 16-bit, 4-bit) the fit is the smallest `act_gc` (layers of
-activations live at the peak, on a 0.05 grid) that predicts no record below its measured reserved peak.
-nbkit.memory.CALIBRATION holds exactly these values (tests/test_memory.py re-runs the fit).
-
-Cross-size check: fit on one model size alone and predict the other, which the fit did not see. Writes
-bench/results/calibration_fit.json.
+Records:
+  grid    bench/grid.py's runs (bench/results/grid*.json): recommend()'s settings for nine architectures on five
+          real cards, trained as nbkit trains now (Unsloth; padding-free batches, except Gemma 2): each run's
+          probe on rows of exactly max_seq_length tokens. Target: the allocated peak (reserved is held to the card
+          by recommend()'s margin). Their runs on real-length rows are compared with the plan, not fitted.
+  legacy  memory_accuracy.py's and largest_batch.py's runs (rows of exactly max_seq_length, padded batches):
+          the transformers calibrations. Their Unsloth records were taken with padded batches, which nbkit has not
+          used since session 4, so the Unsloth calibrations are fitted on the grid alone.
+For each calibration the fit is the smallest `act_gc` (layers of activations live at the peak, 0.05 grid) that
+predicts no record under its target; then memory.SCORE_BYTES (0.5 grid) on Gemma 2's runs, whose attention
+scores are materialised. nbkit.memory holds exactly these values (tests/test_memory.py re-runs the fit).
+Accuracy on data the fit did not see: leave one architecture out (fit act_gc on the other eight, predict it).
+Writes bench/results/calibration_fit.json.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from memory_accuracy import predict, saved_records
 
 PROBE_MODELS = {"1b": "unsloth/Llama-3.2-1B-Instruct", "8b": "unsloth/Meta-Llama-3.1-8B-Instruct"}
 GRID = [round(0.5 + 0.05 * i, 2) for i in range(90)]
+SCORE_GRID = [0.5 * i for i in range(1, 40)]
 
 
 def calibration_key(rec: dict) -> str:
@@ -30,52 +36,158 @@ def calibration_key(rec: dict) -> str:
     return f"{base}-kbit" if rec["quant"] == "4bit" else base
 
 
-def records(results: Path = RESULTS) -> list[dict]:
-    """Measured peaks, each with what predict() needs."""
-    from nbkit.specs import spec_for
+def grid_runs(results: Path = RESULTS) -> list[dict]:
+    """Every grid run that trained, from all grid result files."""
+    runs = []
+    for path in sorted(results.glob("grid*.json")):
+        if not path.stem.endswith("_partial"):
+            runs += [{**r, "source": path.name} for r in json.loads(path.read_text())["runs"] if "error" not in r]
+    return runs
 
-    found = [r for r in saved_records(results) if r.get("gc", True)]
-    for path in sorted(results.glob("largest_batch_*.json")):
-        for r in json.loads(path.read_text())["rows"]:
-            if r["trained"]:
-                spec = spec_for(PROBE_MODELS[r["arch"]])
-                fields = {k: getattr(spec, k) for k in spec.__dataclass_fields__ if k not in ("name", "checkpoint")}
-                found.append({"arch": r["arch"], "backend": "unsloth", "quant": r["quant"], "gc": True,
-                              "seq": r["seq"], "batch": r["batch"], "lora_r": 16, "spec": fields,
-                              "measured_reserved_gib": r["peak_gib"], "source": path.name})
+
+def grid_records(results: Path = RESULTS) -> list[dict]:
+    """One record per grid run: its probe on rows of exactly max_seq_length tokens, the case the formulas are for.
+    (The real-length runs come after the probe in the same process, and Unsloth keeps buffers sized for the
+    probe's longer batches, so their peaks are not a function of their own batches: real_lengths() compares them
+    with the plan instead.)"""
+    found = []
+    for run in grid_runs(results):
+        c = run["config"]
+        found.append({"arch": run["arch"], "model": run["model"], "card": run["card"], "backend": "unsloth",
+                      "quant": c["quantization"], "config": c, "source": run["source"], "grid": True,
+                      "batch": c["batch_size"], "seq": c["max_seq_length"], "target_gib": run["probe_allocated_gib"],
+                      "reserved_gib": run["probe_reserved_gib"]})
     return found
 
 
-def errors(recs: list[dict], key: str, act_gc: float) -> list[float]:
+def real_lengths(results: Path = RESULTS) -> list[dict]:
+    """Each grid run on real-length rows against the plan recommend() made (rows filling max_seq_length), and its
+    reserved peak against the smallest card it stands for."""
+    from nbkit.cards import card
+    from nbkit.config import RunConfig
+    from nbkit.memory import estimate
+    from nbkit.specs import spec_for
+
+    rows = []
+    for run in grid_runs(results):
+        plan = estimate(RunConfig.from_dict(run["config"]), spec_for(run["model"]))
+        usable = min(card(c).usable_gib for c in run["cards"])
+        rows.append({"arch": run["arch"], "cards": run["cards"], "quant": run["config"]["quantization"],
+                     "batch": run["config"]["batch_size"], "planned_gib": plan.reserved,
+                     "allocated_gib": run["train_allocated_gib"], "reserved_gib": run["train_reserved_gib"],
+                     "probe_reserved_gib": run["probe_reserved_gib"], "usable_gib": usable,
+                     "below_plan_pct": 100 * (1 - run["train_allocated_gib"] / plan.reserved),
+                     "oom_recoveries": len(run["notes"]), "losses_finite": run["losses_finite"]})
+    return rows
+
+
+def legacy_records(results: Path = RESULTS) -> list[dict]:
+    """The transformers records of the older measurements (target: their reserved peak, as they were fitted)."""
+    found = [r for r in saved_records(results) if r.get("gc", True)]
+    return [{**r, "target_gib": r["measured_reserved_gib"]} for r in found if r["backend"] != "unsloth"]
+
+
+def records(results: Path = RESULTS) -> list[dict]:
+    return grid_records(results) + legacy_records(results)
+
+
+def predicted_gib(rec: dict) -> float:
+    """The training peak the current formulas predict for a record."""
+    if not rec.get("grid"):
+        return predict(rec)["predicted_gib"]
+    from nbkit.config import RunConfig
+    from nbkit.memory import estimate
+    from nbkit.specs import spec_for
+
+    cfg = RunConfig.from_dict(rec["config"])
+    return estimate(cfg, spec_for(rec["model"]), rec["backend"], batch_size=rec["batch"], seq_len=rec["seq"]).reserved
+
+
+def errors(recs: list[dict], key: str | None = None, act_gc: float | None = None,
+           score_bytes: float | None = None) -> list[float]:
+    """Percent errors of the predictions against the targets, with act_gc (for `key`) or SCORE_BYTES set."""
     from nbkit import memory
 
-    saved = memory.CALIBRATION[key]
-    memory.CALIBRATION[key] = replace(saved, act_gc=act_gc)
+    saved, saved_scores = dict(memory.CALIBRATION), memory.SCORE_BYTES
+    if key is not None:
+        memory.CALIBRATION[key] = replace(saved[key], act_gc=act_gc)
+    if score_bytes is not None:
+        memory.SCORE_BYTES = score_bytes
     try:
-        return [predict(r)["error_pct"] for r in recs]
+        return [100.0 * (predicted_gib(r) - r["target_gib"]) / r["target_gib"] for r in recs]
     finally:
-        memory.CALIBRATION[key] = saved
+        memory.CALIBRATION.clear()
+        memory.CALIBRATION.update(saved)
+        memory.SCORE_BYTES = saved_scores
+
+
+def softcapped(rec: dict) -> bool:
+    from nbkit.specs import spec_for
+
+    return rec.get("grid", False) and spec_for(rec["model"]).softcapped_attention
 
 
 def fit(recs: list[dict]) -> dict[str, float]:
-    """Per calibration, the smallest act_gc on the grid that predicts no record under its measurement."""
+    """Per calibration, the smallest act_gc on the grid that predicts no record under its target (Gemma 2's
+    records, whose score term is fitted next, left out)."""
     out = {}
-    for key in sorted({calibration_key(r) for r in recs}):
-        group = [r for r in recs if calibration_key(r) == key]
+    plain = [r for r in recs if not softcapped(r)]
+    for key in sorted({calibration_key(r) for r in plain}):
+        group = [r for r in plain if calibration_key(r) == key]
         out[key] = next(a for a in GRID if min(errors(group, key, a)) >= 0)
     return out
 
 
-def cross_size(recs: list[dict]) -> list[dict]:
-    """Fit on one size, predict the other: the error on records the fit did not see."""
+def fit_score_bytes(recs: list[dict], fitted: dict[str, float]) -> float | None:
+    """The smallest SCORE_BYTES that predicts none of the softcapped records under, with `fitted` act_gc."""
+    from nbkit import memory
+
+    group = [r for r in recs if softcapped(r)]
+    if not group:
+        return None
+    saved = dict(memory.CALIBRATION)
+    try:
+        for key, act in fitted.items():
+            memory.CALIBRATION[key] = replace(saved[key], act_gc=act)
+        return next(b for b in SCORE_GRID if min(errors(group, score_bytes=b)) >= 0)
+    finally:
+        memory.CALIBRATION.update(saved)
+
+
+def leave_one_out(recs: list[dict]) -> list[dict]:
+    """Each grid architecture predicted by act_gc fitted on the others (the score term stays as fitted: Gemma 2
+    is the only architecture that has it)."""
+    from nbkit import memory
+
     rows = []
-    for seen, unseen in (("1b", "8b"), ("8b", "1b")):
-        for key, act in fit([r for r in recs if r["arch"] == seen]).items():
-            held = [r for r in recs if r["arch"] == unseen and calibration_key(r) == key]
-            if held:
-                e = errors(held, key, act)
-                rows.append({"fit_on": seen, "predicts": unseen, "calibration": key, "act_gc": act,
-                             "records": len(held), "min_error_pct": min(e), "max_error_pct": max(e)})
+    grid = [r for r in recs if r.get("grid")]
+    for arch in sorted({r["arch"] for r in grid}):
+        others = fit([r for r in recs if r.get("arch") != arch or not r.get("grid")])
+        held = [r for r in grid if r["arch"] == arch]
+        saved = dict(memory.CALIBRATION)
+        try:
+            for key, act in others.items():
+                memory.CALIBRATION[key] = replace(saved[key], act_gc=act)
+            e = errors(held)
+        finally:
+            memory.CALIBRATION.update(saved)
+        rows.append({"arch": arch, "records": len(held), "act_gc_without_it": others,
+                     "min_error_pct": min(e), "max_error_pct": max(e)})
+    return rows
+
+
+def loads(results: Path = RESULTS) -> list[dict]:
+    """The load phase of every grid run against memory.load_peak (not fitted: counted bytes)."""
+    from nbkit.config import RunConfig
+    from nbkit.memory import estimate
+    from nbkit.specs import spec_for
+
+    rows = []
+    for run in grid_runs(results):
+        part = estimate(RunConfig.from_dict(run["config"]), spec_for(run["model"]))
+        rows.append({"arch": run["arch"], "quant": run["config"]["quantization"],
+                     "measured_allocated_gib": run["load_allocated_gib"], "predicted_gib": part.load,
+                     "error_pct": 100 * (part.load / run["load_allocated_gib"] - 1)})
     return rows
 
 
@@ -84,8 +196,8 @@ HELD_OUT = ["throughput_1b_4bit_first_step.json", "throughput_1b_4bit_first_step
 
 
 def held_out(results: Path = RESULTS) -> list[dict]:
-    """Peaks the fit never saw: nbkit's own runs in the session-4 speed measurements, with the batch path nbkit
-    uses now (Unsloth's padding-free batches), on full-length and on real, mixed-length rows."""
+    """Peaks the fit never saw: nbkit's own runs in the session-4 speed measurements (padding-free batches, full
+    and real-length rows), against the plan for rows that fill max_seq_length."""
     from nbkit.config import RunConfig
     from nbkit.memory import estimate
     from nbkit.specs import spec_for
@@ -104,27 +216,40 @@ def held_out(results: Path = RESULTS) -> list[dict]:
                              "shape": f"{a['seq']}x{a['batch']}", "measured_reserved_gib": r["peak_gib"],
                              "measured_allocated_gib": r.get("peak_allocated_gib"),
                              "predicted_gib": part.peak_reserved,
-                             "error_pct": 100 * (part.peak_reserved - r["peak_gib"]) / r["peak_gib"]})
+                             "error_pct": 100 * (part.peak_reserved - r["peak_allocated_gib"]) / r["peak_allocated_gib"]})
     return rows
 
 
 def main() -> None:
     recs = records()
     fitted = fit(recs)
-    in_sample = []
+    score = fit_score_bytes(recs, fitted)
+    from nbkit import memory
+
+    saved = dict(memory.CALIBRATION)
     for key, act in fitted.items():
-        e = errors([r for r in recs if calibration_key(r) == key], key, act)
-        in_sample.append({"calibration": key, "act_gc": act, "records": len(e), "min_error_pct": min(e),
+        memory.CALIBRATION[key] = replace(saved[key], act_gc=act)
+    in_sample = []
+    for key in fitted:
+        e = errors([r for r in recs if calibration_key(r) == key], score_bytes=score)
+        in_sample.append({"calibration": key, "act_gc": fitted[key], "records": len(e), "min_error_pct": min(e),
                           "max_error_pct": max(e)})
+    memory.CALIBRATION.update(saved)
     print_table(in_sample, ["calibration", "act_gc", "records", "min_error_pct", "max_error_pct"])
-    print("\nfit on one size, predicting the other (records the fit did not see):")
-    cross = cross_size(recs)
-    print_table(cross, ["fit_on", "predicts", "calibration", "act_gc", "records", "min_error_pct", "max_error_pct"])
-    print("\npeaks the fit never saw (nbkit's runs with padding-free batches; uniform and mixed-length rows):")
-    held = held_out()
-    print_table(held, ["file", "lengths", "arch", "shape", "measured_reserved_gib", "predicted_gib", "error_pct"])
-    write_json("calibration_fit.json", {"fitted_act_gc": fitted, "in_sample": in_sample, "cross_size": cross,
-                                        "held_out": held})
+    print(f"\nSCORE_BYTES (Gemma 2's materialised attention scores): {score}")
+    print("\neach architecture predicted by a fit on the others (records the fit did not see):")
+    loo = leave_one_out(recs)
+    print_table(loo, ["arch", "records", "min_error_pct", "max_error_pct"])
+    print("\nloading (counted, not fitted):")
+    load = loads()
+    print_table(load, ["arch", "quant", "measured_allocated_gib", "predicted_gib", "error_pct"])
+    print("\nreal-length rows against the plan (rows filling max_seq_length), reserved against the card:")
+    real = real_lengths()
+    print_table(real, ["arch", "quant", "batch", "planned_gib", "allocated_gib", "reserved_gib", "usable_gib",
+                       "below_plan_pct", "oom_recoveries"])
+    write_json("calibration_fit.json", {"fitted_act_gc": fitted, "score_bytes": score, "in_sample": in_sample,
+                                        "leave_one_architecture_out": loo, "load": load, "real_lengths": real,
+                                        "held_out": held_out()})
 
 
 if __name__ == "__main__":

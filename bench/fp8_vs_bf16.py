@@ -1,8 +1,10 @@
-"""FP8 vs bf16 LoRA speed on the H100, from the steady-state step times recorded by memory_accuracy.py.
+"""FP8 vs bf16 LoRA speed, from the steady-state step times of the GPU scripts.
 
-python bench/fp8_vs_bf16.py   (reads bench/results/*.json, no GPU needed; measure with memory_accuracy.py first)
-Speed is not affected by memory held over from an earlier load, so every record counts here.
-Writes bench/results/fp8_vs_bf16.json; nbkit.memory.FP8_SPEEDUP_BY_BILLIONS is taken from it.
+python bench/fp8_vs_bf16.py   (reads bench/results/*.json, no GPU needed)
+Sources: memory_accuracy.py's records (1B and 8B shapes, H100, session 2: one process per model, both precisions
+in the same call) and throughput.py's "bf16" and "fp8" variants (one process each, alternating, same call:
+bash bench/device.sh fp8-14b-8k fp8-14b-32k). Speed is not affected by memory held over from an earlier load, so
+every record counts here. Writes bench/results/fp8_vs_bf16.json; nbkit.fp8.FP8_MEASURED is taken from it.
 """
 from __future__ import annotations
 
@@ -26,7 +28,18 @@ def main() -> None:
         if "fp8" in s and "16bit" in s:
             rows.append({"arch": arch, "seq": seq, "batch": batch, "tokens": seq * batch, "bf16_tok_s": s["16bit"],
                          "fp8_tok_s": s["fp8"], "fp8_speedup": s["fp8"] / s["16bit"],
-                         "winner": "fp8" if s["fp8"] > s["16bit"] else "bf16"})
+                         "winner": "fp8" if s["fp8"] > s["16bit"] else "bf16", "gpu": "H100",
+                         "source": "memory_accuracy.py"})
+    for path in sorted(RESULTS.glob("throughput_*_fp8_vs_bf16*.json")):
+        data = json.loads(path.read_text())
+        by = {r["variant"]: r for r in data.get("summary", [])}
+        if "fp8" in by and "bf16" in by:
+            a = data["args"]
+            rows.append({"arch": a["arch"], "seq": a["seq"], "batch": a["batch"], "tokens": a["seq"] * a["batch"],
+                         "bf16_tok_s": by["bf16"]["tokens_per_s"], "fp8_tok_s": by["fp8"]["tokens_per_s"],
+                         "fp8_speedup": by["fp8"]["tokens_per_s"] / by["bf16"]["tokens_per_s"],
+                         "winner": "fp8" if by["fp8"]["tokens_per_s"] > by["bf16"]["tokens_per_s"] else "bf16",
+                         "gpu": data.get("gpu", "").replace("NVIDIA ", "").split(" ")[0], "repeats": by["fp8"]["repeats"], "source": path.name})
     print_table(rows, ["arch", "seq", "batch", "bf16_tok_s", "fp8_tok_s", "fp8_speedup", "winner"])
     write_json("fp8_vs_bf16.json", {"rows": rows})
 

@@ -8,6 +8,7 @@ lognormal lengths as real data has), LoRA r=16 on all linear layers, each set up
   raw          Unsloth's FastLanguageModel + TRL's SFTTrainer exactly as Unsloth's published notebooks do it
   nbkit        nbkit.models.load + nbkit.train.run with the progress display on (text mode, as headless)
   nbkit-quiet  the same with no display at all (the display's cost is the difference)
+  bf16, fp8    nbkit (no display) in 16-bit LoRA and in FP8 LoRA, whatever --quant says: FP8's speed-up
   hf           the peft/TRL documentation's QLoRA recipe: BitsAndBytesConfig NF4 + SFTTrainer(peft_config=...);
                Unsloth is never imported
 Each run is its own process (a process that loaded one model keeps part of it, which would inflate the next
@@ -44,6 +45,9 @@ SETUPS = {
     "nbkit": {"loader": "nbkit.models.load(RunConfig(...)) (Unsloth underneath)", "trainer": "nbkit.train.run",
               "display": "TrainingProgress, text mode"},
     "nbkit-quiet": {"loader": "nbkit.models.load", "trainer": "nbkit.train.run", "display": "none"},
+    "bf16": {"loader": "nbkit.models.load(quantization='16bit')", "trainer": "nbkit.train.run", "display": "none"},
+    "fp8": {"loader": "nbkit.models.load(quantization='fp8') (Unsloth converts the bf16 checkpoint)",
+            "trainer": "nbkit.train.run", "display": "none"},
     "hf": {"loader": "AutoModelForCausalLM.from_pretrained(quantization_config=BitsAndBytesConfig(load_in_4bit, "
                      "nf4, double quant, compute bf16)) for 4-bit; dtype=bfloat16",
            "peft": "SFTTrainer(peft_config=LoraConfig(r=16, lora_alpha=16, all linear))",
@@ -93,12 +97,12 @@ def hf_baseline(path, args, data, timer):
                args=sft_args(args, "/tmp/hf", **SETUPS["hf"]["sft_config"])).train()
 
 
-def with_nbkit(path, args, data, timer, display=True):
+def with_nbkit(path, args, data, timer, display=True, quant=None):
     from nbkit import models, train
     from nbkit.config import RunConfig
     from nbkit.ui.progress import TrainingProgress
 
-    cfg = RunConfig(model=path, quantization=args.quant, max_seq_length=args.seq, batch_size=args.batch,
+    cfg = RunConfig(model=path, quantization=quant or args.quant, max_seq_length=args.seq, batch_size=args.batch,
                     grad_accum=1, max_steps=args.steps, save_steps=0, output_dir=scratch_dir("tput"))
     loaded = models.load(cfg, check_memory=False)
     train.run(loaded, data, [timer, TrainingProgress()] if display else [timer])
@@ -106,7 +110,10 @@ def with_nbkit(path, args, data, timer, display=True):
 
 VARIANTS = {"raw": ("raw unsloth", raw_unsloth), "nbkit": ("nbkit", with_nbkit),
             "nbkit-quiet": ("nbkit, no display", lambda *a: with_nbkit(*a, display=False)),
-            "hf": ("hf+peft+bnb", hf_baseline)}
+            "hf": ("hf+peft+bnb", hf_baseline),
+            # precision against precision, both through nbkit (bench/fp8_vs_bf16.py reads these)
+            "bf16": ("nbkit bf16 LoRA", lambda *a: with_nbkit(*a, display=False, quant="16bit")),
+            "fp8": ("nbkit FP8 LoRA", lambda *a: with_nbkit(*a, display=False, quant="fp8"))}
 
 
 def one_variant(args) -> dict:
@@ -128,6 +135,7 @@ def one_variant(args) -> dict:
             "median_step_s": step, "tokens_per_s": args.batch * tokens / step,
             "peak_gib": torch.cuda.max_memory_reserved() / 1024**3,
             "peak_allocated_gib": torch.cuda.max_memory_allocated() / 1024**3, "step_times": timer.times,
+            "gpu": torch.cuda.get_device_name(),
             # the first step (compilation, allocator growth), and the wait from the process's start (imports,
             # model load, trainer set-up) to the end of that step: what a notebook user waits for
             "first_step_s": timer.times[0],
@@ -187,6 +195,8 @@ def main() -> None:
                                                            - by["raw"]["start_to_first_step_s"])
     if "nbkit" in by and "nbkit-quiet" in by:
         ratios["display_overhead"] = by["nbkit-quiet"]["tokens_per_s"] / by["nbkit"]["tokens_per_s"] - 1
+    if "fp8" in by and "bf16" in by:
+        ratios["fp8_vs_bf16_speed"] = by["fp8"]["tokens_per_s"] / by["bf16"]["tokens_per_s"]
     if "hf" in by:
         for v in ("raw", "nbkit"):
             if v in by:
@@ -199,7 +209,9 @@ def main() -> None:
                           "peak_allocated_gib"])
     for k, v in ratios.items():
         print(f"{k}: {v:.3f}")
-    write_json(name, {"args": vars(args), "setups": setups, "rows": rows, "summary": summary, "ratios": ratios})
+    gpu = next((r["gpu"] for r in rows if r.get("gpu")), "")
+    write_json(name, {"args": vars(args), "gpu": gpu, "setups": setups, "rows": rows, "summary": summary,
+                      "ratios": ratios})
 
 
 if __name__ == "__main__":

@@ -55,8 +55,8 @@ CALIBRATION = {
     "unsloth": _UNSLOTH,
     "transformers": _HF,
     "transformers-kbit": replace(_HF, act_gc=2.6, keeps_checkpoints=2.2),
-    "unsloth-kbit": replace(_UNSLOTH, act_gc=1.0),
-    "unsloth-fp8": replace(_UNSLOTH, act_gc=1.6, fixed_gib=0.15),
+    "unsloth-kbit": replace(_UNSLOTH, act_gc=1.05),
+    "unsloth-fp8": replace(_UNSLOTH, act_gc=1.95, fixed_gib=0.15),
     # sharded (FSDP2 + transformers + peft, no k-bit preparation: embeddings stay 16-bit): fitted to two H200
     # runs with nbkit.sharding.ROOT_GATHERED (see there), about half the activations of a one-GPU transformers run
     "transformers-fsdp": replace(_HF, act_gc=1.0, keeps_checkpoints=0.55),
