@@ -80,6 +80,9 @@ for stage in "$@"; do
     grid-gemma) timeout 540 python3 grid.py --part-timeout 500 --start-within 60 --steps 3 --tag _gemma \
                  --archs gemma2-9b,qwen2.5-7b --cards "RTX 3060 12GB,RTX 4060 Ti 16GB,RTX 4090 24GB" \
                  --quants-for "gemma2-9b=4bit,fp8;qwen2.5-7b=fp8" ;;
+    # the 24 GB card once FP8 stopped being picked (measured slower with padding-free batches): 16-bit runs
+    grid-4090) timeout 540 python3 grid.py --part-timeout 460 --start-within 330 --steps 3 --tag _4090 \
+                 --cards "RTX 4090 24GB" --archs gemma2-9b,qwen3-8b,8b,qwen2.5-7b,mistral-7b --quants 16bit ;;
     # FP8 vs bf16 LoRA on the Qwen2.5-14B shape, one process each (speed: alone on the GPU), at 8k and 32k tokens
     # per step; one level per call (FP8 converts the 30 GB checkpoint and compiles for minutes)
     fp8-14b-8k|fp8-14b-32k)
