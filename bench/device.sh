@@ -83,13 +83,14 @@ for stage in "$@"; do
     # the 24 GB card once FP8 stopped being picked (measured slower with padding-free batches): 16-bit runs
     grid-4090) timeout 540 python3 grid.py --part-timeout 460 --start-within 330 --steps 3 --tag _4090 \
                  --cards "RTX 4090 24GB" --archs gemma2-9b,qwen3-8b,8b,qwen2.5-7b,mistral-7b --quants 16bit ;;
-    # FP8 vs bf16 LoRA on the Qwen2.5-14B shape, one process each (speed: alone on the GPU), at 8k and 32k tokens
-    # per step; one level per call (FP8 converts the 30 GB checkpoint and compiles for minutes)
-    fp8-14b-8k|fp8-14b-32k)
-      python3 -c "from common import random_model; random_model('qwen2.5-14b')"
-      shape=$([ "$stage" = fp8-14b-8k ] && echo "--seq 2048 --batch 4" || echo "--seq 4096 --batch 8")
-      timeout 500 python3 throughput.py --arch qwen2.5-14b --quant fp8 $shape --steps 6 --variants bf16,fp8 \
-        --part-timeout 400 --tag "_fp8_vs_bf16_${stage#fp8-14b-}" ;;
+    # FP8 vs bf16 LoRA, one process each (speed: alone on the GPU): the Qwen2.5-14B shape at 8k and 32k tokens per
+    # step, the 8B shape at 8k; one stage per call
+    fp8-14b-8k|fp8-14b-32k|fp8-8b-8k)
+      arch=$([ "$stage" = fp8-8b-8k ] && echo 8b || echo qwen2.5-14b)
+      python3 -c "from common import random_model; random_model('$arch')"
+      shape=$([ "$stage" = fp8-14b-32k ] && echo "--seq 4096 --batch 8 --repeats 2" || echo "--seq 2048 --batch 4")
+      timeout 500 python3 throughput.py --arch "$arch" --quant fp8 $shape --steps 6 --variants bf16,fp8 \
+        --part-timeout 400 --tag "_fp8_vs_bf16_${stage##*-}" ;;
     # seconds to the GPU check, the form and a ready engine: Unsloth imported on a thread vs before everything
     import) timeout 200 python3 import_time.py ;;
     tput1b16) timeout 250 python3 throughput.py --arch 1b --quant 16bit --seq 2048 --batch 4 --steps 8 --part-timeout 100 ;;

@@ -36,6 +36,42 @@ def _parity(name: str, key: str) -> Callable[[], float]:
     return lambda: _load(name)["summary"][key]["max_rel_diff"] * 100
 
 
+def _fp8(arch: str, seq: int, batch: int, current: bool = True) -> Callable[[], float]:
+    return lambda: next(r["fp8_speedup"] for r in _load("fp8_vs_bf16.json")["rows"]
+                        if (r["arch"], r["seq"], r["batch"], r.get("current", False)) == (arch, seq, batch, current))
+
+
+GRID_NAMES = {"1b": "Llama 3.2 1B", "3b": "Llama 3.2 3B", "8b": "Llama 3.1 8B", "qwen2.5-7b": "Qwen2.5 7B",
+              "qwen2.5-14b": "Qwen2.5 14B", "qwen3-8b": "Qwen3 8B", "mistral-7b": "Mistral 7B",
+              "gemma2-9b": "Gemma 2 9B", "phi3.5": "Phi-3.5 mini"}
+
+
+def _grid_table() -> str:
+    """The memory grid as a Markdown table: every run of bench/grid.py against today's formulas."""
+    sys.path.insert(0, str(ROOT))
+    from nbkit import RunConfig
+    from nbkit.cards import card
+    from nbkit.memory import estimate
+    from nbkit.specs import spec_for
+
+    runs = [r for f in sorted(RESULTS.glob("grid*.json")) if not f.stem.endswith("_partial")
+            for r in _load(f.name)["runs"] if "error" not in r]
+    runs.sort(key=lambda r: (list(GRID_NAMES).index(r["arch"]), min(card(c).usable_gib for c in r["cards"])))
+    lines = ["| model | card(s) (usable GiB) | settings | load: measured / predicted | full-length rows: measured / "
+             "predicted | real-length rows: allocated / reserved |", "|---|---|---|---|---|---|"]
+    for r in runs:
+        c = r["config"]
+        part = estimate(RunConfig.from_dict(c), spec_for(r["model"]))
+        cards = ", ".join(f"{n} ({card(n).usable_gib:.2f})" for n in r["cards"])
+        dtype = "" if r["bf16"] else ", fp16"
+        lines.append(f"| {GRID_NAMES[r['arch']]} | {cards} | {c['quantization']}{dtype}, {c['batch_size']} × "
+                     f"{c['max_seq_length']} | {r['load_allocated_gib']:.2f} / {part.load:.2f} | "
+                     f"{r['probe_allocated_gib']:.2f} / {part.reserved:.2f} "
+                     f"({100 * (part.reserved / r['probe_allocated_gib'] - 1):+.1f} %) | "
+                     f"{r['train_allocated_gib']:.2f} / {r['train_reserved_gib']:.2f} |")
+    return "\n".join(lines)
+
+
 def _sharded(arch: str, variant: str, key: str, cap=None) -> Callable[[], float]:
     """Rank 0's figure of one sharded-bench run (bench/results/sharded_<arch>.json); cap picks the --cap run."""
     return lambda: next(r[key] for r in _load(f"sharded_{arch}.json")["runs"]
@@ -94,14 +130,24 @@ FIGURES: dict[str, tuple[Callable[[], float], str]] = {
     "fit_records": (lambda: sum(r["records"] for r in _load(FIT)["in_sample"]), "{:d}"),
     "fit_in_sample_min_pct": (lambda: min(r["min_error_pct"] for r in _load(FIT)["in_sample"]), "{:+.1f} %"),
     "fit_in_sample_max_pct": (lambda: max(r["max_error_pct"] for r in _load(FIT)["in_sample"]), "{:+.1f} %"),
-    "fit_cross_min_pct": (lambda: min(r["min_error_pct"] for r in _load(FIT)["cross_size"]), "{:+.1f} %"),
-    "fit_cross_max_pct": (lambda: max(r["max_error_pct"] for r in _load(FIT)["cross_size"]), "{:+.1f} %"),
-    "held_uniform_min_pct": (lambda: min(r["error_pct"] for r in _load(FIT)["held_out"] if r["lengths"] == "uniform"),
-                             "{:+.0f} %"),
-    "held_uniform_max_pct": (lambda: max(r["error_pct"] for r in _load(FIT)["held_out"] if r["lengths"] == "uniform"),
-                             "{:+.0f} %"),
-    "held_mixed_pct": (lambda: max(r["error_pct"] for r in _load(FIT)["held_out"] if r["lengths"] == "mixed"),
-                       "{:+.0f} %"),
+    "loo_min_pct": (lambda: min(r["min_error_pct"] for r in _load(FIT)["leave_one_architecture_out"]), "{:+.1f} %"),
+    "loo_max_pct": (lambda: max(r["max_error_pct"] for r in _load(FIT)["leave_one_architecture_out"]), "{:+.1f} %"),
+    "load_min_pct": (lambda: min(r["error_pct"] for r in _load(FIT)["load"]), "{:+.1f} %"),
+    "load_max_pct": (lambda: max(r["error_pct"] for r in _load(FIT)["load"]), "{:+.1f} %"),
+    "grid_runs": (lambda: len(_load(FIT)["real_lengths"]), "{:d}"),
+    "real_below_min_pct": (lambda: min(r["below_plan_pct"] for r in _load(FIT)["real_lengths"]), "{:.0f} %"),
+    "real_below_max_pct": (lambda: max(r["below_plan_pct"] for r in _load(FIT)["real_lengths"]), "{:.0f} %"),
+    "real_reserved_max_share": (lambda: max(max(r["reserved_gib"], r["probe_reserved_gib"]) / r["usable_gib"]
+                                            for r in _load(FIT)["real_lengths"]) * 100, "{:.0f} %"),
+    "score_bytes": (lambda: _load(FIT)["score_bytes"], "{:.1f}"),
+    "act_kbit": (lambda: _load(FIT)["fitted_act_gc"]["unsloth-kbit"], "{:.2f}"),
+    "act_16bit": (lambda: _load(FIT)["fitted_act_gc"]["unsloth"], "{:.2f}"),
+    "act_fp8": (lambda: _load(FIT)["fitted_act_gc"]["unsloth-fp8"], "{:.2f}"),
+    "grid_table": (_grid_table, "\n{}\n"),
+    "fp8_8b_8k": (_fp8("8b", 2048, 4), "{:.2f}×"),
+    "fp8_14b_8k": (_fp8("qwen2.5-14b", 2048, 4), "{:.2f}×"),
+    "fp8_14b_32k": (_fp8("qwen2.5-14b", 4096, 8), "{:.2f}×"),
+    "fp8_8b_8k_padded": (_fp8("8b", 2048, 4, current=False), "{:.2f}×"),
     "sh8_nbkit_tps": (_sharded("8b", "nbkit", "tokens_per_s"), "{:,.0f}"),
     "sh8_plain_tps": (_sharded("8b", "plain", "tokens_per_s"), "{:,.0f}"),
     "sh8_nbkit_alloc": (_sharded("8b", "nbkit", "peak_allocated_gib"), "{:.2f}"),

@@ -38,8 +38,8 @@ def test_two_processes_train_one_adapter(tmp_path, tiny_dir):
 
 def test_recommend_counts_the_global_batch(fake_gpu):
     spec = spec_for("unsloth/Meta-Llama-3.1-8B-Instruct")
-    one = recommend(spec, fake_gpu(15.0), target_effective_batch=64)
-    two = recommend(spec, fake_gpu(15.0), target_effective_batch=64, processes=2)
+    one = recommend(spec, fake_gpu(12.0), target_effective_batch=64)
+    two = recommend(spec, fake_gpu(12.0), target_effective_batch=64, processes=2)
     batch = one.config.batch_size
     assert batch == two.config.batch_size and 1 < batch < 16  # memory is per GPU
     assert one.config.grad_accum == 64 // batch and two.config.grad_accum == 64 // (2 * batch)
