@@ -1,8 +1,8 @@
 """Predict peak GPU memory of a LoRA run before loading anything; pick settings that fit a GPU.
 
-The formulas count bytes per tensor class. The few empirical constants (activation multipliers,
-logits bytes, allocator slack, CUDA context) are calibrated on an H100 by bench/memory_accuracy.py;
-docs/memory-model.md records the fit.
+The formulas count bytes per tensor class. The few empirical constants (layers of activations live at the peak,
+Gemma 2's score bytes, the CUDA context) are fitted to measured peaks by bench/fit_memory.py, Unsloth's on the
+grid of real cards (bench/grid.py); docs/memory-model.md records the fit and its accuracy on unseen models.
 """
 from __future__ import annotations
 
@@ -40,8 +40,9 @@ class Calibration:
 
 
 # `act_gc` (layers of activations live at the peak with gradient checkpointing) is not set by hand: it is what
-# bench/fit_memory.py fits to every measured H100 peak (the smallest value, on a 0.05 grid, that predicts none
-# under its measurement; tests/test_memory.py re-runs the fit and compares). Unsloth offloads each layer's
+# bench/fit_memory.py fits (the smallest value, on a 0.05 grid, that predicts no measured peak under it; Unsloth's
+# on the grid's full-length probes of nine architectures, padding-free as nbkit trains; tests/test_memory_grid.py
+# re-runs the fit and compares). Unsloth offloads each layer's
 # checkpoint to CPU and fuses the loss (no full logits); plain transformers + TRL 1.15 keeps checkpoints on the
 # GPU and chunks the loss, and with 4-bit (bitsandbytes + peft's k-bit preparation) keeps about twice as much per
 # token and fp32 embeddings. FP8 also needs fewer fixed workspaces.
@@ -92,7 +93,9 @@ class Breakdown:
 
     @property
     def reserved(self) -> float:
-        """What torch's allocator reserves at the peak (torch.cuda.max_memory_reserved)."""
+        """What torch holds at the peak, without the CUDA context. Fitted to the allocated peak
+        (torch.cuda.max_memory_allocated); with expandable segments the reservation ran 1-8 % above it on the grid
+        (Gemma 2: up to 21 %), which recommend()'s safety margin leaves room for."""
         return self.total - self.cuda_context
 
     @property

@@ -124,13 +124,19 @@ def _check_fp8_disk(spec) -> None:
 NO_BLOCK_COMPILE = {"gemma2"}
 
 
+def unsloth_env(model_type: str, environ) -> dict[str, str]:
+    """Environment Unsloth needs for this model type (read when the adapters are attached); the user's wins."""
+    if model_type in NO_BLOCK_COMPILE and "UNSLOTH_BLOCK_COMPILE" not in environ:
+        return {"UNSLOTH_BLOCK_COMPILE": "0"}
+    return {}
+
+
 def _load_unsloth(config: RunConfig, path: str, gpu: GpuInfo, model_type: str):
     import os
 
     from unsloth import FastLanguageModel
 
-    if model_type in NO_BLOCK_COMPILE and "UNSLOTH_BLOCK_COMPILE" not in os.environ:
-        os.environ["UNSLOTH_BLOCK_COMPILE"] = "0"  # read when the adapters are attached; the user's choice wins
+    os.environ.update(unsloth_env(model_type, os.environ))
 
     kwargs: dict[str, Any] = dict(
         # None lets Unsloth pick bf16 where the card has it; a rehearsed card without bf16 (T4) gets fp16

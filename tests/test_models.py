@@ -15,3 +15,12 @@ def test_lora_reaches_fused_projections(capsys):
     assert sorted(present_targets(model, ALL_LINEAR)) == ["down_proj", "gate_up_proj", "o_proj", "qkv_proj"]
     assert "has no" not in capsys.readouterr().out  # nothing asked for is left out
     assert present_targets(model, ["q_proj"]) == ["qkv_proj"]
+
+
+def test_gemma2_trains_without_unsloths_block_compile_unless_the_user_says():
+    """Unsloth's per-block compile of Gemma 2 failed in Inductor on every card of the grid (torch 2.11)."""
+    from nbkit.models import unsloth_env
+
+    assert unsloth_env("gemma2", {}) == {"UNSLOTH_BLOCK_COMPILE": "0"}
+    assert unsloth_env("gemma2", {"UNSLOTH_BLOCK_COMPILE": "1"}) == {}  # the user's choice wins
+    assert unsloth_env("llama", {}) == {}
