@@ -68,8 +68,20 @@ def build(arch: str, kind: str, for_fp8: bool = False) -> None:
     waited = time.time()
     while shutil.disk_usage("/tmp").free < need + 6 * 1024**3 and time.time() - waited < 400:
         time.sleep(5)
+    existed = Path(checkpoint(arch, "4bit" if kind == "bnb-4bit" else "16bit")[1], "config.json").exists()
     path = prequantized_model(arch, storage="uint8") if kind == "bnb-4bit" else random_model(arch)
+    if not existed:  # only what the grid built is deleted when its runs are done
+        Path(path, BUILT_HERE).touch()
     Path(path, ".built").touch()
+
+
+BUILT_HERE = ".built-by-grid"
+
+
+def drop(path: str) -> None:
+    """Delete a checkpoint the grid built (for the disk's room); one that was there before is kept."""
+    if Path(path, BUILT_HERE).exists():
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def one(task: dict) -> dict:
@@ -99,7 +111,7 @@ def one(task: dict) -> dict:
     torch.cuda.synchronize()
     if cfg.quantization == "fp8":  # loaded: the bf16 checkpoint and the FP8 copy are no longer read
         out["fp8_copies"] = [str(p) for p in Path("/tmp").glob("unsloth-fp8-*/*")]
-        shutil.rmtree(task["path"], ignore_errors=True)
+        drop(task["path"])
         for copy in Path("/tmp").glob(f"unsloth-fp8-*/*{Path(task['path']).name}*"):
             shutil.rmtree(copy, ignore_errors=True)
     out.update(load_seconds=time.perf_counter() - t, bf16=gpu.bf16,
@@ -192,7 +204,7 @@ def run_all(tasks: list[dict], args) -> list[dict]:
                                 str(logs), "."], check=False)
             write_json(f"grid{args.tag}_partial.json", {"tasks": done})
             if not any(t["path"] == task["path"] for t in waiting + [t for t, _, _ in running.values()]):
-                shutil.rmtree(task["path"], ignore_errors=True)  # no task left needs it: room for the next
+                drop(task["path"])  # no task left needs it: room for the next
         if builder.poll() is not None:
             budget = gpu_total_gib() - 2.0
         used = sum(t["peak_gib"] * 1.1 + 0.6 for t, _, _ in running.values())
@@ -262,7 +274,8 @@ def main() -> None:
     runs = run_all(tasks, args)
     write_json(f"grid{args.tag}.json", {"args": vars(args), "plans": plans, "runs": runs})
     (RESULTS / f"grid{args.tag}_partial.json").unlink(missing_ok=True)
-    shutil.rmtree("/tmp/nbkit-models", ignore_errors=True)
+    for path in {t["path"] for t in tasks}:
+        drop(path)
     print_table([{"arch": r["arch"], "card": r["card"], "quant": r["config"]["quantization"],
                   "batch": r["config"]["batch_size"], "load_alloc": r.get("load_allocated_gib"),
                   "probe_alloc": r.get("probe_allocated_gib"), "probe_resv": r.get("probe_reserved_gib"),
