@@ -11,7 +11,8 @@ Records:
           used since session 4, so the Unsloth calibrations are fitted on the grid alone.
 For each calibration the fit is the smallest `act_gc` (layers of activations live at the peak, 0.05 grid) that
 predicts no record under its target; then memory.SCORE_BYTES (0.5 grid) on Gemma 2's runs, whose attention
-scores are materialised. nbkit.memory holds exactly these values (tests/test_memory.py re-runs the fit).
+scores are materialised, and memory.SCORE_FRAGMENTATION (0.1 grid), what those scores leave reserved beyond the
+allocation, so that the plan covers every reserved peak they had. nbkit.memory holds exactly these values (tests/test_memory.py re-runs the fit).
 Accuracy on data the fit did not see: leave one architecture out (fit act_gc on the other eight, predict it).
 Writes bench/results/calibration_fit.json.
 """
@@ -73,10 +74,11 @@ def real_lengths(results: Path = RESULTS) -> list[dict]:
         plan = estimate(RunConfig.from_dict(run["config"]), spec_for(run["model"]))
         usable = min(card(c).usable_gib for c in run["cards"])
         rows.append({"arch": run["arch"], "cards": run["cards"], "quant": run["config"]["quantization"],
-                     "batch": run["config"]["batch_size"], "planned_gib": plan.reserved,
+                     "batch": run["config"]["batch_size"], "planned_gib": plan.allocated,
+                     "planned_reserved_gib": plan.reserved,
                      "allocated_gib": run["train_allocated_gib"], "reserved_gib": run["train_reserved_gib"],
                      "probe_reserved_gib": run["probe_reserved_gib"], "usable_gib": usable,
-                     "below_plan_pct": 100 * (1 - run["train_allocated_gib"] / plan.reserved),
+                     "below_plan_pct": 100 * (1 - run["train_allocated_gib"] / plan.allocated),
                      "oom_recoveries": len(run["notes"]), "losses_finite": run["losses_finite"]})
     return rows
 
@@ -100,7 +102,7 @@ def predicted_gib(rec: dict) -> float:
     from nbkit.specs import spec_for
 
     cfg = RunConfig.from_dict(rec["config"])
-    return estimate(cfg, spec_for(rec["model"]), rec["backend"], batch_size=rec["batch"], seq_len=rec["seq"]).reserved
+    return estimate(cfg, spec_for(rec["model"]), rec["backend"], batch_size=rec["batch"], seq_len=rec["seq"]).allocated
 
 
 def errors(recs: list[dict], key: str | None = None, act_gc: float | None = None,
@@ -152,6 +154,31 @@ def fit_score_bytes(recs: list[dict], fitted: dict[str, float]) -> float | None:
         return next(b for b in SCORE_GRID if min(errors(group, score_bytes=b)) >= 0)
     finally:
         memory.CALIBRATION.update(saved)
+
+
+FRAGMENTATION_GRID = [round(0.1 * i, 1) for i in range(0, 40)]
+
+
+def fit_fragmentation(results: Path = RESULTS) -> float | None:
+    """The smallest SCORE_FRAGMENTATION (0.1 grid) whose plan covers the reserved peaks (probe and real-length)
+    of every run whose attention scores are materialised."""
+    from nbkit import memory
+    from nbkit.config import RunConfig
+    from nbkit.specs import spec_for
+
+    runs = [r for r in grid_runs(results) if spec_for(r["model"]).softcapped_attention]
+    if not runs:
+        return None
+    saved = memory.SCORE_FRAGMENTATION
+    try:
+        for k in FRAGMENTATION_GRID:
+            memory.SCORE_FRAGMENTATION = k
+            if all(memory.estimate(RunConfig.from_dict(r["config"]), spec_for(r["model"])).reserved
+                   >= max(r["probe_reserved_gib"], r["train_reserved_gib"]) for r in runs):
+                return k
+    finally:
+        memory.SCORE_FRAGMENTATION = saved
+    return None
 
 
 def leave_one_out(recs: list[dict]) -> list[dict]:
@@ -236,7 +263,8 @@ def main() -> None:
                           "max_error_pct": max(e)})
     memory.CALIBRATION.update(saved)
     print_table(in_sample, ["calibration", "act_gc", "records", "min_error_pct", "max_error_pct"])
-    print(f"\nSCORE_BYTES (Gemma 2's materialised attention scores): {score}")
+    fragmentation = fit_fragmentation()
+    print(f"\nSCORE_BYTES (Gemma 2's materialised attention scores): {score}; SCORE_FRAGMENTATION: {fragmentation}")
     print("\neach architecture predicted by a fit on the others (records the fit did not see):")
     loo = leave_one_out(recs)
     print_table(loo, ["arch", "records", "min_error_pct", "max_error_pct"])
@@ -247,7 +275,8 @@ def main() -> None:
     real = real_lengths()
     print_table(real, ["arch", "quant", "batch", "planned_gib", "allocated_gib", "reserved_gib", "usable_gib",
                        "below_plan_pct", "oom_recoveries"])
-    write_json("calibration_fit.json", {"fitted_act_gc": fitted, "score_bytes": score, "in_sample": in_sample,
+    write_json("calibration_fit.json", {"fitted_act_gc": fitted, "score_bytes": score,
+                                        "score_fragmentation": fragmentation, "in_sample": in_sample,
                                         "leave_one_architecture_out": loo, "load": load, "real_lengths": real,
                                         "held_out": held_out()})
 

@@ -86,6 +86,7 @@ class Breakdown:
     load: float = 0.0  # reserved while the model loads (before training); see load_peak()
     load_note: str = ""  # what loading holds, when it is more than the weights
     gathered: float = 0.0  # sharded runs: weights gathered whole while they compute (nbkit.sharding)
+    fragmentation: float = 0.0  # reserved beyond what is allocated (see SCORE_FRAGMENTATION)
 
     @property
     def trainable(self) -> float:
@@ -93,16 +94,21 @@ class Breakdown:
 
     @property
     def reserved(self) -> float:
-        """What torch holds at the peak, without the CUDA context. Fitted to the allocated peak
-        (torch.cuda.max_memory_allocated); with expandable segments the reservation ran 1-8 % above it on the grid
-        (Gemma 2: up to 21 %), which recommend()'s safety margin leaves room for."""
+        """What torch's allocator reserves at the peak, without the CUDA context: what a cap must allow."""
         return self.total - self.cuda_context
+
+    @property
+    def allocated(self) -> float:
+        """What tensors hold at the peak (torch.cuda.max_memory_allocated): the part the constants are fitted to.
+        With expandable segments the reservation ran 1-8 % above it on the grid, which recommend()'s safety margin
+        leaves room for; materialised attention scores fragment more, and that is counted (`fragmentation`)."""
+        return self.reserved - self.fragmentation
 
     @property
     def total(self) -> float:
         """What the card must hold: the reservation plus the CUDA context."""
         return (self.weights + self.gathered + self.lora + self.gradients + self.optimizer + self.activations
-                + self.logits + self.overhead + self.cuda_context)
+                + self.logits + self.overhead + self.fragmentation + self.cuda_context)
 
     @property
     def limiting_phase(self) -> str:
@@ -123,7 +129,7 @@ class Breakdown:
     def groups(self) -> dict[str, float]:
         """The parts a gauge draws: weights, LoRA+optimizer, activations, logits, overhead."""
         return {"weights": self.weights + self.gathered, "LoRA + optimizer": self.trainable, "activations": self.activations,
-                "logits": self.logits, "overhead": self.overhead + self.cuda_context}
+                "logits": self.logits, "overhead": self.overhead + self.fragmentation + self.cuda_context}
 
     def as_dict(self) -> dict:
         return {**asdict(self), "total": self.total, "reserved": self.reserved, "peak_total": self.peak_total,
@@ -154,6 +160,10 @@ def activation_bytes_per_token_layer(spec: ModelSpec) -> float:
 # layer being recomputed keeps this many bytes per score (batch x heads x length x length) for its backward. Fitted
 # by bench/fit_memory.py to the grid's Gemma 2 runs (bench/results/grid*.json), as act_gc is.
 SCORE_BYTES = 4.5
+# Each padded batch brings score tensors of a new shape, and the blocks freed from the last ones stay reserved: on
+# the grid, Gemma 2's reservation ran above its allocation by up to this many times the scores it kept (T4, fp16).
+# Fitted by bench/fit_memory.py so that the plan covers every reserved peak measured.
+SCORE_FRAGMENTATION = 1.0
 
 
 def attention_scores_bytes(spec: ModelSpec, backend: str, batch: int, seq: int) -> float:
@@ -201,14 +211,16 @@ def estimate(config: RunConfig, spec: ModelSpec, backend: str = "unsloth", on_cu
         layers_live = cal.act_no_gc * spec.num_hidden_layers
         checkpoints = 0.0
     activations = tokens * per_layer * layers_live + checkpoints
-    activations += attention_scores_bytes(spec, backend, batch, seq_len or config.max_seq_length)
+    scores = attention_scores_bytes(spec, backend, batch, seq_len or config.max_seq_length)
+    activations += scores
     logits = tokens * spec.vocab_size * cal.logits_bytes
     # quantized layers are dequantized to bf16 one matrix at a time, forward and backward
     dequant = 2.0 * 2 * spec.largest_projection if config.quantization != "16bit" else 0.0
     overhead = cal.fixed_gib * GIB + dequant + cal.slack * (activations + logits)
     load, note = load_peak(config.quantization, spec, weights, lora)
     return Breakdown(*(x / GIB for x in (weights, lora, lora, optimizer, activations, logits, overhead)),
-                     cuda_context=cal.context_gib, load=load / GIB, load_note=note, gathered=gathered / GIB)
+                     cuda_context=cal.context_gib, load=load / GIB, load_note=note, gathered=gathered / GIB,
+                     fragmentation=scores * SCORE_FRAGMENTATION / GIB)
 
 
 LOAD_BUFFERS = 16 * 1024**2

@@ -66,8 +66,8 @@ def _grid_table() -> str:
         dtype = "" if r["bf16"] else ", fp16"
         lines.append(f"| {GRID_NAMES[r['arch']]} | {cards} | {c['quantization']}{dtype}, {c['batch_size']} × "
                      f"{c['max_seq_length']} | {r['load_allocated_gib']:.2f} / {part.load:.2f} | "
-                     f"{r['probe_allocated_gib']:.2f} / {part.reserved:.2f} "
-                     f"({100 * (part.reserved / r['probe_allocated_gib'] - 1):+.1f} %) | "
+                     f"{r['probe_allocated_gib']:.2f} / {part.allocated:.2f} "
+                     f"({100 * (part.allocated / r['probe_allocated_gib'] - 1):+.1f} %) | "
                      f"{r['train_allocated_gib']:.2f} / {r['train_reserved_gib']:.2f} |")
     return "\n".join(lines)
 
@@ -140,6 +140,7 @@ FIGURES: dict[str, tuple[Callable[[], float], str]] = {
     "real_reserved_max_share": (lambda: max(max(r["reserved_gib"], r["probe_reserved_gib"]) / r["usable_gib"]
                                             for r in _load(FIT)["real_lengths"]) * 100, "{:.0f} %"),
     "score_bytes": (lambda: _load(FIT)["score_bytes"], "{:.1f}"),
+    "score_fragmentation": (lambda: _load(FIT)["score_fragmentation"], "{:.1f}"),
     "act_kbit": (lambda: _load(FIT)["fitted_act_gc"]["unsloth-kbit"], "{:.2f}"),
     "act_16bit": (lambda: _load(FIT)["fitted_act_gc"]["unsloth"], "{:.2f}"),
     "act_fp8": (lambda: _load(FIT)["fitted_act_gc"]["unsloth-fp8"], "{:.2f}"),

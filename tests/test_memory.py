@@ -150,8 +150,12 @@ def test_gemma2_scores_are_counted_where_they_are_materialised(monkeypatch):
     cfg = RunConfig(quantization="4bit", max_seq_length=2048, batch_size=4)
     with_scores = estimate(cfg, gemma)
     monkeypatch.setattr(memory, "_flash_attn_installed", lambda: True)  # flash-attn computes them in tiles
-    assert with_scores.activations - estimate(cfg, gemma).activations == pytest.approx(
-        4 * 16 * 2048**2 * memory.SCORE_BYTES / 1024**3)
+    scores = 4 * 16 * 2048**2 * memory.SCORE_BYTES / 1024**3
+    assert with_scores.activations - estimate(cfg, gemma).activations == pytest.approx(scores)
+    # their changing shapes keep blocks reserved: counted in the reservation, not in the allocation
+    assert with_scores.fragmentation == pytest.approx(scores * memory.SCORE_FRAGMENTATION)
+    assert with_scores.reserved - with_scores.allocated == pytest.approx(with_scores.fragmentation)
+    assert estimate(cfg, spec_for(LLAMA_8B)).fragmentation == 0
 
 
 def test_load_peak_against_the_h100_loads():
