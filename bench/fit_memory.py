@@ -12,7 +12,8 @@ Records:
 For each calibration the fit is the smallest `act_gc` (layers of activations live at the peak, 0.05 grid) that
 predicts no record under its target; then memory.SCORE_BYTES (0.5 grid) on Gemma 2's runs, whose attention
 scores are materialised, and memory.SCORE_FRAGMENTATION (0.1 grid), what those scores leave reserved beyond the
-allocation, so that the plan covers every reserved peak they had. nbkit.memory holds exactly these values (tests/test_memory_grid.py re-runs the fit).
+allocation, so that the plan covers every reserved peak they had. nbkit.memory holds exactly these values
+(tests/test_memory_grid.py re-runs the fit).
 Accuracy on data the fit did not see: leave one architecture out (fit act_gc on the other eight, predict it).
 Writes bench/results/calibration_fit.json.
 """
