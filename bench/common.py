@@ -20,7 +20,29 @@ ARCHS = {"1b": "unsloth/Llama-3.2-1B-Instruct", "3b": "unsloth/Llama-3.2-3B-Inst
          "gemma2-9b": "unsloth/gemma-2-9b-it", "phi3.5": "unsloth/Phi-3.5-mini-instruct"}
 
 
-def random_model(arch: str, root: str = "/tmp/nbkit-models") -> str:
+MODELS = "/tmp/nbkit-models"
+
+
+def random_model_path(arch: str, root: str = MODELS) -> Path:
+    return Path(root) / arch
+
+
+def prequantized_path(arch: str, root: str = MODELS, storage: str = "bfloat16") -> Path:
+    return Path(root) / (f"{arch}-bnb4" if storage == "bfloat16" else f"{arch}-bnb4-{storage}")
+
+
+def _new_checkpoint(target: Path, arch: str):
+    """(spec, tokenizer) for a checkpoint of `arch` to be built in `target`, or None when it is already there."""
+    from nbkit.specs import spec_for
+    from nbkit.tiny import build_tokenizer
+
+    if (target / "config.json").exists():
+        return None
+    target.mkdir(parents=True, exist_ok=True)
+    return spec_for(ARCHS.get(arch, arch)), build_tokenizer(target)
+
+
+def random_model(arch: str, root: str = MODELS) -> str:
     """Save a random-weight model with `arch`'s real config and model class (Llama, Qwen2 with its q/k/v biases,
     Qwen3 with its q/k norms, Mistral, Gemma 2 with its extra norms and soft-capping): speed and memory don't
     depend on weight values.
@@ -31,15 +53,11 @@ def random_model(arch: str, root: str = "/tmp/nbkit-models") -> str:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from nbkit.specs import spec_for
-    from nbkit.tiny import build_tokenizer
-
-    target = Path(root) / arch
-    if (target / "config.json").exists():
+    target = random_model_path(arch, root)
+    new = _new_checkpoint(target, arch)
+    if new is None:
         return str(target)
-    spec = spec_for(ARCHS.get(arch, arch))
-    target.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer(target)
+    spec, tok = new
     config = arch_config(spec, tok)
     t = time.time()
     torch.manual_seed(0)
@@ -69,7 +87,7 @@ def arch_config(spec, tok, **extra):
         dtype="bfloat16", **extra)
 
 
-def prequantized_model(arch: str, root: str = "/tmp/nbkit-models", storage: str = "bfloat16") -> str:
+def prequantized_model(arch: str, root: str = MODELS, storage: str = "bfloat16") -> str:
     """A random-weight checkpoint of `arch`'s shape saved already quantized (bitsandbytes NF4, double quantization),
     as the Hub's "-bnb-4bit" uploads are, built one projection at a time on the GPU: a 70B model's bf16 checkpoint
     (140 GB) would not fit the disk, its 4-bit one (about 39 GB) does. `storage` is the packed weights' dtype:
@@ -79,15 +97,11 @@ def prequantized_model(arch: str, root: str = "/tmp/nbkit-models", storage: str 
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from nbkit.specs import spec_for
-    from nbkit.tiny import build_tokenizer
-
-    target = Path(root) / (f"{arch}-bnb4" if storage == "bfloat16" else f"{arch}-bnb4-{storage}")
-    if (target / "config.json").exists():
+    target = prequantized_path(arch, root, storage)
+    new = _new_checkpoint(target, arch)
+    if new is None:
         return str(target)
-    spec = spec_for(ARCHS.get(arch, arch))
-    target.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer(target)
+    spec, tok = new
     quant_storage = getattr(torch, storage)
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=quant_storage)

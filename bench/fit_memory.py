@@ -20,6 +20,7 @@ Writes bench/results/calibration_fit.json.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,13 +39,15 @@ def calibration_key(rec: dict) -> str:
     return f"{base}-kbit" if rec["quant"] == "4bit" else base
 
 
+def grid_files(results: Path = RESULTS) -> list[Path]:
+    """bench/grid.py's finished result files (a call cut short leaves only its `_partial` one)."""
+    return [p for p in sorted(results.glob("grid*.json")) if not p.stem.endswith("_partial")]
+
+
 def grid_runs(results: Path = RESULTS) -> list[dict]:
     """Every grid run that trained, from all grid result files."""
-    runs = []
-    for path in sorted(results.glob("grid*.json")):
-        if not path.stem.endswith("_partial"):
-            runs += [{**r, "source": path.name} for r in json.loads(path.read_text())["runs"] if "error" not in r]
-    return runs
+    return [{**r, "source": path.name} for path in grid_files(results)
+            for r in json.loads(path.read_text())["runs"] if "error" not in r]
 
 
 def grid_records(results: Path = RESULTS) -> list[dict]:
@@ -106,28 +109,41 @@ def predicted_gib(rec: dict) -> float:
     return estimate(cfg, spec_for(rec["model"]), rec["backend"], batch_size=rec["batch"], seq_len=rec["seq"]).allocated
 
 
-def errors(recs: list[dict], key: str | None = None, act_gc: float | None = None,
-           score_bytes: float | None = None) -> list[float]:
-    """Percent errors of the predictions against the targets, with act_gc (for `key`) or SCORE_BYTES set."""
+@contextmanager
+def constants(act_gc: dict[str, float] | None = None, **values):
+    """nbkit.memory with these act_gc values (per calibration) and module constants (SCORE_BYTES=...) in place,
+    restored afterwards."""
     from nbkit import memory
 
-    saved, saved_scores = dict(memory.CALIBRATION), memory.SCORE_BYTES
-    if key is not None:
-        memory.CALIBRATION[key] = replace(saved[key], act_gc=act_gc)
-    if score_bytes is not None:
-        memory.SCORE_BYTES = score_bytes
+    saved_calibration = dict(memory.CALIBRATION)
+    saved = {name: getattr(memory, name) for name in values}
+    for key, act in (act_gc or {}).items():
+        memory.CALIBRATION[key] = replace(saved_calibration[key], act_gc=act)
+    for name, value in values.items():
+        setattr(memory, name, value)
     try:
-        return [100.0 * (predicted_gib(r) - r["target_gib"]) / r["target_gib"] for r in recs]
+        yield
     finally:
         memory.CALIBRATION.clear()
-        memory.CALIBRATION.update(saved)
-        memory.SCORE_BYTES = saved_scores
+        memory.CALIBRATION.update(saved_calibration)
+        for name, value in saved.items():
+            setattr(memory, name, value)
+
+
+def errors(recs: list[dict]) -> list[float]:
+    """Percent errors of the current predictions against the targets."""
+    return [100.0 * (predicted_gib(r) - r["target_gib"]) / r["target_gib"] for r in recs]
 
 
 def softcapped(rec: dict) -> bool:
     from nbkit.specs import spec_for
 
     return rec.get("grid", False) and spec_for(rec["model"]).softcapped_attention
+
+
+def _errors_with(recs: list[dict], act_gc: dict[str, float], **values) -> list[float]:
+    with constants(act_gc, **values):
+        return errors(recs)
 
 
 def fit(recs: list[dict]) -> dict[str, float]:
@@ -137,24 +153,16 @@ def fit(recs: list[dict]) -> dict[str, float]:
     plain = [r for r in recs if not softcapped(r)]
     for key in sorted({calibration_key(r) for r in plain}):
         group = [r for r in plain if calibration_key(r) == key]
-        out[key] = next(a for a in GRID if min(errors(group, key, a)) >= 0)
+        out[key] = next(a for a in GRID if min(_errors_with(group, {key: a})) >= 0)
     return out
 
 
 def fit_score_bytes(recs: list[dict], fitted: dict[str, float]) -> float | None:
     """The smallest SCORE_BYTES that predicts none of the softcapped records under, with `fitted` act_gc."""
-    from nbkit import memory
-
     group = [r for r in recs if softcapped(r)]
     if not group:
         return None
-    saved = dict(memory.CALIBRATION)
-    try:
-        for key, act in fitted.items():
-            memory.CALIBRATION[key] = replace(saved[key], act_gc=act)
-        return next(b for b in SCORE_GRID if min(errors(group, score_bytes=b)) >= 0)
-    finally:
-        memory.CALIBRATION.update(saved)
+    return next(b for b in SCORE_GRID if min(_errors_with(group, fitted, SCORE_BYTES=b)) >= 0)
 
 
 FRAGMENTATION_GRID = [round(0.1 * i, 1) for i in range(0, 40)]
@@ -168,37 +176,27 @@ def fit_fragmentation(results: Path = RESULTS) -> float | None:
     from nbkit.specs import spec_for
 
     runs = [r for r in grid_runs(results) if spec_for(r["model"]).softcapped_attention]
-    if not runs:
-        return None
-    saved = memory.SCORE_FRAGMENTATION
-    try:
-        for k in FRAGMENTATION_GRID:
-            memory.SCORE_FRAGMENTATION = k
-            if all(memory.estimate(RunConfig.from_dict(r["config"]), spec_for(r["model"])).reserved
-                   >= max(r["probe_reserved_gib"], r["train_reserved_gib"]) for r in runs):
+
+    def covered() -> bool:
+        return all(memory.estimate(RunConfig.from_dict(r["config"]), spec_for(r["model"])).reserved
+                   >= max(r["probe_reserved_gib"], r["train_reserved_gib"]) for r in runs)
+
+    for k in FRAGMENTATION_GRID if runs else []:
+        with constants(SCORE_FRAGMENTATION=k):
+            if covered():
                 return k
-    finally:
-        memory.SCORE_FRAGMENTATION = saved
     return None
 
 
 def leave_one_out(recs: list[dict]) -> list[dict]:
     """Each grid architecture predicted by act_gc fitted on the others (the score term stays as fitted: Gemma 2
     is the only architecture that has it)."""
-    from nbkit import memory
-
     rows = []
     grid = [r for r in recs if r.get("grid")]
     for arch in sorted({r["arch"] for r in grid}):
         others = fit([r for r in recs if r.get("arch") != arch or not r.get("grid")])
         held = [r for r in grid if r["arch"] == arch]
-        saved = dict(memory.CALIBRATION)
-        try:
-            for key, act in others.items():
-                memory.CALIBRATION[key] = replace(saved[key], act_gc=act)
-            e = errors(held)
-        finally:
-            memory.CALIBRATION.update(saved)
+        e = _errors_with(held, others)
         rows.append({"arch": arch, "records": len(held), "act_gc_without_it": others,
                      "min_error_pct": min(e), "max_error_pct": max(e)})
     return rows
@@ -252,17 +250,11 @@ def main() -> None:
     recs = records()
     fitted = fit(recs)
     score = fit_score_bytes(recs, fitted)
-    from nbkit import memory
-
-    saved = dict(memory.CALIBRATION)
-    for key, act in fitted.items():
-        memory.CALIBRATION[key] = replace(saved[key], act_gc=act)
     in_sample = []
     for key in fitted:
-        e = errors([r for r in recs if calibration_key(r) == key], score_bytes=score)
+        e = _errors_with([r for r in recs if calibration_key(r) == key], fitted, SCORE_BYTES=score)
         in_sample.append({"calibration": key, "act_gc": fitted[key], "records": len(e), "min_error_pct": min(e),
                           "max_error_pct": max(e)})
-    memory.CALIBRATION.update(saved)
     print_table(in_sample, ["calibration", "act_gc", "records", "min_error_pct", "max_error_pct"])
     fragmentation = fit_fragmentation()
     print(f"\nSCORE_BYTES (Gemma 2's materialised attention scores): {score}; SCORE_FRAGMENTATION: {fragmentation}")

@@ -27,8 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import ARCHS, RESULTS, emit, mixed_data, prequantized_model, print_table, random_model, scratch_dir, \
-    write_json
+from common import (ARCHS, RESULTS, emit, mixed_data, prequantized_model, prequantized_path, print_table,
+                    random_model, random_model_path, scratch_dir, write_json)
 
 GRID_ARCHS = ["1b", "3b", "8b", "qwen2.5-7b", "qwen2.5-14b", "qwen3-8b", "mistral-7b", "gemma2-9b", "phi3.5"]
 # 8, 12, 16 GB without FP8 or bf16 (Colab's T4), 16 GB with FP8, 24 GB
@@ -52,8 +52,8 @@ def plan(arch: str, card: str) -> dict:
 def checkpoint(arch: str, quant: str) -> tuple[str, str]:
     """(kind, path) of the checkpoint a run loads."""
     if quant == "4bit" and arch not in QUANTIZED_WHILE_LOADING:
-        return "bnb-4bit", str(Path("/tmp/nbkit-models") / f"{arch}-bnb4-uint8")
-    return "bf16", str(Path("/tmp/nbkit-models") / arch)
+        return "bnb-4bit", str(prequantized_path(arch, storage="uint8"))
+    return "bf16", str(random_model_path(arch))
 
 
 def build(arch: str, kind: str, for_fp8: bool = False) -> None:
@@ -68,7 +68,8 @@ def build(arch: str, kind: str, for_fp8: bool = False) -> None:
     waited = time.time()
     while shutil.disk_usage("/tmp").free < need + 6 * 1024**3 and time.time() - waited < 400:
         time.sleep(5)
-    existed = Path(checkpoint(arch, "4bit" if kind == "bnb-4bit" else "16bit")[1], "config.json").exists()
+    target = prequantized_path(arch, storage="uint8") if kind == "bnb-4bit" else random_model_path(arch)
+    existed = (target / "config.json").exists()
     path = prequantized_model(arch, storage="uint8") if kind == "bnb-4bit" else random_model(arch)
     if not existed:  # only what the grid built is deleted when its runs are done
         Path(path, BUILT_HERE).touch()
@@ -91,7 +92,7 @@ def one(task: dict) -> dict:
     backend.ensure()
     import torch
 
-    from nbkit import memory, models, train
+    from nbkit import models, train
     from nbkit.cards import emulate
     from nbkit.config import RunConfig
     from nbkit.probe import probe_batch
@@ -134,18 +135,16 @@ def one(task: dict) -> dict:
     hook.remove()
     losses = [v for _, v in result.losses]
     most = max(seen) if seen else 0
-    at_seen = memory.estimate(cfg, spec, batch_size=1, seq_len=most) if most else None
     out.update(train_allocated_gib=result.peak_allocated_gib, train_reserved_gib=result.peak_vram_gib,
                steps=result.steps, notes=result.notes, losses_finite=all(v == v and abs(v) < 1e4 for v in losses),
-               first_loss=losses[0] if losses else None, most_tokens_per_micro_batch=most,
-               predicted_reserved_at_seen_gib=at_seen.reserved if at_seen else None,
-               tokens=result.tokens, padding_free=all(shape[0] == 1 for shape in shapes) or cfg.batch_size == 1)
+               first_loss=losses[0] if losses else None, most_tokens_per_micro_batch=most, tokens=result.tokens, padding_free=all(shape[0] == 1 for shape in shapes) or cfg.batch_size == 1)
     return out
 
 
 def tasks_for(plans: list[dict], steps: int) -> list[dict]:
     """One task per distinct (model, settings, precision), run under the smallest card that shares it."""
     groups: dict[str, dict] = {}
+    usable = {p["card"]: p["usable_gib"] for p in plans}
     for p in plans:
         if not p["fits"]:
             continue
@@ -153,7 +152,6 @@ def tasks_for(plans: list[dict], steps: int) -> list[dict]:
         g = groups.setdefault(key, {"arch": p["arch"], "model": p["model"], "config": p["config"],
                                     "cards": [], "steps": steps})
         g["cards"].append(p["card"])
-        usable = {c["card"]: c["usable_gib"] for c in plans}
         g["card"] = min(g["cards"], key=lambda c: usable[c])
         g["peak_gib"] = p["predicted"]["peak_total"]
     for g in groups.values():
@@ -207,15 +205,15 @@ def run_all(tasks: list[dict], args) -> list[dict]:
                 drop(task["path"])  # no task left needs it: room for the next
         if builder.poll() is not None:
             budget = gpu_total_gib() - 2.0
-        used = sum(t["peak_gib"] * 1.1 + 0.6 for t, _, _ in running.values())
+        used = sum(_room(t) for t, _, _ in running.values())
         for task in list(waiting):
             ready = Path(task["path"], ".built").exists()
-            if ready and len(running) < args.procs and used + task["peak_gib"] * 1.1 + 0.6 <= budget:
+            if ready and len(running) < args.procs and used + _room(task) <= budget:
                 log = logs / f"{task['arch']}-{len(done) + len(running)}.log"
                 proc = subprocess.Popen([sys.executable, __file__, "--one", json.dumps(task)],
                                         stdout=log.open("w"), stderr=subprocess.STDOUT)
                 running[proc] = (task, time.time(), log)
-                used += task["peak_gib"] * 1.1 + 0.6
+                used += _room(task)
                 waiting.remove(task)
         if builder.poll() not in (None, 0) and any(not Path(t["path"], ".built").exists() for t in waiting):
             print("[grid] building a checkpoint failed; tasks that need it are skipped", flush=True)
@@ -224,6 +222,11 @@ def run_all(tasks: list[dict], args) -> list[dict]:
         time.sleep(2)
     builder.wait()
     return done
+
+
+def _room(task: dict) -> float:
+    """GPU memory kept for a running task: its predicted peak, 10 % more, and a CUDA context."""
+    return task["peak_gib"] * 1.1 + 0.6
 
 
 def _last_error(text: str) -> str:

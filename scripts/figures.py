@@ -49,13 +49,14 @@ GRID_NAMES = {"1b": "Llama 3.2 1B", "3b": "Llama 3.2 3B", "8b": "Llama 3.1 8B", 
 def _grid_table() -> str:
     """The memory grid as a Markdown table: every run of bench/grid.py against today's formulas."""
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))
+    from fit_memory import grid_runs
     from nbkit import RunConfig
     from nbkit.cards import card
     from nbkit.memory import estimate
     from nbkit.specs import spec_for
 
-    runs = [r for f in sorted(RESULTS.glob("grid*.json")) if not f.stem.endswith("_partial")
-            for r in _load(f.name)["runs"] if "error" not in r]
+    runs = grid_runs(RESULTS)
     runs.sort(key=lambda r: (list(GRID_NAMES).index(r["arch"]), min(card(c).usable_gib for c in r["cards"])))
     lines = ["| model | card(s) (usable GiB) | settings | load: measured / predicted | full-length rows: measured / "
              "predicted | real-length rows: allocated / reserved |", "|---|---|---|---|---|---|"]

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT / "bench"))
 
-from fit_memory import (errors, fit, fit_fragmentation, fit_score_bytes, grid_records, grid_runs,  # noqa: E402
-                        leave_one_out, loads, real_lengths, records)
+from fit_memory import (errors, fit, fit_fragmentation, fit_score_bytes, grid_files, grid_records,  # noqa: E402
+                        grid_runs, leave_one_out, loads, real_lengths, records)
 from grid import ARCHS, GRID_ARCHS, GRID_CARDS  # noqa: E402
 
 
@@ -113,8 +113,7 @@ def test_the_stated_accuracy_is_recomputed_from_the_records():
 
 def test_the_grid_plans_are_what_the_cards_give():
     """The saved plans were made for each card as nbkit plans it (its usable memory and abilities)."""
-    plans = [p for f in sorted(RESULTS.glob("grid*.json")) if not f.stem.endswith("_partial")
-             for p in json.loads(f.read_text())["plans"]]
+    plans = [p for f in grid_files() for p in json.loads(f.read_text())["plans"]]
     for p in plans:
         assert p["usable_gib"] == pytest.approx(card(p["card"]).usable_gib)
         assert p["bf16"] == card(p["card"]).bf16
