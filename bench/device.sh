@@ -83,14 +83,20 @@ for stage in "$@"; do
     # the 24 GB card once FP8 stopped being picked (measured slower with padding-free batches): 16-bit runs
     grid-4090) timeout 540 python3 grid.py --part-timeout 460 --start-within 330 --steps 3 --tag _4090 \
                  --cards "RTX 4090 24GB" --archs gemma2-9b,qwen3-8b,8b,qwen2.5-7b,mistral-7b --quants 16bit ;;
-    # FP8 vs bf16 LoRA, one process each (speed: alone on the GPU): the Qwen2.5-14B shape at 8k and 32k tokens per
-    # step, the 8B shape at 8k; one stage per call
-    fp8-14b-8k|fp8-14b-32k|fp8-8b-8k)
-      arch=$([ "$stage" = fp8-8b-8k ] && echo 8b || echo qwen2.5-14b)
+    # FP8 vs bf16 LoRA, one process each (speed: alone on the GPU), three alternating repeats:
+    # fp8-<1b|8b|14b>-<8k|32k> (14b: the Qwen2.5-14B shape; 8k: 2048 x 4 tokens a step, 32k: 4096 x 8); one per call
+    fp8-*)
+      size=${stage#fp8-}; size=${size%-*}; level=${stage##*-}
+      arch=$([ "$size" = 14b ] && echo qwen2.5-14b || echo "$size")
+      shape=$([ "$level" = 32k ] && echo "--seq 4096 --batch 8" || echo "--seq 2048 --batch 4")
       python3 -c "from common import random_model; random_model('$arch')"
-      shape=$([ "$stage" = fp8-14b-32k ] && echo "--seq 4096 --batch 8 --repeats 2" || echo "--seq 2048 --batch 4")
-      timeout 500 python3 throughput.py --arch "$arch" --quant fp8 $shape --steps 6 --variants bf16,fp8 \
-        --part-timeout 400 --tag "_fp8_vs_bf16_${stage##*-}" ;;
+      timeout "${STAGE_TIMEOUT:-540}" python3 throughput.py --arch "$arch" --quant fp8 $shape --steps 6 \
+        --repeats "${REPEATS:-3}" --variants bf16,fp8 --part-timeout 400 --tag "_fp8_vs_bf16_$level" ;;
+    # the three set-ups of the README's headline (8B QLoRA): raw Unsloth, nbkit, transformers + peft + bitsandbytes,
+    # three alternating repeats
+    tput8b-x3) python3 -c "from common import random_model; random_model('8b')"
+               timeout "${STAGE_TIMEOUT:-560}" python3 throughput.py --arch 8b --quant 4bit --seq 2048 --batch 4 \
+                 --steps 8 --variants raw,nbkit,hf --repeats 3 --part-timeout 150 ;;
     # seconds to the GPU check, the form and a ready engine: Unsloth imported on a thread vs before everything
     import) timeout 200 python3 import_time.py ;;
     tput1b16) timeout 250 python3 throughput.py --arch 1b --quant 16bit --seq 2048 --batch 4 --steps 8 --part-timeout 100 ;;
@@ -103,6 +109,10 @@ for stage in "$@"; do
     # long runs: 60 steps each, the spread of the steady steps written beside the scaling
     ddp-long) timeout 560 python3 ddp_scaling.py --arch 1b --quant 16bit --seq 2048 --batch 4 --steps 60 --gpus 1,2 \
                 --backends unsloth --timeout 200 ;;
+    # steps long enough to pin the scaling down: 4096 x 8 tokens per GPU a step (about 0.6 s on one GPU), 40 steps,
+    # 1 and 2 GPUs alternating three times
+    ddp-32k) timeout 570 python3 ddp_scaling.py --arch 1b --quant 16bit --seq 4096 --batch 8 --steps 40 --gpus 1,2 \
+               --backends unsloth --repeats 3 --timeout 150 --no-workflow --tag _32k ;;
     # each tier notebook, headless, on a random-weight model of its default architecture, under the tier's cap
     # (nbh100 needs a call of its own: FP8 quantization and compilation take minutes)
     nb8|nb16|nb24|nbh100)

@@ -24,6 +24,11 @@ def _summary(name: str, variant: str, key: str) -> Callable[[], float]:
     return lambda: next(r[key] for r in _load(name)["summary"] if r["variant"] == variant)
 
 
+def _span(name: str, variant: str, key: str = "tokens_per_s") -> Callable[[], str]:
+    """The min-max of a figure over a variant's repeats, written "a–b"."""
+    return lambda: "–".join(f"{v:,.0f}" for v in _summary(name, variant, key + "_range")())
+
+
 def _ratio(name: str, key: str) -> Callable[[], float]:
     return lambda: _load(name)["ratios"][key]
 
@@ -73,6 +78,18 @@ def _grid_table() -> str:
     return "\n".join(lines)
 
 
+def _fp8_table() -> str:
+    """FP8 vs bf16 LoRA with padding-free batches (bench/fp8_vs_bf16.py's current rows) as a Markdown table."""
+    lines = ["| model | seq × batch | bf16 tok/s | FP8 tok/s | FP8 / bf16 (min–max over repeats) | repeats |",
+             "|---|---|---|---|---|---|"]
+    rows = [r for r in _load("fp8_vs_bf16.json")["rows"] if r["current"]]
+    for r in sorted(rows, key=lambda r: (list(GRID_NAMES).index(r["arch"]), r["tokens"])):
+        low, high = r["fp8_speedup_range"]
+        lines.append(f"| {GRID_NAMES[r['arch']]} | {r['seq']} × {r['batch']} | {r['bf16_tok_s']:,.0f} | "
+                     f"{r['fp8_tok_s']:,.0f} | {r['fp8_speedup']:.2f}× ({low:.2f}–{high:.2f}) | {r['repeats']} |")
+    return "\n".join(lines)
+
+
 def _sharded(arch: str, variant: str, key: str, cap=None) -> Callable[[], float]:
     """Rank 0's figure of one sharded-bench run (bench/results/sharded_<arch>.json); cap picks the --cap run."""
     return lambda: next(r[key] for r in _load(f"sharded_{arch}.json")["runs"]
@@ -104,10 +121,20 @@ FIRST = "throughput_1b_4bit_first_step.json"
 MIXED = "throughput_1b_4bit_first_step_mixed.json"
 DISPLAY = "throughput_8b_4bit_display.json"
 FIT = "calibration_fit.json"
+DDP = "ddp_scaling_1b_16bit_32k.json"  # 4096 x 8 tokens per GPU a step, 1 and 2 GPUs alternating
+DDP_SHORT = "ddp_scaling_1b_16bit.json"  # 2048 x 4: steps too short to pin the scaling down
 # name: (how to compute it from the results, how it is written)
 FIGURES: dict[str, tuple[Callable[[], float], str]] = {
     "qlora8b_vs_hf_speed": (_ratio("throughput_8b_4bit.json", "nbkit_vs_hf_speed"), "{:.2f}×"),
     "qlora8b_vs_hf_peak": (_ratio("throughput_8b_4bit.json", "nbkit_vs_hf_peak"), "{:.2f}×"),
+    "qlora8b_nbkit_vs_raw": (_ratio("throughput_8b_4bit.json", "nbkit_vs_raw_speed"), "{:.2f}×"),
+    "qlora8b_repeats": (_summary("throughput_8b_4bit.json", "hf", "repeats"), "{:d}"),
+    "qlora8b_nbkit_tps": (_span("throughput_8b_4bit.json", "nbkit"), "{}"),
+    "qlora8b_raw_tps": (_span("throughput_8b_4bit.json", "raw"), "{}"),
+    "qlora8b_hf_tps": (_span("throughput_8b_4bit.json", "hf"), "{}"),
+    "qlora8b_nbkit_peak": (_summary("throughput_8b_4bit.json", "nbkit", "peak_gib"), "{:.2f}"),
+    "qlora8b_raw_peak": (_summary("throughput_8b_4bit.json", "raw", "peak_gib"), "{:.2f}"),
+    "qlora8b_hf_peak": (_summary("throughput_8b_4bit.json", "hf", "peak_gib"), "{:.2f}"),
     "first_raw_s": (_summary(FIRST, "raw", "first_step_s"), "{:.2f} s"),
     "first_nbkit_s": (_summary(FIRST, "nbkit", "first_step_s"), "{:.2f} s"),
     "ttfs_raw_s": (_summary(FIRST, "raw", "start_to_first_step_s"), "{:.1f} s"),
@@ -146,7 +173,11 @@ FIGURES: dict[str, tuple[Callable[[], float], str]] = {
     "act_16bit": (lambda: _load(FIT)["fitted_act_gc"]["unsloth"], "{:.2f}"),
     "act_fp8": (lambda: _load(FIT)["fitted_act_gc"]["unsloth-fp8"], "{:.2f}"),
     "grid_table": (_grid_table, "\n{}\n"),
+    "fp8_table": (_fp8_table, "\n{}\n"),
+    "fp8_1b_8k": (_fp8("1b", 2048, 4), "{:.2f}×"),
+    "fp8_1b_32k": (_fp8("1b", 4096, 8), "{:.2f}×"),
     "fp8_8b_8k": (_fp8("8b", 2048, 4), "{:.2f}×"),
+    "fp8_8b_32k": (_fp8("8b", 4096, 8), "{:.2f}×"),
     "fp8_14b_8k": (_fp8("qwen2.5-14b", 2048, 4), "{:.2f}×"),
     "fp8_14b_32k": (_fp8("qwen2.5-14b", 4096, 8), "{:.2f}×"),
     "fp8_8b_8k_padded": (_fp8("8b", 2048, 4, current=False), "{:.2f}×"),
@@ -181,10 +212,18 @@ FIGURES: dict[str, tuple[Callable[[], float], str]] = {
                          / _sharded("32b", "single", "tokens_per_s")() * 100, "{:.0f} %"),
     "sh70_per_gpu_pct": (lambda: _sharded("70b", "nbkit", "tokens_per_s")() / 2
                          / _sharded("70b", "single", "tokens_per_s")() * 100, "{:.0f} %"),
-    "ddp_scaling": (lambda: _load("ddp_scaling_1b_16bit.json")["scaling"], "{:.2f}×"),
-    "ddp_scaling_low": (lambda: _load("ddp_scaling_1b_16bit.json")["scaling_p10_p90"][0], "{:.2f}×"),
-    "ddp_scaling_high": (lambda: _load("ddp_scaling_1b_16bit.json")["scaling_p10_p90"][1], "{:.2f}×"),
-    "ddp_steps": (lambda: _load("ddp_scaling_1b_16bit.json")["rows"][0]["steady_steps"], "{:d}"),
+    "ddp_scaling": (lambda: _load(DDP)["scaling"], "{:.2f}×"),
+    "ddp_scaling_repeat_low": (lambda: min(_load(DDP)["scaling_per_repeat"]), "{:.3f}×"),
+    "ddp_scaling_repeat_high": (lambda: max(_load(DDP)["scaling_per_repeat"]), "{:.3f}×"),
+    "ddp_scaling_low": (lambda: _load(DDP)["scaling_p10_p90"][0], "{:.2f}×"),
+    "ddp_scaling_high": (lambda: _load(DDP)["scaling_p10_p90"][1], "{:.2f}×"),
+    "ddp_repeats": (lambda: len(_load(DDP)["scaling_per_repeat"]), "{:d}"),
+    "ddp_steps": (lambda: _load(DDP)["rows"][0]["steady_steps"], "{:d}"),
+    "ddp_step_s": (lambda: _load(DDP)["summary"][0]["median_step_s"], "{:.2f} s"),
+    "ddp_1gpu_tps": (lambda: _load(DDP)["summary"][0]["tokens_per_s"], "{:,.0f}"),
+    "ddp_2gpu_tps": (lambda: _load(DDP)["summary"][-1]["tokens_per_s"], "{:,.0f}"),
+    "ddp_short_low": (lambda: _load(DDP_SHORT)["scaling_p10_p90"][0], "{:.2f}×"),
+    "ddp_short_high": (lambda: _load(DDP_SHORT)["scaling_p10_p90"][1], "{:.2f}×"),
     "parity16_hf_pct": (lambda: _load("loss_parity_1b_16bit.json")["summary"]["max_rel_diff"] * 100, "{:.2f} %"),
 }
 

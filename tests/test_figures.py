@@ -15,8 +15,9 @@ def test_every_marked_figure_matches_its_result_file():
 def test_the_readme_quotes_its_headline_figures_through_markers():
     readme = (ROOT / "README.md").read_text()
     quoted = {m.group(1) for m in figures.MARKER.finditer(readme)}
-    for name in ("qlora8b_vs_hf_speed", "first_nbkit_s", "first_raw_s", "display_on_tps", "parity4_raw_pct",
-                 "import_form_s"):
+    for name in ("qlora8b_vs_hf_speed", "qlora8b_repeats", "first_nbkit_s", "first_raw_s", "display_on_tps",
+                 "parity4_raw_pct", "import_form_s", "ddp_scaling", "ddp_scaling_low", "ddp_scaling_high",
+                 "fp8_1b_8k", "fp8_1b_32k", "fp8_8b_8k", "fp8_8b_32k", "fp8_14b_8k", "fp8_14b_32k"):
         assert name in quoted
 
 
@@ -30,3 +31,22 @@ def test_a_figure_edited_by_hand_or_a_result_remeasured_is_caught(tmp_path):
     assert figures.problems([doc]) == [f"README.md: first_nbkit_s reads '1.00 s', its result file gives '{right}'"]
     assert figures.rewrite([doc]) == 1
     assert figures.problems([doc]) == [] and right in doc.read_text()
+
+
+def test_the_ddp_scaling_claimed_is_larger_than_its_spread_and_follows_from_its_runs():
+    """The README claims a scaling only where even the most pessimistic pairing of step times leaves a gain, and
+    the stored scaling is what bench/ddp_scaling.py computes from the stored runs."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import ddp_scaling
+
+    data = json.loads((ROOT / "bench/results" / figures.DDP).read_text())
+    good = [r for r in data["rows"] if "tokens_per_s" in r]
+    summary = ddp_scaling.summarise(good)
+    assert summary == data["summary"] and ddp_scaling.scaling_of(good, summary)["scaling"] == data["scaling"]
+    low, high = data["scaling_p10_p90"]
+    assert low <= min(data["scaling_per_repeat"]) <= max(data["scaling_per_repeat"]) <= high
+    assert high - low < data["scaling"] - 1  # the spread is smaller than the gain claimed
+    assert len(data["scaling_per_repeat"]) >= 3 and all(r["steady_steps"] >= 30 for r in good)

@@ -19,8 +19,11 @@ def test_fp8_is_never_called_measured_at_a_size_that_was_not():
                "step, H100 (not measured at 32.8B)")
     assert fp8_evidence(spec_for("unsloth/Llama-3.2-3B-Instruct"), 2048, 4) == (
         False, "FP8 was not measured at 3.2B parameters")
-    # the nearest tokens per step decides: 8B's only measurement is at 2048 x 4
-    assert fp8_evidence(spec_for(LLAMA_8B), 512, 8)[1].startswith("FP8 LoRA was measured 0.80×")
+    # the nearest tokens per step decides: 8B was measured at 2048 x 4 and 4096 x 8
+    assert fp8_evidence(spec_for(LLAMA_8B), 512, 8)[1].startswith("FP8 LoRA was measured 0.80× on the Llama-3.1-8B")
+    assert fp8_evidence(spec_for(LLAMA_8B), 4096, 6)[1].startswith("FP8 LoRA was measured 0.88× on the Llama-3.1-8B")
+    assert fp8_evidence(spec_for("unsloth/Llama-3.2-1B-Instruct"), 4096, 8) == (
+        False, "FP8 LoRA was measured 0.76× on the Llama-3.2-1B shape (1.2B) at 4096 × 8 tokens per step, H100")
 
 
 def test_fp8_table_is_the_measurement_file():
@@ -28,9 +31,9 @@ def test_fp8_table_is_the_measurement_file():
     session-2 rows (padded batches) stay in the file, marked not current, and out of the table."""
     rows = json.loads((ROOT / "bench/results/fp8_vs_bf16.json").read_text())["rows"]
     measured = {(r["arch"], r["seq"], r["batch"]): round(r["fp8_speedup"], 3) for r in rows if r["current"]}
-    table = {({"Llama-3.1-8B": "8b", "Qwen2.5-14B": "qwen2.5-14b"}[name], seq, batch): speedup
+    table = {({"Llama-3.2-1B": "1b", "Llama-3.1-8B": "8b", "Qwen2.5-14B": "qwen2.5-14b"}[name], seq, batch): speedup
              for name, _b, seq, batch, speedup in FP8_MEASURED}
-    assert table == measured and len(table) == 3
+    assert table == measured and len(table) == 6  # three sizes, two tokens-per-step levels each
     assert any(not r["current"] and r["fp8_speedup"] > 1.1 for r in rows)  # what session 2 measured, kept
 
 
