@@ -1,9 +1,9 @@
 """The README's benchmark figure: tokens/s and peak VRAM per configuration, from bench/results (no GPU needed).
 
 python bench/plot.py   ->  docs/img/bench.png (+ bench/results/plot_data.json, the numbers drawn)
-All bars are Llama-3.1-8B architecture, seq 2048 x batch 4, LoRA r=16 on all linear layers, one H100:
-the three 4-bit runs are one throughput.py run (same data, one process each); the 16-bit and FP8 bars take
-speed from fp8_vs_bf16.json and peak memory from the clean (one model per process) memory runs.
+All bars are Llama-3.1-8B architecture, seq 2048 x batch 4, LoRA r=16 on all linear layers, one H100, each the
+median over the alternating repeats of one throughput.py call (one process per run): the three 4-bit set-ups from
+throughput_8b_4bit.json, 16-bit and FP8 LoRA through nbkit from the FP8-vs-bf16 call (padding-free batches).
 """
 from __future__ import annotations
 
@@ -16,27 +16,16 @@ def load(name: str):
     return json.loads((RESULTS / name).read_text())
 
 
-def clean_peak(quant: str, arch: str = "8b", seq: int = 2048, batch: int = 4) -> float:
-    for path in sorted(RESULTS.glob("mem*_*.json")):
-        if path.stem.endswith("_report"):
-            continue
-        for r in load(path.name)["records"]:
-            if (r["arch"], r["quant"], r["seq"], r["batch"], r["backend"]) == (arch, quant, seq, batch, "unsloth") \
-                    and r.get("load_index", 0) == 0 and r["status"] == "ok":
-                return r["measured_reserved_gib"]
-    raise SystemExit(f"no clean {arch} {quant} {seq}x{batch} memory record in bench/results")
+def medians(name: str) -> dict:
+    return {r["variant"]: r for r in load(name)["summary"]}
 
 
 def rows() -> list[dict]:
-    tput = {r["variant"]: r for r in load("throughput_8b_4bit.json")["rows"]}
-    fp8 = next(r for r in load("fp8_vs_bf16.json")["rows"] if (r["arch"], r["seq"], r["batch"]) == ("8b", 2048, 4))
-    return [
-        {"config": "HF+peft+bnb\n4-bit", "tokens_per_s": tput["hf"]["tokens_per_s"], "peak_gib": tput["hf"]["peak_gib"]},
-        {"config": "raw Unsloth\n4-bit", "tokens_per_s": tput["raw"]["tokens_per_s"], "peak_gib": tput["raw"]["peak_gib"]},
-        {"config": "nbkit\n4-bit", "tokens_per_s": tput["nbkit"]["tokens_per_s"], "peak_gib": tput["nbkit"]["peak_gib"]},
-        {"config": "nbkit\n16-bit", "tokens_per_s": fp8["bf16_tok_s"], "peak_gib": clean_peak("16bit")},
-        {"config": "nbkit\nFP8", "tokens_per_s": fp8["fp8_tok_s"], "peak_gib": clean_peak("fp8")},
-    ]
+    qlora, precision = medians("throughput_8b_4bit.json"), medians("throughput_8b_fp8_fp8_vs_bf16_8k.json")
+    bars = [("HF+peft+bnb\n4-bit", qlora["hf"]), ("raw Unsloth\n4-bit", qlora["raw"]), ("nbkit\n4-bit", qlora["nbkit"]),
+            ("nbkit\n16-bit", precision["bf16"]), ("nbkit\nFP8", precision["fp8"])]
+    return [{"config": label, "tokens_per_s": r["tokens_per_s"], "peak_gib": r["peak_gib"], "repeats": r["repeats"]}
+            for label, r in bars]
 
 
 def main() -> None:
