@@ -44,9 +44,9 @@ quantization error, at ~15 GiB of weights. If you want a bigger model instead, s
         why="""**Why compare.** Hopper (and Ada) GPUs have FP8 tensor cores, and Unsloth can load a model in FP8
 (`load_in_fp8=True`), which halves the weights' memory against 16-bit. Whether it is *faster* depends on the model
 size and the tokens per step: FP8 adds scaling work around each matmul, and its first step compiles for several
-minutes. Measured on an H100 with the batches nbkit trains with (`docs/memory-model.md`): FP8 ran at 0.80× the
-speed of 16-bit on Llama-3.1-8B with 2048-token rows × 4, and 0.84–0.91× on a 14B model (session 2's 1.17× on 8B
-was measured with padded batches). So `recommend()` no longer picks it; FP8 still halves the weights' memory. This
+minutes. Measured on an H100 with the batches nbkit trains with (`bench/README.md`): FP8 ran at 0.83–0.88× the
+speed of 16-bit on Llama-3.1-8B (2048 × 4 and 4096 × 8 tokens per step), 0.84–0.91× on a 14B model and 0.52–0.76×
+on a 1B model (session 2's 1.17× on 8B was measured with padded batches). So `recommend()` no longer picks it; FP8 still halves the weights' memory. This
 notebook trains the same model on the same data both ways and reports the speed over the whole run and after
 warm-up, and the memory, so you can pick from evidence on your data.""",
     ),

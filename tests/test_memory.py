@@ -118,7 +118,7 @@ def test_fp8_only_where_it_was_measured_faster(fake_gpu, monkeypatch):
     h100, a100 = fake_gpu(79.2, (9, 0), "H100"), fake_gpu(79.2, (8, 0), "A100")
     rec = recommend(spec_for(LLAMA_8B), h100)
     assert rec.config.quantization == "16bit"
-    assert "FP8 was passed over: FP8 LoRA was measured 0.80× on the Llama-3.1-8B shape" in rec.reason
+    assert "FP8 was passed over: FP8 LoRA was measured 0.83× on the Llama-3.1-8B shape" in rec.reason
     monkeypatch.setattr("nbkit.fp8.FP8_MEASURED", [("Llama-3.1-8B", 8.03, 2048, 4, 1.3)])
     rec = recommend(spec_for(LLAMA_8B), h100)
     assert rec.config.quantization == "fp8" and "measured 1.30× on the Llama-3.1-8B shape" in rec.reason
