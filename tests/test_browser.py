@@ -99,15 +99,24 @@ def lab(tmp_path):
         yield url
 
 
+def playwright():
+    """Playwright's sync API: skipped where it is not installed, a failure in CI (like a missing Chromium)."""
+    if IN_CI:
+        import playwright.sync_api
+
+        return playwright.sync_api
+    return pytest.importorskip("playwright.sync_api")
+
+
 @contextlib.contextmanager
-def browser_page():
-    sync_api = pytest.importorskip("playwright.sync_api")
+def browser_page(height: int = 1400):
+    sync_api = playwright()
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=args)
         try:
-            yield browser.new_page(viewport={"width": 1280, "height": 1400}), sync_api
+            yield browser.new_page(viewport={"width": 1280, "height": height}), sync_api
         finally:
             browser.close()
 
@@ -120,13 +129,8 @@ def run_cell(page, index: int) -> None:
 
 
 def test_launcher_renders_in_jupyterlab(lab, tmp_path, shots):
-    sync_api = pytest.importorskip("playwright.sync_api")
     shot = shots / "launcher.png"
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=args)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    with browser_page(height=1000) as (page, sync_api):
         page.goto(f"{lab}/lab/tree/ui.ipynb")
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
         page.wait_for_selector(".jp-StatusBar-Item:has-text('Idle')", timeout=90_000)  # kernel ready
@@ -158,7 +162,6 @@ def test_launcher_renders_in_jupyterlab(lab, tmp_path, shots):
         assert page.locator("button:has-text('FP8')").is_disabled()
         shot.parent.mkdir(parents=True, exist_ok=True)
         page.locator(".jp-OutputArea-output:has(.nbkit-gauge)").first.screenshot(path=str(shot))
-        browser.close()
     assert shot.stat().st_size > 10_000
 
 

@@ -100,3 +100,68 @@ def test_no_chat_template_is_explained(tokenizer):
     bare.chat_template = None
     with pytest.raises(DataError, match="no chat template"):
         assistant_spans(bare, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])
+
+
+USER, ANSWER = {"role": "user", "content": "Add 2 and 3."}, {"role": "assistant", "content": "5"}
+
+
+@pytest.mark.parametrize("fmt, row, missing", [
+    ("alpaca", {"instruction": "q", "output": "a"}, False),
+    ("alpaca", {"instruction": "q", "output": 0}, False),  # a number is an answer
+    ("alpaca", {"instruction": "q", "output": None}, True),
+    ("alpaca", {"instruction": "q", "output": " \n"}, True),
+    ("alpaca", {"instruction": "", "output": "a"}, True),
+    ("alpaca", {"instruction": "q"}, True),
+    ("prompt_completion", {"prompt": "q", "completion": "a"}, False),
+    ("prompt_completion", {"prompt": "q", "completion": None}, True),
+    ("prompt_completion", {"prompt": " ", "completion": "a"}, True),
+    ("messages", {"messages": [USER, ANSWER]}, False),
+    ("messages", {"messages": [USER]}, True),  # nothing from the assistant
+    ("messages", {"messages": [USER, {**ANSWER, "content": ""}]}, True),
+    ("messages", {"messages": [USER, {**ANSWER, "content": None}]}, True),
+    ("messages", {"messages": [USER, "5"]}, True),  # a turn that is not a dict
+    ("messages", {"messages": []}, True),
+    ("messages", {"messages": None}, True),
+    ("messages", {"messages": "Add 2 and 3."}, True),
+    ("messages", {"conversations": [USER, ANSWER]}, True),  # the format names the column read
+    ("sharegpt", {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}, False),
+    ("sharegpt", {"conversations": [{"from": "Human", "value": "q"}, {"from": "GPT", "value": "a"}]}, False),
+    ("sharegpt", {"conversations": [{"from": "human", "value": "q"}, {"from": "model", "value": "a"}]}, False),
+    ("sharegpt", {"conversations": [{"from": "human", "value": "q"}]}, True),
+    ("sharegpt", {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": " "}]}, True),
+    ("sharegpt", {"conversations": [{"from": "human", "value": "q"}, {"role": "assistant", "value": "a"}]}, True),
+    ("sharegpt", {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "content": "a"}]}, True),
+    ("sharegpt", {"messages": [USER, ANSWER]}, True),
+])
+def test_a_row_without_an_answer_is_told_apart_in_every_format(fmt, row, missing):
+    from nbkit.data import missing_answer
+
+    assert missing_answer(row, fmt) is missing
+
+
+def test_a_template_that_rewrites_earlier_turns_still_labels_each_answer(tokenizer):
+    """A template whose rendering of a prefix is not a prefix of the whole (here: it prints the number of turns
+    first, as templates that strip earlier reasoning also break it) falls back to finding each answer's text,
+    after the previous one, with the end token that follows it."""
+    import copy
+
+    counting = copy.deepcopy(tokenizer)
+    counting.chat_template = ("turns={{ messages|length }}\n{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+                              "{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                              "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    msgs = [{"role": "user", "content": "Say 5"}, {"role": "assistant", "content": "5"},
+            {"role": "user", "content": "Again"}, {"role": "assistant", "content": "5"}]
+    text, spans = assistant_spans(counting, msgs)
+    assert text.startswith("turns=4\n")
+    first, second = (text[a:b] for a, b in spans)
+    assert first == second == "5<|im_end|>"  # the answer and the end token after it (the tokenizer's eos)
+    assert spans[0][1] <= spans[1][0]  # the second answer is found after the first, not at it again
+    assert text[:spans[1][0]].endswith("<|im_start|>assistant\n")
+    with pytest.raises(DataError, match="Could not find an assistant answer"):
+        counting.chat_template = "{{ messages|length }}{% for m in messages %}{{ m['role'] }}{% endfor %}"  # no content
+        assistant_spans(counting, msgs)
+
+
+def test_a_conversation_without_an_assistant_turn_is_refused(tokenizer):
+    with pytest.raises(DataError, match="no assistant turn"):
+        assistant_spans(tokenizer, [{"role": "user", "content": "Hi"}])

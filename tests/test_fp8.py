@@ -41,3 +41,19 @@ def test_the_fp8_copy_of_an_8b_model_by_hand():
     spec = spec_for(LLAMA_8B)
     # 1 byte a projection weight, embedding and untied LM head in bf16
     assert fp8_copy_gib(spec) == (6_979_321_856 + 2 * 2 * 128_256 * 4096) / 1024**3
+
+
+def test_a_size_within_20_percent_of_a_measured_one_borrows_its_measurement():
+    """The 8B measurement stands for 6.4-9.6B parameters: a Llama-8B shape with more layers is "measured" up to
+    that edge and unmeasured beyond it (between 8B and 14B, where neither is near)."""
+    from dataclasses import replace
+
+    llama = spec_for(LLAMA_8B)
+    inside, outside = replace(llama, num_hidden_layers=38), replace(llama, num_hidden_layers=40)
+    assert 9.0e9 < inside.total_params < 1.2 * 8.03e9 < outside.total_params < 0.8 * 14.77e9
+    assert fp8_evidence(inside, 2048, 4)[1].startswith("FP8 LoRA was measured 0.83× on the Llama-3.1-8B shape")
+    assert fp8_evidence(outside, 2048, 4) == (False, f"FP8 was not measured at {outside.total_params / 1e9:.1f}B "
+                                                     "parameters")
+    # tokens per step decide before sequence length: 4096 x 2 has the tokens of 2048 x 4, so that row is quoted
+    # although the 4096 x 8 row has its sequence length
+    assert fp8_evidence(llama, 4096, 2)[1].endswith("at 2048 × 4 tokens per step, H100")

@@ -81,3 +81,36 @@ def test_parallelism_is_validated():
         RunConfig(parallelism="zero3")
     with pytest.raises(ConfigError, match="FP8 LoRA runs through Unsloth on one GPU"):
         RunConfig(parallelism="fsdp", quantization="fp8")
+
+
+def test_from_20_gib_16_bit_is_tried_first_and_below_it_4_bit(fake_gpu):
+    """The line between "16-bit first" (faster, no dequantization) and "4-bit first" (room for a batch) is 20 GiB
+    usable: a 1B model fits in 16-bit on both sides, but is only given 16-bit from 20 GiB up."""
+    l1b = spec_for("unsloth/Llama-3.2-1B-Instruct")
+    assert recommend(l1b, fake_gpu(20.0, (8, 6))).config.quantization == "16bit"
+    assert recommend(l1b, fake_gpu(19.9, (8, 6))).config.quantization == "4bit"
+    assert recommend(l1b, fake_gpu(20.0, (8, 6)), quantizations=["4bit"]).config.quantization == "4bit"
+
+
+def test_16_bit_is_picked_only_with_room_for_a_batch_of_two(fake_gpu):
+    """On cards from 20 GiB the first try is 16-bit at 2048 tokens, rank 16: taken when at least 2 rows fit, passed
+    over for a smaller setting when only 1 does. The scan crosses that boundary (both cases occur)."""
+    from nbkit.memory import largest_batch
+
+    first_try = RunConfig(model=L8B.name, quantization="16bit", lora_r=16, lora_alpha=16, max_seq_length=2048,
+                          gradient_checkpointing=True)
+    seen = set()
+    for tenths in range(200, 300, 2):
+        gpu = fake_gpu(tenths / 10, (8, 6))
+        rows = largest_batch(first_try, L8B, gpu)
+        rec = recommend(L8B, gpu).config
+        took_first = (rec.quantization, rec.lora_r, rec.max_seq_length) == ("16bit", 16, 2048)
+        assert took_first == (rows >= 2), (tenths, rows, rec)
+        seen.add(min(rows, 2))
+    assert {1, 2} <= seen
+
+
+def test_a_card_without_fp8_never_mentions_it(fake_gpu):
+    for total, capability in ((15.0, (7, 5)), (23.6, (8, 6)), (79.2, (8, 0))):
+        rec = recommend(L8B, fake_gpu(total, capability))
+        assert rec.fits and "FP8" not in rec.reason
