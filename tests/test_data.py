@@ -165,3 +165,57 @@ def test_a_template_that_rewrites_earlier_turns_still_labels_each_answer(tokeniz
 def test_a_conversation_without_an_assistant_turn_is_refused(tokenizer):
     with pytest.raises(DataError, match="no assistant turn"):
         assistant_spans(tokenizer, [{"role": "user", "content": "Hi"}])
+
+
+def test_check_reads_the_data_without_the_model(tmp_path):
+    """check(): rows, format and rows without an answer, from the file alone; the shipped set by its name; a Hub id
+    left for the load; max_samples counted; every answer missing refused with the fix."""
+    from nbkit.data import check
+
+    path = tmp_path / "d.jsonl"
+    rows = [{"instruction": "q1", "output": "a"}, {"instruction": "q2", "output": ""},
+            {"instruction": "q3", "output": None}, {"instruction": "q4", "output": "b"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert check(RunConfig(dataset=str(path))) == "data: 4 rows, alpaca format, 2 without an answer (will be skipped)"
+    assert check(RunConfig(dataset=str(path), max_samples=1)) == "data: 1 rows, alpaca format"
+    shipped = len(load_rows(RunConfig().dataset))
+    assert check(RunConfig()) == f"data: {shipped} rows, alpaca format"
+    assert check(RunConfig(dataset="someone/some-set")) == "data: 'someone/some-set' (Hub data set; checked when loaded)"
+    path.write_text("\n".join(json.dumps(r) for r in rows[1:3]) + "\n")
+    with pytest.raises(DataError, match=r"None of the 2 rows has both a prompt and an answer \(alpaca format"):
+        check(RunConfig(dataset=str(path)))
+    csv = tmp_path / "d.csv"
+    csv.write_text("prompt,completion\nq,a\nq2,\n")
+    assert check(RunConfig(dataset=str(csv))) == ("data: 2 rows, prompt_completion format, 1 without an answer "
+                                                  "(will be skipped)")
+
+
+def test_preview_shows_the_first_rows_with_an_answer_as_trained(tmp_path, tokenizer):
+    """preview(): each token with whether it is trained on; rows without an answer skipped; at most n rows."""
+    from nbkit.data import preview
+
+    path = tmp_path / "d.jsonl"
+    rows = [{"instruction": "first", "output": ""}, {"instruction": "second", "output": "yes"},
+            {"instruction": "third", "output": "no"}, {"instruction": "fourth", "output": "maybe"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    shown = preview(RunConfig(dataset=str(path), max_seq_length=128), tokenizer, n=2)
+    assert len(shown) == 2
+    for tokens, (question, answer) in zip(shown, [("second", "yes"), ("third", "no")]):
+        prompt = "".join(t for t, trained in tokens if not trained)
+        trained = "".join(t for t, trained in tokens if trained)
+        assert question in prompt and answer not in prompt
+        assert trained.strip().startswith(answer) and trained.endswith("<|im_end|>\n")
+        assert not tokens[0][1] and tokens[-1][1]  # it starts with the prompt and ends with the answer
+    assert len(preview(RunConfig(dataset=str(path), max_seq_length=128), tokenizer, n=5)) == 3
+
+
+def test_prepare_takes_max_samples_first_and_splits_off_eval_rows(tokenizer, capsys):
+    rows = [{"instruction": f"question {i}", "output": f"answer {i}" if i % 5 else ""} for i in range(40)]
+    few = prepare(RunConfig(max_seq_length=64, max_samples=12), tokenizer, rows=rows)
+    assert few.rows_in == 12 and few.dropped == 3 and len(few.train) == 9 and few.eval is None
+    assert "Dropped 3 row(s) with no answer (missing, null or empty)." in few.summary()
+    assert capsys.readouterr().out.startswith("nbkit: 9 training rows (alpaca format), 0 eval rows; 0 truncated")
+    split = prepare(RunConfig(max_seq_length=64, eval_fraction=0.25), tokenizer, rows=rows)
+    assert (len(split.train), len(split.eval)) == (24, 8) and split.rows_in == 40
+    with pytest.raises(DataError, match="The data set is empty"):
+        prepare(RunConfig(), tokenizer, rows=[])
