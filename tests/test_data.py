@@ -219,3 +219,20 @@ def test_prepare_takes_max_samples_first_and_splits_off_eval_rows(tokenizer, cap
     assert (len(split.train), len(split.eval)) == (24, 8) and split.rows_in == 40
     with pytest.raises(DataError, match="The data set is empty"):
         prepare(RunConfig(), tokenizer, rows=[])
+
+
+def test_a_row_exactly_max_length_is_not_truncated_and_attends_everywhere(tokenizer):
+    msgs = to_messages({"instruction": "Add 2 and 3.", "output": "5"}, "alpaca")
+    n = len(tokenize_example(tokenizer, msgs, 10_000)["input_ids"])
+    exact, cut = tokenize_example(tokenizer, msgs, n), tokenize_example(tokenizer, msgs, n - 1)
+    assert not exact["truncated"] and cut["truncated"] and len(cut["input_ids"]) == n - 1
+    assert exact["attention_mask"] == [1] * n
+
+
+def test_ten_rows_are_enough_for_an_eval_split_and_the_seed_decides_it(tokenizer):
+    rows = [{"instruction": f"question {i}", "output": f"answer {i}"} for i in range(10)]
+    splits = [prepare(RunConfig(max_seq_length=64, eval_fraction=0.3, seed=s), tokenizer, rows=rows) for s in (1, 1, 2)]
+    assert all(len(p.eval) == 3 for p in splits)
+    ids = [sorted(tuple(r) for r in p.eval["input_ids"]) for p in splits]
+    assert ids[0] == ids[1] != ids[2]
+    assert prepare(RunConfig(max_seq_length=64, eval_fraction=0.3), tokenizer, rows=rows[:9]).eval is None

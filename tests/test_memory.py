@@ -400,3 +400,16 @@ def test_check_fits_allows_the_whole_card(fake_gpu):
     predicted = estimate(cfg, spec).peak_total
     gpu = fake_gpu(predicted / 0.95)  # within the card, beyond the margin
     assert not fits(estimate(cfg, spec), gpu) and check_fits(cfg, spec, gpu)
+
+
+@pytest.mark.parametrize("model, parallelism", [("unsloth/gemma-2-9b-it", "auto"),
+                                                ("unsloth/Llama-3.3-70B-Instruct-bnb-4bit", "fsdp")])
+def test_the_gauge_draws_every_byte_of_the_plan(model, parallelism):
+    """The gauge's groups add up to the total, with the gathered layer (sharded) and Gemma 2's fragmentation in."""
+    from nbkit.recommend import SHARDED_BACKEND
+
+    cfg = RunConfig(model=model, quantization="4bit", max_seq_length=2048, batch_size=2, parallelism=parallelism)
+    sharded = parallelism == "fsdp"
+    part = estimate(cfg, spec_for(model), SHARDED_BACKEND if sharded else "unsloth", processes=2 if sharded else 1)
+    assert (part.gathered > 0) == sharded and (part.fragmentation > 0) != sharded
+    assert sum(part.groups().values()) == pytest.approx(part.total, rel=1e-12)
