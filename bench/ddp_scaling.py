@@ -108,14 +108,19 @@ def main() -> None:
             break  # the first backend that works is the one reported
     good = [r for r in rows if "tokens_per_s" in r]
     for r in good:  # the spread of the steady steps: a scaling claim must be larger than it
-        steady = sorted(r["step_times"][2:])
-        r["step_p10_s"], r["step_p90_s"] = steady[len(steady) // 10], steady[(9 * len(steady)) // 10]
-        r["steady_steps"] = len(steady)
+        r.update(step_spread([r]))
     summary = summarise(good)
     scaling = scaling_of(good, summary)
     print_table(good, ["gpus", "repeat", "backend", "median_step_s", "tokens_per_s", "step_p10_s", "step_p90_s"])
     print(f"scaling: {scaling}")
     write_json(name, {"args": vars(args), "rows": rows, "summary": summary, **scaling, "workflow": e2e})
+
+
+def step_spread(runs: list[dict]) -> dict:
+    """The 10th and 90th percentile of the runs' steps after the 2 warm-up steps of each, pooled, and how many."""
+    steady = sorted(t for r in runs for t in r["step_times"][2:])
+    return {"step_p10_s": steady[len(steady) // 10], "step_p90_s": steady[(9 * len(steady)) // 10],
+            "steady_steps": len(steady)}
 
 
 def summarise(good: list[dict]) -> list[dict]:
@@ -124,13 +129,10 @@ def summarise(good: list[dict]) -> list[dict]:
     out = []
     for n in dict.fromkeys(r["gpus"] for r in good):
         runs = [r for r in good if r["gpus"] == n]
-        steady = sorted(t for r in runs for t in r["step_times"][2:])
         tps = [r["tokens_per_s"] for r in runs]
         out.append({"gpus": n, "repeats": len(runs), "tokens_per_s": statistics.median(tps),
                     "tokens_per_s_range": [min(tps), max(tps)],
-                    "median_step_s": statistics.median(r["median_step_s"] for r in runs),
-                    "step_p10_s": steady[len(steady) // 10], "step_p90_s": steady[(9 * len(steady)) // 10],
-                    "steady_steps": len(steady)})
+                    "median_step_s": statistics.median(r["median_step_s"] for r in runs), **step_spread(runs)})
     return out
 
 

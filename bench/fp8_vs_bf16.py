@@ -4,8 +4,8 @@ python bench/fp8_vs_bf16.py   (reads bench/results/*.json, no GPU needed)
 Sources: memory_accuracy.py's records (1B and 8B shapes, H100, session 2: one process per model, both precisions
 in the same call) and throughput.py's "bf16" and "fp8" variants (one process each, alternating, same call:
 bash bench/device.sh fp8-1b-8k, fp8-8b-32k, ...). Each pair is summarised from its rows (median over the repeats
-that finished: a call cut short keeps the ones before it). Speed is not affected by memory held over from an earlier load, so
-every record counts here. The session-2 records were trained with padded batches, which nbkit no longer uses: they
+that finished: a call cut short keeps the ones before it). Speed is not affected by memory held over from an
+earlier load, so every record counts here. The session-2 records were trained with padded batches, which nbkit no longer uses: they
 are kept, marked current=False, and nbkit.fp8.FP8_MEASURED holds only the current ones.
 Writes bench/results/fp8_vs_bf16.json.
 """
@@ -38,14 +38,15 @@ def main() -> None:
         data = json.loads(path.read_text())
         by = {r["variant"]: r for r in summarise(data["rows"])}
         if "fp8" in by and "bf16" in by:
-            a = data["args"]
+            a, fp8, bf16 = data["args"], by["fp8"], by["bf16"]
+            (fp8_low, fp8_high), (bf16_low, bf16_high) = fp8["tokens_per_s_range"], bf16["tokens_per_s_range"]
             rows.append({"arch": a["arch"], "seq": a["seq"], "batch": a["batch"], "tokens": a["seq"] * a["batch"],
-                         "bf16_tok_s": by["bf16"]["tokens_per_s"], "fp8_tok_s": by["fp8"]["tokens_per_s"],
-                         "fp8_speedup": by["fp8"]["tokens_per_s"] / by["bf16"]["tokens_per_s"],
-                         "winner": "fp8" if by["fp8"]["tokens_per_s"] > by["bf16"]["tokens_per_s"] else "bf16",
-                         "gpu": data.get("gpu", "").replace("NVIDIA ", "").split(" ")[0], "repeats": min(by["fp8"]["repeats"], by["bf16"]["repeats"]),
-                         "fp8_speedup_range": [by["fp8"]["tokens_per_s_range"][0] / by["bf16"]["tokens_per_s_range"][1],
-                                               by["fp8"]["tokens_per_s_range"][1] / by["bf16"]["tokens_per_s_range"][0]],
+                         "bf16_tok_s": bf16["tokens_per_s"], "fp8_tok_s": fp8["tokens_per_s"],
+                         "fp8_speedup": fp8["tokens_per_s"] / bf16["tokens_per_s"],
+                         "winner": "fp8" if fp8["tokens_per_s"] > bf16["tokens_per_s"] else "bf16",
+                         "gpu": data.get("gpu", "").replace("NVIDIA ", "").split(" ")[0],
+                         "repeats": min(fp8["repeats"], bf16["repeats"]),
+                         "fp8_speedup_range": [fp8_low / bf16_high, fp8_high / bf16_low],
                          "source": path.name, "batches": "padding-free (nbkit since session 4)", "current": True})
     print_table(rows, ["arch", "seq", "batch", "bf16_tok_s", "fp8_tok_s", "fp8_speedup", "winner"])
     write_json("fp8_vs_bf16.json", {"rows": rows})

@@ -180,7 +180,8 @@ def test_check_reads_the_data_without_the_model(tmp_path):
     assert check(RunConfig(dataset=str(path), max_samples=1)) == "data: 1 rows, alpaca format"
     shipped = len(load_rows(RunConfig().dataset))
     assert check(RunConfig()) == f"data: {shipped} rows, alpaca format"
-    assert check(RunConfig(dataset="someone/some-set")) == "data: 'someone/some-set' (Hub data set; checked when loaded)"
+    hub = RunConfig(dataset="someone/some-set")
+    assert check(hub) == "data: 'someone/some-set' (Hub data set; checked when loaded)"
     path.write_text("\n".join(json.dumps(r) for r in rows[1:3]) + "\n")
     with pytest.raises(DataError, match=r"None of the 2 rows has both a prompt and an answer \(alpaca format"):
         check(RunConfig(dataset=str(path)))
