@@ -12,7 +12,7 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 export NBKIT_DISPLAY=text OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 nb() { name=$1; shift; timeout "$NB_TIMEOUT" python3 -m nbkit notebook "notebooks/$name.ipynb" -o "$OUT/nb_$name.ipynb" \
-         -p smoke False -p max_steps 20 -p save_gguf False "$@"; echo "[notebook $name] rc=$?"; }
+         -p smoke False -p max_steps 20 "$@"; echo "[notebook $name] rc=$?"; }
 cd bench
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
@@ -119,12 +119,17 @@ for stage in "$@"; do
       python3 -c "from common import random_model; random_model('1b'); random_model('8b')"
       cd ..
       case $stage in
-        nb8) NB_TIMEOUT=200 nb 8gb -p model /tmp/nbkit-models/1b -p emulate_tier True ;;
-        nb16) NB_TIMEOUT=240 nb 16gb -p model /tmp/nbkit-models/8b -p emulate_tier True -p save_merged False ;;
-        nb24) NB_TIMEOUT=300 nb 24gb -p model /tmp/nbkit-models/8b -p emulate_tier True -p save_merged False ;;
+        nb8) NB_TIMEOUT=200 nb 8gb -p model /tmp/nbkit-models/1b -p emulate_tier True -p save_gguf False ;;
+        nb16) NB_TIMEOUT=240 nb 16gb -p model /tmp/nbkit-models/8b -p emulate_tier True -p save_merged False \
+                -p save_gguf False ;;
+        nb24) NB_TIMEOUT=300 nb 24gb -p model /tmp/nbkit-models/8b -p emulate_tier True -p save_merged False \
+                -p save_gguf False ;;
         nbh100) NB_TIMEOUT=560 nb h100 -p model /tmp/nbkit-models/8b ;;
       esac
       cd bench ;;
+    # a notebook session in real kernels under a T4 rehearsal: the 16 GB notebook Run All twice, the 8B plan loaded
+    # twice then trained, keep_previous refused by the memory check, rehearsals scoped (needs .whl-nb)
+    session) timeout "${STAGE_TIMEOUT:-570}" python3 session_rehearsal.py --arch 8b --parts "${SESSION_PARTS:-notebook,load}" ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
   echo "=== $stage rc=$? $(date +%T)"

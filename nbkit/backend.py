@@ -31,20 +31,32 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def configure_allocator() -> None:
+ALLOCATOR_SETTING = "expandable_segments:True"
+_allocator_said = False
+
+
+def configure_allocator() -> bool:
     """Let torch's CUDA allocator grow segments in place (expandable_segments) unless the user chose a setting.
 
     With rows of mixed length every step asks for differently sized blocks; the default allocator then holds on
     to ever more reserved memory (measured on an H100, 7.6B 4-bit, batch 8 x 2048 of mixed-length rows: 19.8 GiB
     reserved for 10.35 GiB allocated; with expandable segments 10.67 reserved, at the same speed). It is read
-    once, when CUDA first allocates, so this runs at `import nbkit`; if CUDA is already in use it changes nothing.
+    when CUDA first allocates, so nbkit sets it when it is about to touch CUDA (check_gpu, the engine's import),
+    never at `import nbkit`, never over the user's own setting, and says so once. Returns whether it is set.
     """
+    global _allocator_said
     if "PYTORCH_CUDA_ALLOC_CONF" in os.environ or "PYTORCH_ALLOC_CONF" in os.environ:
-        return
+        return False
     torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_initialized():
-        return
-    os.environ["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
+    if torch is None or not torch.cuda.is_available() or torch.cuda.is_initialized():
+        return False
+    # set for this process and what it starts (a per-precision run in its own process plans with the same one)
+    os.environ["PYTORCH_CUDA_ALLOC_CONF"] = ALLOCATOR_SETTING
+    if not _allocator_said:
+        _allocator_said = True
+        print(f"nbkit: CUDA allocator set to {ALLOCATOR_SETTING} (less memory held with rows of mixed length); "
+              "set PYTORCH_CUDA_ALLOC_CONF yourself to choose otherwise.")
+    return True
 
 
 def unsloth_installed() -> bool:
@@ -107,7 +119,8 @@ def ensure(requested: str = "auto") -> str:
 
 def _ensure(requested: str) -> str:
     global _chosen, _notice_shown
-    requested = os.environ.get("NBKIT_BACKEND", requested)
+    if requested == "auto":  # an explicit argument beats the environment
+        requested = os.environ.get("NBKIT_BACKEND", "auto")
     if requested == "auto":
         requested = "unsloth" if cuda_available() and unsloth_installed() else "transformers"
         if not _notice_shown:
@@ -129,6 +142,7 @@ def _ensure(requested: str) -> str:
                 "incomplete. Restart the kernel and import nbkit (or unsloth) before transformers.",
                 stacklevel=2,
             )
+        configure_allocator()  # Unsloth touches CUDA as it imports
         import unsloth  # noqa: F401  (import for its patches)
     _chosen = requested
     return requested

@@ -85,11 +85,32 @@ def planned_gpu(name: str) -> GpuInfo:
                    capped_gib=target.usable_gib, emulated=True)
 
 
-def emulate(name: str, device: int = 0) -> GpuInfo:
+@dataclass(frozen=True)
+class Rehearsal(GpuInfo):
+    """The rehearsed card as check_gpu() reports it; `end()` (or leaving a `with` block) ends the rehearsal."""
+    device: int = 0
+
+    def end(self) -> GpuInfo:
+        """Report the real card again and lift the memory cap."""
+        if hardware.emulating() == self.name:
+            hardware.end_emulation(self.device)
+        return hardware.check_gpu(self.device)
+
+    def __enter__(self) -> "Rehearsal":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.end()
+
+
+def emulate(name: str, device: int = 0) -> Rehearsal:
     """Rehearse `name` (a card or a tier) on this GPU: torch may reserve only what that card leaves it, and
     check_gpu() reports that card's memory, compute capability, bf16 and FP8 from now on in this process, so
-    recommend(), the gauge, loading (fp16 where the card has no bf16) and training all act as on that card."""
+    recommend(), the gauge, loading (fp16 where the card has no bf16) and training all act as on that card.
+    A rehearsal already going ends first. `with emulate("T4") as gpu: ...` ends it with the block; otherwise
+    `.end()` or nbkit.cards.end_rehearsal() does."""
     target = card(name)
+    end_rehearsal(device)
     real = hardware.check_gpu(device)
     if not real.available:
         raise HardwareError("emulate() needs a CUDA GPU to rehearse on; on CPU nothing would be emulated.")
@@ -98,4 +119,12 @@ def emulate(name: str, device: int = 0) -> GpuInfo:
                             f"rehearse {target.name}: it lacks features that card has. Rehearse on a newer GPU.")
     hardware.cap_memory(target.usable_gib, device)
     hardware.set_emulated(f"{target.name} (emulated on {real.name})", target.total_gib, target.capability)
-    return hardware.check_gpu(device)
+    return Rehearsal(**vars(hardware.check_gpu(device)), device=device)
+
+
+def end_rehearsal(device: int = 0) -> str | None:
+    """End the rehearsal going on in this process, if any; returns the card it rehearsed."""
+    name = hardware.emulating()
+    if name is not None:
+        hardware.end_emulation(device)
+    return name

@@ -55,38 +55,124 @@ def _train(args) -> int:
     backend.ensure(engine)
     from . import workflow
     from .distributed import is_main, shutdown
-    from .errors import ExportError
+    from .errors import RunFinished, TrainingInterrupted
     from .ui.progress import TrainingProgress
 
     try:
         report = workflow.run(cfg, merged=args.merged, gguf=args.gguf, observers=[TrainingProgress()],
                               probe=args.probe, resume=args.resume, overwrite=args.overwrite)
-    except ExportError as exc:
-        saved = getattr(exc, "saved_to", None)
-        if saved:  # from a shell, `err.loaded` is out of reach: say where the rescue copy is
-            raise ExportError(f"Training finished but the adapters could not be saved in {cfg.output_dir}; "
-                              f"they were saved to {saved} instead.") from exc
-        raise
+    except RunFinished as exc:  # asked to resume what is done: nothing to do is not a failure
+        print(f"nbkit: {exc}")
+        return 0
+    except TrainingInterrupted as exc:  # the shell's convention: 128 + the signal's number
+        print(f"nbkit: {exc}", file=sys.stderr)
+        return 143 if exc.signal == "SIGTERM" else 130
     finally:
         shutdown()
     if is_main():
         print(report.summary())
+        if not report.train.finished:
+            print(f"nbkit: the run {report.train.state} at step {report.train.steps}/{report.train.total}; "
+                  f"continue it with --resume.")
     return 0 if report.ok else 1
 
 
+def _export(args) -> int:
+    from . import backend
+    from .outputs import read_marker
+
+    marker = read_marker(args.run_dir) or {}
+    backend.ensure(marker.get("config", {}).get("backend", "auto"))  # Unsloth before transformers, where it trains
+    from .export import from_run
+
+    written = from_run(args.run_dir, merged=args.merged, gguf=args.gguf, allow_unfinished=args.allow_unfinished)
+    for kind, folder in written.items():
+        print(f"nbkit: {kind}: {folder}")
+    return 0
+
+
 def _notebook(args) -> int:
-    """Run a notebook headless (papermill), with text progress instead of widgets."""
+    """Run a notebook headless (papermill), with text progress instead of widgets. `-p` values are checked
+    against the notebook's parameters cell first; a cell that fails is one line (the saved notebook has it all)."""
     import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from .errors import ConfigError
 
     os.environ["NBKIT_DISPLAY"] = "text"  # inherited by the kernel: no widget front end is attached
     src = Path(args.notebook)
+    if not src.is_file():
+        raise ConfigError(f"{src} is not a notebook file: pass the path of an .ipynb, e.g. notebooks/8gb.ipynb.")
+    params = _checked_parameters(src, args.param or [])
     out = Path(args.output or Path("out") / src.name)
     out.parent.mkdir(parents=True, exist_ok=True)
-    params = {k: _literal(v) for k, v in (args.param or [])}
-    papermill.execute_notebook(str(src), str(out), parameters=params, log_output=True, progress_bar=False,
-                               cwd=args.cwd)
+    try:
+        papermill.execute_notebook(str(src), str(out), parameters=params, log_output=True, progress_bar=False,
+                                   cwd=args.cwd)
+    except PapermillExecutionError as exc:
+        print(f"nbkit: error: cell {exc.exec_count} stopped the notebook: {exc.ename}: "
+              f"{str(exc.evalue).splitlines()[0] if exc.evalue else ''} (the executed notebook, with the "
+              f"traceback, is {out})", file=sys.stderr)
+        return 130 if exc.ename == "TrainingInterrupted" else 2 if exc.ename in _NBKIT_ERRORS else 1
     print(f"nbkit: executed {src} -> {out}")
     return 0
+
+
+# errors that are the user's to fix (what the notebook set), reported as such (exit 2)
+_NBKIT_ERRORS = {"NbkitError", "ConfigError", "HardwareError", "ModelNotFoundError", "DataError", "ExportError",
+                 "TrainingDivergedError"}
+
+
+def _checked_parameters(notebook: Path, pairs) -> dict:
+    """`-p NAME VALUE` pairs as the notebook's parameters cell types them; an unknown name or a value of the
+    wrong kind is a ConfigError naming the parameter and what it takes."""
+    import difflib
+
+    import papermill
+
+    from .errors import ConfigError
+
+    declared = papermill.inspect_notebook(str(notebook))
+    params = {}
+    for name, text in pairs:
+        if name not in declared:
+            close = difflib.get_close_matches(name, declared, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{notebook.name} has no parameter {name!r}{hint}; its parameters are "
+                              f"{', '.join(declared)}.")
+        value, kind = _literal(text), _kind(declared[name])
+        if not _of_kind(value, kind):
+            raise ConfigError(f"-p {name} {text}: {name} takes {_KIND_WORDS.get(kind, kind)} (default "
+                              f"{declared[name].get('default')}), not {text!r}.")
+        params[name] = value
+    return params
+
+
+_KIND_WORDS = {"int": "a whole number", "float": "a number", "bool": "True or False", "str": "text",
+               "auto": '"auto", True or False'}
+
+
+def _kind(param: dict) -> str:
+    """A parameter's type: its annotation, else its default's; a default of "auto" also takes True/False."""
+    declared = param.get("inferred_type_name") or "None"
+    if declared != "None":
+        return declared
+    default = _literal(param.get("default", "None"))
+    return "auto" if default == "auto" else type(default).__name__
+
+
+def _of_kind(value, kind: str) -> bool:
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "auto":
+        return isinstance(value, (str, bool))
+    return True  # None or a type papermill could not infer: anything goes
 
 
 def _literal(text: str):
@@ -133,6 +219,15 @@ def main(argv=None) -> int:
                    help="continue the run in output_dir from its newest complete checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the nbkit run already in output_dir")
     p.set_defaults(fn=_train)
+    p = sub.add_parser("export", parents=[common], help="export a run from its folder (never trains): LoRA "
+                                                         "adapters, --merged 16-bit, --gguf q8_0")
+    p.add_argument("run_dir", help="the run's folder (it holds nbkit_run.json)")
+    p.add_argument("--merged", action="store_true", help="also merged 16-bit weights (merged_16bit/)")
+    p.add_argument("--gguf", nargs="?", const="q8_0", default=None, metavar="QUANT",
+                   help="also GGUF for llama.cpp/Ollama (default q8_0)")
+    p.add_argument("--allow-unfinished", action="store_true",
+                   help="export a run that stopped or was interrupted before its last step")
+    p.set_defaults(fn=_export)
     p = sub.add_parser("notebook", parents=[common], help="execute a notebook headless")
     p.add_argument("notebook")
     p.add_argument("-o", "--output")

@@ -198,10 +198,19 @@ def auto_output_dir(model: str, root: str | None = None) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(model).rstrip("/")).name or "run").strip("-") or "run"
     base = Path(root) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     candidate, n = base, 1
-    while candidate.exists():
+    while candidate.exists() or str(candidate) in _AUTO_DIRS:
         n += 1
         candidate = Path(f"{base}-{n}")
+    _AUTO_DIRS.add(str(candidate))
     return str(candidate)
+
+
+_AUTO_DIRS: set[str] = set()  # folders auto_output_dir named in this process: the user never chose them
+
+
+def is_auto_output_dir(folder: str) -> bool:
+    """Whether nbkit picked this folder name (output_dir left unset) rather than the user."""
+    return str(folder) in _AUTO_DIRS
 
 
 _INT_FIELDS = ("max_seq_length", "lora_r", "lora_alpha", "batch_size", "grad_accum", "max_steps", "warmup_steps",

@@ -27,3 +27,17 @@ class ExportError(NbkitError, RuntimeError):
 
 class TrainingDivergedError(NbkitError, RuntimeError):
     """The loss or gradient stopped being finite; nothing non-finite was saved. `.step`, `.checkpoint`."""
+
+
+class RunFinished(NbkitError):
+    """Resume was asked of a run that already finished: nothing was changed (the CLI exits 0)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was interrupted (the kernel's Interrupt, Ctrl-C, SIGTERM): a checkpoint was saved at the step
+    boundary and the run folder says "interrupted at step k/N". A KeyboardInterrupt, so Run All stops here.
+    `.result` (the TrainResult so far), `.loaded` (the model, usable), `.checkpoint`, `.signal`."""
+
+    def __init__(self, message: str, result=None, loaded=None, checkpoint=None, signal_name: str = "SIGINT"):
+        super().__init__(message)
+        self.result, self.loaded, self.checkpoint, self.signal = result, loaded, checkpoint, signal_name

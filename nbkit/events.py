@@ -105,23 +105,29 @@ class StopControl:
     def __init__(self, events: RunObserver | None = None):
         self._event = threading.Event()
         self.reason = ""
+        self.signal: str | None = None  # "SIGINT"/"SIGTERM" when the request came from an interrupt
         self.events = events
+
+    @property
+    def interrupted(self) -> bool:
+        """Asked by an interrupt (the kernel's Interrupt, Ctrl-C, SIGTERM) rather than a button or an observer."""
+        return self.signal is not None
 
     @property
     def requested(self) -> bool:
         return self._event.is_set()
 
-    def request(self, reason: str = "stop requested") -> None:
+    def request(self, reason: str = "stop requested", signal_name: str | None = None) -> None:
         if self._event.is_set():
             return
-        self.reason = reason
+        self.reason, self.signal = reason, signal_name
         self._event.set()
         if self.events is not None:
             self.events.stop_requested(reason)
 
     def clear(self) -> None:
         self._event.clear()
-        self.reason = ""
+        self.reason, self.signal = "", None
 
     @contextlib.contextmanager
     def on_interrupt(self):
@@ -139,7 +145,7 @@ class StopControl:
         def handler(signum, frame):
             if self.requested and signum == signal.SIGINT:
                 raise KeyboardInterrupt
-            self.request(f"{reasons[signum]}: saving at the end of this step")
+            self.request(f"{reasons[signum]}: saving at the end of this step", signal.Signals(signum).name)
 
         for sig in reasons:
             signal.signal(sig, handler)

@@ -6,7 +6,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from . import outputs
+from . import outputs, runs
 from .errors import ExportError
 from .models import LoadedModel
 
@@ -35,45 +35,59 @@ def _check_finite(loaded: LoadedModel) -> None:
                           "the run diverged. Train again with a lower learning_rate.")
 
 
-def save_lora(loaded: LoadedModel, directory: str | Path, rescue: bool = True) -> Path:
+def save_lora(loaded: LoadedModel, directory: str | Path, rescue: bool = True,
+              allow_unfinished: bool = False) -> Path:
     """Adapters + tokenizer + the run's config, written under a temporary name and renamed when complete.
 
     If the folder cannot take them (disk full, no permission), they are saved to a rescue folder instead and
-    the ExportError says where (`err.saved_to`): a trained result is never lost to a full disk."""
+    the ExportError says where (`err.saved_to`): a trained result is never lost to a full disk. A model whose
+    run stopped or was interrupted is saved only with `allow_unfinished=True` (nbkit.runs.require_finished)."""
     directory = Path(directory)
+    runs.require_finished(loaded, "save its adapters", allow_unfinished)
     _check_finite(loaded)
     try:
         with outputs.atomic_dir(directory) as tmp:
             _write_lora(loaded, tmp)
-        _record(directory)
+        _record(directory, "lora", loaded)
         return directory
     except OSError as exc:
         reason = f"Could not write the adapters to {directory}: {exc.strerror or exc}."
         if not rescue:
             raise ExportError(f"{reason} Free disk space or pick another folder, then call "
                               f"nbkit.export.save_lora(loaded, folder) again.") from exc
-    spare = None
     try:
-        spare = outputs.rescue_dir("lora_adapters")
-        _write_lora(loaded, spare)
-    except (OSError, ExportError) as exc2:
-        if spare is not None:
-            shutil.rmtree(spare, ignore_errors=True)  # an empty or partial rescue folder helps nobody
-        raise ExportError(f"{reason} A rescue copy failed too ({exc2}). The trained model is still in memory: "
-                          "free disk space, then call nbkit.export.save_lora(loaded, 'another/folder').") from exc2
+        spare = rescue_lora(loaded)
+    except ExportError as exc2:
+        raise ExportError(f"{reason} {exc2}") from None
     err = ExportError(f"{reason} The adapters were saved to {spare} instead; copy them where you want them.")
     err.saved_to = spare
     print(f"nbkit: {err}")
     raise err
 
 
-def save_merged(loaded: LoadedModel, directory: str | Path, adapter_dir: str | Path | None = None) -> Path:
+def rescue_lora(loaded: LoadedModel) -> Path:
+    """Save the adapters where a save can still go (the user cache, else the temp folder); raise if none can."""
+    spare = None
+    try:
+        spare = outputs.rescue_dir("lora_adapters")
+        _write_lora(loaded, spare)
+        return spare
+    except (OSError, ExportError) as exc:
+        if spare is not None:
+            shutil.rmtree(spare, ignore_errors=True)  # an empty or partial rescue folder helps nobody
+        raise ExportError(f"A rescue copy failed too ({exc}). The trained model is still in memory: free disk "
+                          "space, then call nbkit.export.save_lora(loaded, 'another/folder').") from None
+
+
+def save_merged(loaded: LoadedModel, directory: str | Path, adapter_dir: str | Path | None = None,
+                allow_unfinished: bool = False) -> Path:
     """Full 16-bit weights with the adapters merged in, loadable without peft.
 
     Unsloth merges on the GPU. Elsewhere the base model is reloaded unquantized from its own files and the
     saved adapters are merged into it, so 4-bit runs merge into exact 16-bit weights too.
     """
     directory = Path(directory)
+    runs.require_finished(loaded, "merge", allow_unfinished)
     if loaded.backend != "unsloth" and adapter_dir is None:
         raise ExportError("save_merged on the transformers backend needs adapter_dir: call save_lora() first "
                           "and pass its folder.")
@@ -85,7 +99,7 @@ def save_merged(loaded: LoadedModel, directory: str | Path, adapter_dir: str | P
             merged_model(loaded, adapter_dir).save_pretrained(tmp)
             loaded.tokenizer.save_pretrained(tmp)
         _checked(tmp)
-    _record(directory)
+    _record(directory, "merged", loaded)
     return directory
 
 
@@ -105,7 +119,7 @@ def merged_model(loaded: LoadedModel, adapter_dir: str | Path):
 
 
 def save_gguf(loaded: LoadedModel, directory: str | Path, quantization_method: str = "q8_0",
-              adapter_dir: str | Path | None = None) -> Path:
+              adapter_dir: str | Path | None = None, allow_unfinished: bool = False) -> Path:
     """GGUF for llama.cpp / Ollama, with an Ollama Modelfile beside it.
 
     Unsloth's own export is used where it works (it needs llama.cpp from GitHub); otherwise, and on the
@@ -114,6 +128,7 @@ def save_gguf(loaded: LoadedModel, directory: str | Path, quantization_method: s
     from . import gguf
 
     directory = Path(directory)
+    runs.require_finished(loaded, "export GGUF", allow_unfinished)
     _check_finite(loaded)
     if loaded.backend == "unsloth":
         try:
@@ -123,7 +138,7 @@ def save_gguf(loaded: LoadedModel, directory: str | Path, quantization_method: s
                 if not files:
                     raise ExportError("Unsloth's GGUF export wrote no .gguf file.")
                 (tmp / "Modelfile").write_text(gguf.modelfile(files[-1].name, loaded.tokenizer.chat_template))
-            _record(directory)
+            _record(directory, "gguf", loaded)
             return directory
         except Exception as exc:  # llama.cpp not reachable or not buildable here: the converter path below
             print(f"nbkit: Unsloth's GGUF export did not work here ({str(exc)[:200]}); using llama.cpp's "
@@ -131,8 +146,8 @@ def save_gguf(loaded: LoadedModel, directory: str | Path, quantization_method: s
     method = quantization_method.lower()
     with tempfile.TemporaryDirectory(prefix="nbkit-merge-") as work, outputs.atomic_dir(directory) as tmp:
         if adapter_dir is None and loaded.backend != "unsloth":  # the transformers merge starts from saved adapters
-            adapter_dir = save_lora(loaded, Path(work) / "lora")
-        merged = save_merged(loaded, Path(work) / "merged", adapter_dir)
+            adapter_dir = save_lora(loaded, Path(work) / "lora", allow_unfinished=True)
+        merged = save_merged(loaded, Path(work) / "merged", adapter_dir, allow_unfinished=True)
         spm = Path(loaded.base_path) / "tokenizer.model"
         if spm.exists() and not (merged / "tokenizer.model").exists():  # SentencePiece vocabularies need it
             shutil.copy(spm, merged / "tokenizer.model")
@@ -143,17 +158,72 @@ def save_gguf(loaded: LoadedModel, directory: str | Path, quantization_method: s
             f16 = gguf.convert(merged, Path(work) / f"{stem}-f16.gguf", "f16")
             out = gguf.quantize(f16, tmp / f"{stem}-{method}.gguf", method)
         (tmp / "Modelfile").write_text(gguf.modelfile(out.name, loaded.tokenizer.chat_template))
-    _record(directory)
+    _record(directory, "gguf", loaded)
     return directory
 
 
-def _record(directory: Path) -> None:
-    """Inside a run folder, note what was written there: only what a run wrote may be replaced later."""
-    if outputs.is_run_folder(directory.parent):
-        outputs.update_marker(directory.parent, written=directory.name)
+def _record(directory: Path, kind: str, loaded: LoadedModel) -> None:
+    """Inside a run folder, note what was exported there and from which step: only what a run wrote may be
+    replaced later, and `nbkit export` knows what is already done."""
+    state = loaded.trained
+    runs.exported(directory.parent, kind, directory, state.step if state is not None else None)
 
 
 def _checked(directory: Path) -> Path:
     if not any(directory.glob("*.safetensors")):
         raise ExportError(f"Merged export to {directory} wrote no .safetensors weights.")
     return directory
+
+
+def from_run(run_dir: str | Path, merged: bool = False, gguf: str | None = None,
+             allow_unfinished: bool = False) -> dict[str, Path]:
+    """Export a run from its folder alone, in any later kernel or process: the base model and the saved adapters
+    are loaded (never trained) and written as LoRA adapters (if not there yet), merged 16-bit and/or GGUF
+    (`gguf="q8_0"`). A run that stopped or was interrupted is exported only with `allow_unfinished=True`.
+    Returns {kind: folder}; the run folder's marker records each export."""
+    from . import models
+    from .config import RunConfig
+
+    folder = Path(run_dir).expanduser()
+    marker = outputs.read_marker(folder)
+    if marker is None or not marker.get("config"):
+        raise ExportError(f"{folder} is not an nbkit run folder (it has no nbkit_run.json with settings): pass "
+                          "the folder a run wrote, e.g. outputs/<model>-<date>-<time>.")
+    source, step = trained_adapters(folder, marker)
+    state = runs.RunState(marker.get("status", "?"), step, marker.get("total"), str(folder))
+    if not state.finished and state.status not in runs.UNFINISHED:
+        raise ExportError(f"The run in {folder} {runs.describe(marker)}: there is no trained result to export. "
+                          "Fix what it says and train again (the same call retries it).")
+    runs.require_finished(models.LoadedModel(None, None, "", "", None, False, trained=state), "export",
+                          allow_unfinished)
+    config = RunConfig.from_dict(marker["config"])
+    print(f"nbkit: exporting {folder} ({runs.describe(marker)}) from {source.name}: loading {config.model}, "
+          "no training")
+    loaded = models.load(config.replace(batch_size=1))
+    models.load_adapters(loaded, source)
+    loaded.trained = state
+    adapters = folder / "lora_adapters"
+    done = marker.get("exported", {})
+    if done.get("lora", {}).get("step") != step or not adapters.is_dir():
+        save_lora(loaded, adapters, allow_unfinished=allow_unfinished)
+    written = {"lora": adapters}
+    if merged:
+        written["merged"] = save_merged(loaded, folder / "merged_16bit", adapters, allow_unfinished)
+    if gguf:
+        written["gguf"] = save_gguf(loaded, folder / "gguf", gguf, adapters, allow_unfinished)
+    return written
+
+
+def trained_adapters(folder: Path, marker: dict) -> tuple[Path, int]:
+    """The newest trained adapters in a run folder and their step: its lora_adapters when they hold the run's
+    last step, else its newest complete checkpoint."""
+    saved = marker.get("exported", {}).get("lora")
+    if saved and saved.get("step") == marker.get("step") and (folder / "lora_adapters").is_dir():
+        return folder / "lora_adapters", saved["step"]
+    newest, _ = outputs.newest_checkpoint(folder)
+    if newest is not None:
+        return newest, int(newest.name.split("-")[1])
+    if (folder / "lora_adapters").is_dir():
+        return folder / "lora_adapters", marker.get("step") or 0
+    raise ExportError(f"{folder} holds no trained adapters (no lora_adapters, no complete checkpoint): the run "
+                      f"{runs.describe(marker)}.")

@@ -27,6 +27,13 @@ class GpuInfo:
     count: int = 0
     capped_gib: float | None = None
     emulated: bool = False  # a rehearsal of another card (nbkit.cards.emulate): its memory and abilities
+    held_gib: float = 0.0  # already in use when checked (this kernel's tensors, other processes): not for a new run
+    held_by: tuple[str, ...] = ()  # what holds it, in words
+
+    @property
+    def room_gib(self) -> float:
+        """What a new run may use now: the card (or its cap) less what is already held."""
+        return max(0.0, self.usable_gib - self.held_gib)
 
     @property
     def usable_gib(self) -> float:
@@ -47,8 +54,9 @@ class GpuInfo:
         if self.emulated:
             cap = f", {self.capped_gib:.2f} GiB of it for torch after the CUDA context's share"
         feats = ", ".join(x for x, ok in (("bf16", self.bf16), ("FP8", self.fp8)) if ok) or "fp16 only"
+        held = f" In use already: {'; '.join(self.held_by)}." if self.held_by else ""
         return (f"{self.name}: {self.total_gib:.1f} GiB{cap}, compute capability "
-                f"{self.capability[0]}.{self.capability[1]}, {feats}; nbkit tier {self.tier}.")
+                f"{self.capability[0]}.{self.capability[1]}, {feats}; nbkit tier {self.tier}.{held}")
 
 
 def tier_for(gib: float) -> str:
@@ -70,16 +78,30 @@ def supports_fp8(capability: tuple[int, int]) -> bool:
     return capability >= (8, 9)
 
 
+# This process's own CUDA context, which mem_get_info counts as used but the memory model plans for itself
+# (nbkit.memory's context_gib, measured up to 0.85 GiB): not memory "already in use" by anything else.
+OWN_CONTEXT_GIB = 0.85
+
+
 def check_gpu(device: int = 0) -> GpuInfo:
     import torch
 
     if not torch.cuda.is_available():
         return GpuInfo(available=False)
+    from .backend import configure_allocator
+    from .gpu_session import holders
+
+    configure_allocator()  # before this process's first CUDA allocation
     props = torch.cuda.get_device_properties(device)
     free, total = torch.cuda.mem_get_info(device)
     name, total_gib, cap = props.name, total / GIB, (props.major, props.minor)
     if _emulated is not None:
         name, total_gib, cap = _emulated
+    own = torch.cuda.memory_reserved(device) / GIB
+    if _cap_gib:  # a cap bounds torch's reservation; other processes matter once the card has less left than that
+        held = _cap_gib - min(_cap_gib - own, free / GIB)
+    else:
+        held = max(0.0, (total - free) / GIB - OWN_CONTEXT_GIB)
     return GpuInfo(
         available=True,
         name=name,
@@ -91,6 +113,8 @@ def check_gpu(device: int = 0) -> GpuInfo:
         count=torch.cuda.device_count(),
         capped_gib=_cap_gib,
         emulated=_emulated is not None,
+        held_gib=held,
+        held_by=tuple(holders(held, own)),
     )
 
 
@@ -98,6 +122,21 @@ def set_emulated(name: str, total_gib: float, capability: tuple[int, int]) -> No
     """From now on check_gpu() reports this card (nbkit.cards.emulate sets it, with the memory cap)."""
     global _emulated
     _emulated = (name, total_gib, capability)
+
+
+def emulating() -> str | None:
+    """The name of the card being rehearsed, or None."""
+    return _emulated[0] if _emulated else None
+
+
+def end_emulation(device: int = 0) -> None:
+    """Report the real card again and lift the memory cap (nbkit.cards.emulate's rehearsal ends)."""
+    global _emulated, _cap_gib
+    if _cap_gib is not None:
+        import torch
+
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+    _emulated = _cap_gib = None
 
 
 # what allocation failures look like when they do not come as torch.OutOfMemoryError (cuBLAS, bitsandbytes)

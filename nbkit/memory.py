@@ -247,10 +247,12 @@ def load_peak(quantization: str, spec: ModelSpec, weights: float, lora: float) -
 
 
 def usage_vs_capacity(gpu: GpuInfo, part: Breakdown) -> tuple[float, float]:
-    """(predicted, capacity): a cap set by cap_memory() bounds torch's reservation; a card bounds everything."""
+    """(predicted, capacity): a cap set by cap_memory() bounds torch's reservation; a card bounds everything.
+    Memory already in use when the GPU was checked (gpu.held_gib: a model still loaded, other processes) is
+    not there for the run."""
     if gpu.capped_gib:
-        return part.peak_reserved, gpu.capped_gib
-    return part.peak_total, gpu.total_gib
+        return part.peak_reserved, max(0.0, gpu.capped_gib - gpu.held_gib)
+    return part.peak_total, max(0.0, gpu.total_gib - gpu.held_gib)
 
 
 # Plan to use at most this share of the GPU: sequences longer than the data's typical ones, and

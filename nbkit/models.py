@@ -29,6 +29,8 @@ class LoadedModel:
     on_cuda: bool
     gpu: GpuInfo | None = None  # what it was loaded for (an emulated card: its abilities, e.g. no bf16)
     adapter_state: dict | None = None  # sharded runs: the trained adapters gathered whole, what rank 0 saves
+    trained: Any = None  # nbkit.runs.RunState once trained: finished, stopped or interrupted at step k/N
+    released: bool = False  # its GPU memory was given back when a newer model was loaded (nbkit.gpu_session)
 
     @property
     def device(self):
@@ -50,15 +52,13 @@ def resolve_model(model_id: str) -> str:
     return model_id
 
 
-def load(config: RunConfig, gpu: GpuInfo | None = None, check_memory: bool = True) -> LoadedModel:
-    """Load the base model in the configured precision and attach LoRA adapters to it."""
-    if gpu is None:
-        # under torchrun each process owns the GPU of its local rank; set it before anything allocates
-        gpu = check_gpu(local_rank())
-        if gpu.available:
-            import torch
+def load(config: RunConfig, gpu: GpuInfo | None = None, check_memory: bool = True,
+         keep_previous: bool = False) -> LoadedModel:
+    """Load the base model in the configured precision and attach LoRA adapters to it.
 
-            torch.cuda.set_device(local_rank())
+    On a GPU, a model nbkit loaded earlier in this kernel is released first (said in one line), so a re-run
+    cell does not stack models; `keep_previous=True` keeps it, and its memory then counts as in use."""
+    gpu = _gpu_for_load(gpu, keep_previous)
     if config.quantization == "fp8":
         require_fp8(gpu)
     path = resolve_model(config.model)
@@ -80,7 +80,46 @@ def load(config: RunConfig, gpu: GpuInfo | None = None, check_memory: bool = Tru
         model, tokenizer = _load_transformers(config, path, gpu)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model, tokenizer, name, path, config, gpu.available, gpu)
+    loaded = LoadedModel(model, tokenizer, name, path, config, gpu.available, gpu)
+    if gpu.available:
+        from .gpu_session import register
+
+        register(loaded)
+    return loaded
+
+
+def _gpu_for_load(gpu: GpuInfo | None, keep_previous: bool) -> GpuInfo:
+    """The GPU as the new model will find it: models loaded before released (unless kept), memory re-read."""
+    import torch
+
+    released = None
+    if torch.cuda.is_available() and (gpu is None or gpu.available):
+        from .gpu_session import release_previous
+
+        released = release_previous(keep_previous)
+        if released and is_main():
+            print(f"nbkit: {released}")
+    if gpu is None or released:
+        # under torchrun each process owns the GPU of its local rank; set it before anything allocates
+        gpu = check_gpu(local_rank())
+        if gpu.available:
+            torch.cuda.set_device(local_rank())
+    return gpu
+
+
+def load_adapters(loaded: LoadedModel, folder: str | Path) -> None:
+    """Put saved LoRA adapters (a run's lora_adapters or checkpoint) into `loaded`, whose LoRA shape matches."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    files = sorted(Path(folder).glob("adapter_model.safetensors"))
+    if not files:
+        raise ConfigError(f"{folder} holds no adapter_model.safetensors: not saved LoRA adapters.")
+    result = set_peft_model_state_dict(loaded.model, load_file(str(files[0])))
+    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+    if missing:
+        raise ConfigError(f"The adapters in {folder} do not fit this model's LoRA layers (e.g. {missing[0]} is "
+                          "missing): load them with the settings they were trained with.")
 
 
 def resolve_parallelism(config: RunConfig, gpu: GpuInfo, spec) -> RunConfig:

@@ -1,4 +1,6 @@
-"""Output folders that never lose work: one folder per run, claimed with a marker, written atomically.
+"""Output folders that never lose work: one folder per run, marked as nbkit's, written atomically.
+
+What a run folder's marker says of the run's life (and who may claim the folder) is nbkit.runs'.
 
 nbkit only ever replaces or deletes what it wrote itself: the entries a run folder's marker (`nbkit_run.json`)
 lists, and checkpoints that carry nbkit's completion marker. Everything is written under a temporary name and
@@ -76,57 +78,26 @@ def newest_checkpoint(folder: str | Path) -> tuple[Path | None, list[Path]]:
     return None, skipped
 
 
-def _foreign_entries(folder: Path) -> list[str]:
+def foreign_entries(folder: Path) -> list[str]:
     """Names nbkit would write that are already there but were not written by an nbkit run."""
     clash = [n for n in RUN_ENTRIES if (folder / n).exists()]
     clash += [p.name for p in checkpoints(folder)]
     return clash
 
 
-def claim(config, resume: bool = False, overwrite: bool = False) -> Path:
-    """Make `config.output_dir` this run's folder, or refuse with what to do instead.
-
-    A folder that already holds an nbkit run is only continued with `resume=True` or replaced with
-    `overwrite=True` (which removes that run's own entries, nothing else). Files nbkit did not write are never
-    touched: a folder holding such files under names nbkit uses is refused either way.
-    """
-    folder = Path(config.output_dir).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"output_dir={str(folder)!r} is a file, not a folder. Pick a folder name, or leave "
-                          "output_dir unset for a fresh folder per run.")
-    marker = read_marker(folder)
-    if marker is None:
-        clash = _foreign_entries(folder) if folder.exists() else []
-        if clash:
-            raise ConfigError(f"output_dir={str(folder)!r} already holds {clash}, which nbkit did not write, so it "
-                              "will not write there. Pick another output_dir (or leave it unset).")
-        if resume:
-            raise ConfigError(f"Nothing to resume in {str(folder)!r}: no nbkit run was started there. Run without "
-                              "resume to start one.")
-    elif resume:
-        _check_same_run(marker.get("config", {}), config, folder)
-    elif overwrite:
-        # only what that run recorded writing, and checkpoints carrying nbkit's completion marker
-        for name in marker.get("written", []):
-            target = folder / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-        for ckpt in checkpoints(folder):
-            if is_complete(ckpt):
-                shutil.rmtree(ckpt)
-        (folder / RUN_MARKER).unlink()
-        marker = None
-    else:
-        raise ConfigError(
-            f"output_dir={str(folder)!r} already holds an nbkit run (started {marker.get('started', '?')}, "
-            f"{marker.get('status', '?')}). Continue it with resume=True (CLI: --resume), replace it with "
-            "overwrite=True (--overwrite), or leave output_dir unset for a fresh folder per run.")
-    _check_writable(folder)
-    started = marker.get("started") if resume and marker else time.strftime("%Y-%m-%d %H:%M:%S")
-    update_marker(folder, config=config.to_dict(), status="running", started=started)
-    return folder
+def remove_run_entries(folder: Path, marker: dict) -> None:
+    """Delete an earlier run's own files (what its marker lists, and checkpoints carrying nbkit's completion
+    marker) and its marker: nothing else in the folder is touched."""
+    for name in marker.get("written", []):
+        target = folder / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    for ckpt in checkpoints(folder):
+        if is_complete(ckpt):
+            shutil.rmtree(ckpt)
+    (folder / RUN_MARKER).unlink()
 
 
 def update_marker(folder: str | Path, written: str | None = None, **fields: Any) -> None:
@@ -136,24 +107,6 @@ def update_marker(folder: str | Path, written: str | None = None, **fields: Any)
     if written and written not in marker["written"]:
         marker["written"].append(written)
     write_text_atomic(folder / RUN_MARKER, json.dumps(marker, indent=2, default=str))
-
-
-# what may differ between a run and its resumption without changing what is trained
-_RESUMABLE_CHANGES = {"output_dir", "save_steps", "save_total_limit", "save_minutes", "backend", "batch_size",
-                      "grad_accum", "extra"}
-
-
-def _check_same_run(saved: dict, config, folder: Path) -> None:
-    given = config.to_dict()
-    changed = sorted(k for k in given if k not in _RESUMABLE_CHANGES and k in saved and saved[k] != given[k])
-    old_eff = saved.get("batch_size", 0) * saved.get("grad_accum", 0)
-    if old_eff and old_eff != config.effective_batch:
-        changed.append(f"effective batch ({old_eff} → {config.effective_batch})")
-    if changed:
-        detail = ", ".join(f"{k}: {saved[k]!r} → {given[k]!r}" if k in saved else k for k in changed)
-        raise ConfigError(f"Cannot resume the run in {str(folder)!r} with different settings ({detail}): the "
-                          "result would mix two runs. Resume with the saved settings (nbkit.outputs.saved_config("
-                          f"'{folder}') returns them), or start a new run in another folder.")
 
 
 def saved_config(folder: str | Path):
@@ -166,7 +119,7 @@ def saved_config(folder: str | Path):
     return RunConfig.from_dict(marker["config"])
 
 
-def _check_writable(folder: Path) -> None:
+def check_writable(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(prefix=_STAGING_PREFIX, dir=folder)

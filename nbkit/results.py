@@ -65,6 +65,12 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)  # OOM recoveries and other changes made on the way
     processes: int = 1  # data-parallel GPUs: `tokens` is their total, `tokens_this_rank` this process's share
     tokens_this_rank: int = 0
+    state: str = "finished"  # or "stopped" (asked: a button, an observer) or "interrupted" (nbkit.runs)
+    total: int = 0  # the steps the run was set to train
+
+    @property
+    def finished(self) -> bool:
+        return self.state == "finished"
 
     @property
     def tokens_per_second(self) -> float:
@@ -98,12 +104,13 @@ class TrainResult:
         after = (f" ({steady:,.0f} after warm-up)" if steady and abs(steady - self.tokens_per_second)
                  > 0.1 * self.tokens_per_second else "")
         loss = f", loss {self.first_loss:.3f} → {self.final_loss:.3f}" if self.losses else ""
-        stopped = f" (stopped early: {self.stop_reason})" if self.stopped else ""
+        stopped = f" ({self.state} early: {self.stop_reason})" if self.stopped else ""
+        steps = f"{self.steps}/{self.total}" if self.stopped and self.total else str(self.steps)
         gpus = ""
         if self.processes > 1:
             gpus = (f" over {self.processes} GPUs (this GPU "
                     f"{self.tokens_this_rank / self.train_seconds if self.train_seconds else 0:,.0f})")
-        return (f"{self.steps} steps in {self.train_seconds:.1f} s{stopped}{loss}, "
+        return (f"{steps} steps in {self.train_seconds:.1f} s{stopped}{loss}, "
                 f"{self.tokens_per_second:,.0f} tokens/s{gpus}{after}{peak}")
 
 
@@ -126,5 +133,5 @@ def result_from(trainer, seconds: float, on_cuda: bool, marks=()) -> TrainResult
         steps=trainer.state.global_step, losses=losses, eval_losses=evals, train_seconds=seconds,
         tokens=sum_over_ranks(mine, on_cuda), peak_vram_gib=peak, output_dir=str(out),
         checkpoints=checkpoints, step_marks=list(marks), peak_allocated_gib=allocated,
-        processes=world_size(), tokens_this_rank=mine,
+        processes=world_size(), tokens_this_rank=mine, total=trainer.state.max_steps,
     )

@@ -31,10 +31,14 @@ def start(tier: str, smoke: bool | str = "auto", emulate_tier: bool = False,
     backend.start_import()
     if tier not in TIERS:
         raise ValueError(f"Unknown tier {tier!r}; choose one of {list(TIERS)}.")
+    from .cards import emulate as rehearse, end_rehearsal
+
+    if not (emulate or emulate_tier):
+        ended = end_rehearsal()  # a session without emulation plans for the real card, whatever ran before
+        if ended:
+            print(f"nbkit: the rehearsal of {ended} ended; planning for the real card.")
     gpu = check_gpu()
     if (emulate or emulate_tier) and gpu.available:
-        from .cards import emulate as rehearse
-
         gpu = rehearse(emulate or tier)
     smoke_on = (not gpu.available) if smoke == "auto" else bool(smoke)
     session = Session(gpu, smoke_on, tier)
@@ -46,8 +50,23 @@ def start(tier: str, smoke: bool | str = "auto", emulate_tier: bool = False,
 
 
 def smoke_config(config: RunConfig) -> RunConfig:
-    """The same run shrunk to the tiny model: seconds on a CPU. Keeps the quantization where the CPU can."""
+    """The same run shrunk to the tiny model: seconds on a CPU. Keeps the quantization where the CPU can.
+
+    The model asked for is still checked (an unknown id is an error here as on a GPU), the swap is said, and a
+    folder nbkit named for the run is named for the model that trains."""
+    from pathlib import Path
+
+    from .config import auto_output_dir, is_auto_output_dir
+    from .specs import spec_for
+
+    changes = {}
+    if config.model != TINY_MODEL:
+        spec_for(config.model)  # raises ModelNotFoundError, with close matches, for an id that does not exist
+        print(f"nbkit: smoke mode trains the tiny embedded model ({TINY_MODEL}) instead of {config.model}: the "
+              "same cells, in seconds, on the CPU.")
+        if is_auto_output_dir(config.output_dir):
+            changes["output_dir"] = auto_output_dir(TINY_MODEL, root=str(Path(config.output_dir).parent))
     quant = config.quantization if config.quantization in ("4bit", "16bit") else "16bit"
     return config.replace(model=TINY_MODEL, quantization=quant, max_seq_length=256, batch_size=4, grad_accum=1,
                           max_steps=min(config.max_steps, 15), learning_rate=2e-3, warmup_steps=1,
-                          save_steps=10, max_samples=200)
+                          save_steps=10, max_samples=200, **changes)

@@ -7,19 +7,20 @@ the last completed step with half the batch and twice the accumulation; a non-fi
 from __future__ import annotations
 
 import gc
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from . import backend, fsdp, outputs
+from . import backend, fsdp, outputs, runs
 from .data import PreparedData
-from .errors import ExportError, HardwareError, NbkitError, TrainingDivergedError
+from .errors import TrainingInterrupted
 from .events import RunObserver, StopControl, as_events
 from .hardware import is_oom
 from .models import LoadedModel
 from .results import StepTimer, TrainResult, result_from, synced_step_timer  # noqa: F401  (this module's API)
+from .checkpoints import AtomicCheckpoints
+from .train_failures import diverged, failed
+from .distributed import is_main
 from .trainer_bridge import TokenCounter, bridge
 
 
@@ -77,72 +78,14 @@ def sft_config(loaded: LoadedModel, data: PreparedData, **overrides: Any):
     return args
 
 
-class _AtomicCheckpoints:
-    """Checkpoints are written into a staging folder and renamed into place once complete, with nbkit's marker
-    inside: a checkpoint half-written when the process died has no marker, and resume skips it. Rotation
-    (save_total_limit) only ever deletes complete nbkit checkpoints."""
-
-    def _save_checkpoint(self, model, trial):
-        final_root = Path(self.args.output_dir)
-        name = f"checkpoint-{self.state.global_step}"
-        staging = final_root / f".nbkit-tmp-{name}"
-        _warn_if_disk_is_short(final_root, self.model)
-        self.args.output_dir = str(staging)
-        try:
-            super()._save_checkpoint(model, trial)
-        except (OSError, RuntimeError) as exc:  # disk full shows as OSError, or SafetensorError (a RuntimeError)
-            shutil.rmtree(staging, ignore_errors=True)  # never a partial checkpoint
-            last, _ = outputs.newest_checkpoint(final_root)
-            raise ExportError(f"Could not write {name} in {final_root}: {exc}. Training stopped at step "
-                              f"{self.state.global_step}; the model in memory is unharmed (save it with "
-                              f"nbkit.export.save_lora). Free disk space, then resume: the newest complete "
-                              f"checkpoint is {last or 'none yet'}.") from exc
-        finally:
-            self.args.output_dir = str(final_root)
-        from .distributed import barrier
-
-        barrier()  # every rank's RNG file is in before rank 0 renames the folder
-        if not self.args.should_save:
-            return
-        outputs.write_text_atomic(staging / name / outputs.CHECKPOINT_MARKER,
-                                  f'{{"step": {self.state.global_step}, "saved": "{time.strftime("%F %T")}"}}')
-        target = final_root / name
-        if target.exists():  # a resumed run re-saving a step: the old copy is nbkit's own
-            shutil.rmtree(target)
-        os.replace(staging / name, target)
-        shutil.rmtree(staging, ignore_errors=True)
-        limit = self.args.save_total_limit
-        complete = [c for c in outputs.checkpoints(final_root) if outputs.is_complete(c)]
-        for old in complete[:-limit] if limit else []:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-_disk_warned: set[str] = set()
-
-
-def _warn_if_disk_is_short(folder: Path, model) -> None:
-    """Once per folder: say so before a checkpoint when free disk is under twice what one takes (the newest one
-    on disk, else the adapters plus Adam's two states in fp32)."""
-    newest, _ = outputs.newest_checkpoint(folder)
-    if newest is not None:
-        need = sum(p.stat().st_size for p in newest.rglob("*") if p.is_file()) / 1024**3
-    else:
-        need = 12 * sum(p.numel() for p in model.parameters() if p.requires_grad) / 1024**3
-    free = outputs.free_gib(folder)
-    if free < 2 * need and str(folder) not in _disk_warned:
-        _disk_warned.add(str(folder))
-        print(f"nbkit: warning: {free:.2f} GiB free where checkpoints go ({folder}); one takes about {need:.2f} "
-              "GiB. Free disk space or lower save_total_limit before the disk fills.")
-
-
 def _trainer_class(on_cuda: bool):
     from trl import SFTTrainer
 
     if on_cuda:
-        return type("NbkitSFTTrainer", (_AtomicCheckpoints, SFTTrainer), {})
+        return type("NbkitSFTTrainer", (AtomicCheckpoints, SFTTrainer), {})
     from transformers import Trainer
 
-    class CpuSFTTrainer(_AtomicCheckpoints, SFTTrainer):
+    class CpuSFTTrainer(AtomicCheckpoints, SFTTrainer):
         """TRL 1.15 computes the SFT loss with a Triton kernel that only runs on CUDA/XPU; on CPU use the
         model's own cross-entropy over the same completion-only labels (transformers' Trainer loss)."""
 
@@ -200,13 +143,15 @@ def _adapters_to_fp32(model) -> None:
 
 
 def run(loaded: LoadedModel, data: PreparedData, observers: Any = None, *, stop: StopControl | None = None,
-        resume: bool = False, claim: bool = True, recover_oom: bool = True, callbacks=(),
+        resume: bool = False, overwrite: bool = False, claim: bool = True, recover_oom: bool = True, callbacks=(),
         progress: RunObserver | None = None, **overrides: Any) -> TrainResult:
-    """Train and return losses, speed and peak memory.
+    """Train and return losses, speed and peak memory; the run folder records how it ended (nbkit.runs).
 
     `observers` (nbkit.events.RunObserver, e.g. nbkit.ui.progress.TrainingProgress) watch the run; `stop`
-    lets any of them (or Ctrl-C) end it at a step boundary. `resume=True` continues from the newest complete
-    checkpoint in the config's output_dir. `claim=False` when the caller (workflow.run) already claimed it.
+    lets any of them end it at a step boundary (the run is "stopped", resumable). Interrupting the kernel (or
+    Ctrl-C, SIGTERM) also ends it at a step boundary with a checkpoint, then raises TrainingInterrupted, so a
+    Run All stops there. `resume=True` continues from the newest complete checkpoint in the config's output_dir
+    (a finished run only with a larger max_steps); `overwrite=True` replaces the run there.
     """
     events = as_events(observers)
     if progress:  # older spelling: one observer
@@ -214,19 +159,11 @@ def run(loaded: LoadedModel, data: PreparedData, observers: Any = None, *, stop:
     stop = stop or StopControl()
     stop.events = events  # a StopControl kept across runs (the launcher's) tells this run's observers
     out = Path(overrides.get("output_dir") or loaded.config.output_dir)
-    if claim and "output_dir" not in overrides:
-        outputs.claim(loaded.config, resume=resume)
-    checkpoint = None
-    notes: list[str] = []
-    if resume:
-        checkpoint, skipped = outputs.newest_checkpoint(out)
-        if skipped:
-            notes.append(f"skipped incomplete checkpoint(s) {[p.name for p in skipped]} (written when the "
-                         "process died)")
-        notes.append(f"resumed from {checkpoint}" if checkpoint else "no complete checkpoint yet: started over")
-        for note in notes:
-            print(f"nbkit: {note}")
-    resumed_from = str(checkpoint) if checkpoint else None
+    # the process that writes (rank 0 of a multi-GPU run) claims the folder and records the run's end
+    claimed = claim and "output_dir" not in overrides and is_main()
+    if claimed:
+        runs.start_training(loaded.config, resume=resume, overwrite=overwrite)
+    checkpoint, notes = _resume_point(out, resume)
     import torch
 
     if loaded.on_cuda:
@@ -247,25 +184,46 @@ def run(loaded: LoadedModel, data: PreparedData, observers: Any = None, *, stop:
                     checkpoint, note = _recover_from_oom(loaded, trainer, events)
                     notes.append(note)
                     continue
-                exc = _translate(exc, loaded)
-                events.run_failed(exc)
-                if isinstance(exc, NbkitError):  # the user's to act on: its message says what to do
-                    raise exc from None
-                raise
+                raise failed(exc, loaded, trainer, events, out if claimed else None) from None
     seconds = time.perf_counter() - start
     if hooks.diverged:
-        exc = _diverged(loaded, hooks.diverged, out)
+        exc = diverged(loaded, hooks.diverged, out)
         events.run_failed(exc)
+        if claimed:
+            runs.end(out, runs.DIVERGED, step=hooks.diverged[0], total=trainer.state.max_steps)
         raise exc
     result = result_from(trainer, seconds, loaded.on_cuda, hooks.marks)
     result.stopped, result.stop_reason = stop.requested, stop.reason
-    result.resumed_from, result.notes = resumed_from, notes
+    result.resumed_from, result.notes = str(checkpoint) if checkpoint else None, notes
+    result.state = runs.INTERRUPTED if stop.interrupted else runs.STOPPED if stop.requested else runs.FINISHED
+    result.total = trainer.state.max_steps
+    loaded.trained = runs.RunState(result.state, result.steps, result.total, str(out))
+    if claimed:
+        runs.end(out, result.state, step=result.steps, total=result.total)
+    events.run_finished(result)
     if result.stopped:
         where = result.checkpoints[-1] if result.checkpoints else "no checkpoint"
-        print(f"nbkit: stopped at step {result.steps} ({stop.reason}); resumable checkpoint: {where}. "
-              "Continue with resume=True (CLI: --resume).")
-    events.run_finished(result)
+        message = (f"{result.state} at step {result.steps}/{result.total} ({stop.reason}); resumable checkpoint: "
+                   f"{where}. Continue with resume=True (CLI: --resume).")
+        if stop.interrupted:  # the user interrupted a blocking cell: stop here, not in the cells after it
+            raise TrainingInterrupted(f"Training {message}", result, loaded, where, stop.signal)
+        print(f"nbkit: {message}")
     return result
+
+
+def _resume_point(out: Path, resume: bool) -> tuple[Path | None, list[str]]:
+    """The checkpoint a resumed run continues from (None: from the start), and what to say about it."""
+    if not resume:
+        return None, []
+    checkpoint, skipped = outputs.newest_checkpoint(out)
+    notes = []
+    if skipped:
+        notes.append(f"skipped incomplete checkpoint(s) {[p.name for p in skipped]} (written when the process "
+                     "died)")
+    notes.append(f"resumed from {checkpoint}" if checkpoint else "no complete checkpoint yet: started over")
+    for note in notes:
+        print(f"nbkit: {note}")
+    return checkpoint, notes
 
 
 def _recover_from_oom(loaded: LoadedModel, trainer, events) -> tuple[Path | None, str]:
@@ -295,25 +253,3 @@ def _recover_from_oom(loaded: LoadedModel, trainer, events) -> tuple[Path | None
     print(f"nbkit: {note}")
     events.phase_changed("recovering", note)
     return checkpoint, note
-
-
-def _translate(exc: BaseException, loaded: LoadedModel) -> BaseException:
-    if is_oom(exc):
-        cfg = loaded.config
-        return HardwareError(
-            f"Out of GPU memory at batch {cfg.batch_size} × {cfg.max_seq_length} tokens. Use "
-            f"batch_size={max(1, cfg.batch_size // 2)} with grad_accum={cfg.grad_accum * 2} (same effective "
-            f"batch), a shorter max_seq_length, or quantization='4bit'.")
-    return exc
-
-
-def _diverged(loaded: LoadedModel, where: tuple[int, str], out: Path) -> TrainingDivergedError:
-    step, what = where
-    good, _ = outputs.newest_checkpoint(out)
-    last = f"The last good checkpoint is {good}." if good else "No checkpoint was saved before it."
-    err = TrainingDivergedError(
-        f"Training diverged at step {step}: {what}. The likely cause is a learning rate too high for this model "
-        f"(learning_rate={loaded.config.learning_rate:g}; LoRA usually trains well at 1e-4 to 3e-4). Nothing "
-        f"non-finite was saved. {last}")
-    err.step, err.checkpoint = step, str(good) if good else None
-    return err

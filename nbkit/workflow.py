@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import data, distributed, fsdp, generate, models, outputs, train, verify
+from . import data, distributed, fsdp, generate, models, outputs, runs, train, verify
 from .config import RunConfig
-from .errors import ConfigError, ExportError, TrainingDivergedError
+from .errors import ConfigError, ExportError
 from .events import StopControl, as_events
 
 DEFAULT_PROMPT = "What is the capital of France?"
@@ -38,8 +38,8 @@ class WorkflowReport:
 
     @property
     def ok(self) -> bool:
-        """Trained, verified, every requested export written, ranks in agreement."""
-        return self.verify.ok and self.ranks_agree and not self.failures
+        """Trained to the end, verified, every requested export written, ranks in agreement."""
+        return self.train.finished and self.verify.ok and self.ranks_agree and not self.failures
 
     def summary(self) -> str:
         lines = [f"backend: {self.backend}", f"train: {self.train.summary()}", f"verify: {self.verify.summary()}",
@@ -64,7 +64,7 @@ class WorkflowReport:
             "processes": t.processes, "tokens_this_rank": t.tokens_this_rank,
             "tokens_per_second": t.tokens_per_second, "steady_tokens_per_second": t.steady_tokens_per_second(),
             "peak_vram_gib": t.peak_vram_gib, "peak_allocated_gib": t.peak_allocated_gib,
-            "stopped": t.stopped, "stop_reason": t.stop_reason, "resumed_from": t.resumed_from,
+            "state": t.state, "total_steps": t.total, "stopped": t.stopped, "stop_reason": t.stop_reason, "resumed_from": t.resumed_from,
             "checkpoints": t.checkpoints, "adapters_changed": self.verify.ok, "max_abs_diff": self.verify.max_abs_diff,
             "lora_tensors": self.verify.tensors, "lora_tensors_changed": self.verify.changed,
             "lora_fraction_changed": self.verify.fraction_changed, "lora_tensors_nonfinite": self.verify.nonfinite,
@@ -77,17 +77,22 @@ class WorkflowReport:
 
 def preflight(config: RunConfig, resume: bool = False, overwrite: bool = False) -> list[str]:
     """Checks that need no model, in seconds: the settings (however the config was built or changed since),
-    the data, and (on the process that writes) the output folder, claimed for this run. Raises an NbkitError."""
+    the data, and (on the process that writes) what training into the output folder would do. Writes nothing:
+    the folder is claimed when training starts. Raises an NbkitError (RunFinished for a finished run to resume)."""
     config.validate()
     lines = [data.check(config)]
     if distributed.is_main():
-        folder = outputs.claim(config, resume=resume, overwrite=overwrite)
-        free = outputs.free_gib(folder)
+        claim = runs.plan(config, resume=resume, overwrite=overwrite)
+        free = outputs.free_gib(claim.folder)
         if free < 1.0:
-            raise ConfigError(f"Only {free:.2f} GiB free where {folder} is: checkpoints and adapters need more. "
-                              "Free disk space or pick an output_dir on another disk.")
-        lines.append(f"output: {folder} ({free:.0f} GiB free)")
+            raise ConfigError(f"Only {free:.2f} GiB free where {claim.folder} is: checkpoints and adapters need "
+                              "more. Free disk space or pick an output_dir on another disk.")
+        lines.append(f"output: {claim.folder} ({free:.0f} GiB free)" + _CLAIM_NOTES.get(claim.mode, ""))
     return lines
+
+
+_CLAIM_NOTES = {"retry": "; retrying the run there that never trained", "extend": "; training the finished run "
+                "there longer", "overwrite": "; replacing the run there when training starts"}
 
 
 def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, gguf: bool = False,
@@ -96,10 +101,50 @@ def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, g
     """`probe=True` first trains a couple of full-length steps at the configured batch (nbkit.probe) and, if
     that runs out of memory, trains with the largest batch that fits and more accumulation instead; the memory
     check before loading then asks only that the model fits with batch 1. `resume=True` continues the run in
-    config.output_dir from its newest complete checkpoint; `overwrite=True` replaces the run there."""
-    events = as_events(observers if distributed.is_main() else None)
-    if progress and distributed.is_main():  # older spelling: one observer
+    config.output_dir from its newest complete checkpoint (a finished one only to a larger max_steps);
+    `overwrite=True` replaces the run there. Each phase that fails is recorded in the run folder (nbkit.runs)."""
+    main = distributed.is_main()
+    events = as_events(observers if main else None)
+    if progress and main:  # older spelling: one observer
         events.add(progress)
+    config = _checked(config, probe, merged, gguf)
+    for line in preflight(config, resume, overwrite):
+        _say(line)
+    if main:
+        runs.begin(config, resume=resume, overwrite=overwrite)
+    events.run_planned(config, None)
+    with runs.phase(config.output_dir, "loading", main):
+        events.phase_changed("loading", config.model)
+        loaded, notes = _load(config, probe)
+        config = loaded.config
+    with runs.phase(config.output_dir, "preparing", main):
+        events.phase_changed("preparing", "tokenizing the data")
+        prepared = data.prepare(config, loaded.tokenizer)
+        before = verify.snapshot(loaded.model)
+        sharded = fsdp.sharded(loaded.config)
+        # a sharded model is still in CPU memory here (FSDP moves it to the GPUs when training starts): its "before"
+        # answer comes after training, from the base model with the adapters switched off
+        sample_before = "" if sharded else generate.generate(loaded, prompt, max_new_tokens)
+    result = train.run(loaded, prepared, events, stop=stop, resume=resume, overwrite=overwrite)
+    wf = _report(loaded, result, before, sample_before, prompt, max_new_tokens, notes, sharded)
+    if not main:
+        # wait for rank 0's files, so no rank returns before the run is saved, or fails if it was not
+        failure = distributed.from_main(None)
+        if failure:
+            raise ExportError(f"Rank 0 could not save this run, so it is not saved: {failure}")
+        return wf
+    events.phase_changed("saving", config.output_dir)
+    _save_or_rescue(wf, loaded, merged, gguf)
+    events.phase_changed("done", result.state if result.stopped else "")
+    return wf
+
+
+def _say(line: str) -> None:
+    if distributed.is_main():
+        print(f"nbkit: {line}")
+
+
+def _checked(config: RunConfig, probe: bool, merged: bool, gguf: bool) -> RunConfig:
     if probe and distributed.world_size() > 1:
         # ranks probing apart could settle on different batches and leave DDP waiting for each other
         raise ConfigError("probe=True runs on one GPU: probe the batch in a single-GPU run first (memory is per "
@@ -110,11 +155,11 @@ def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, g
             raise ConfigError("Merged and GGUF exports need the whole model in one process; a sharded run saves "
                               "the LoRA adapters. Train without merged/gguf, then merge on one machine with enough "
                               "memory: nbkit.export.save_merged(loaded, folder) after loading the adapters.")
-    for line in preflight(config, resume, overwrite):
-        if distributed.is_main():
-            print(f"nbkit: {line}")
-    events.run_planned(config, None)
-    events.phase_changed("loading", config.model)
+    return config
+
+
+def _load(config: RunConfig, probe: bool):
+    """The model with LoRA attached, and (with a probe) the batch that fits, said once."""
     # with a probe coming, only the weights and one row need to pass the memory check: the probe finds the batch
     loaded = models.load(config.replace(batch_size=1) if probe else config)
     notes = []
@@ -124,21 +169,12 @@ def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, g
         config, note = settle_batch(config, probe_batch(loaded, config.batch_size))
         loaded.config = config
         notes.append(note)
-        if distributed.is_main():
-            print(f"nbkit: {note}")
-    events.phase_changed("preparing", "tokenizing the data")
-    prepared = data.prepare(config, loaded.tokenizer)
-    before = verify.snapshot(loaded.model)
-    sharded = fsdp.sharded(loaded.config)
-    # a sharded model is still in CPU memory here (FSDP moves it to the GPUs when training starts): its "before"
-    # answer comes after training, from the base model with the adapters switched off
-    sample_before = "" if sharded else generate.generate(loaded, prompt, max_new_tokens)
-    try:
-        result = train.run(loaded, prepared, events, stop=stop, resume=resume, claim=False)
-    except TrainingDivergedError:
-        if distributed.is_main():
-            outputs.update_marker(config.output_dir, status="diverged")
-        raise
+        _say(note)
+    return loaded, notes
+
+
+def _report(loaded, result, before, sample_before, prompt, max_new_tokens, notes, sharded) -> WorkflowReport:
+    """Verify the adapters (every rank), gather a sharded model's, and sample the trained model."""
     report = verify.adapters_changed(loaded.model, before)
     digests = distributed.gather(report.hash_after)
     shard_fraction = fsdp.local_fraction(loaded.model)
@@ -146,54 +182,57 @@ def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, g
         loaded.adapter_state = fsdp.full_adapter_state(loaded.model)
         sample_before = generate.generate(loaded, prompt, max_new_tokens, adapters=False)
     sample_after = generate.generate(loaded, prompt, max_new_tokens)
-    out = Path(config.output_dir)
-    adapter_dir = out / "lora_adapters"
-    wf = WorkflowReport(loaded.config, loaded.backend, result, report, sample_before, sample_after, str(adapter_dir),
-                        notes=notes, world_size=len(digests), ranks_agree=len(set(digests)) == 1, loaded=loaded,
-                        shard_fraction=shard_fraction)
-    if not distributed.is_main():
-        # wait for rank 0's files, so no rank returns before the run is saved, or fails if it was not
-        failure = distributed.from_main(None)
-        if failure:
-            raise ExportError(f"Rank 0 could not save this run, so it is not saved: {failure}")
-        return wf
-    events.phase_changed("saving", str(out))
+    adapter_dir = Path(loaded.config.output_dir) / "lora_adapters"
+    return WorkflowReport(loaded.config, loaded.backend, result, report, sample_before, sample_after,
+                          str(adapter_dir), notes=notes, world_size=len(digests), ranks_agree=len(set(digests)) == 1,
+                          loaded=loaded, shard_fraction=shard_fraction)
+
+
+def _save_or_rescue(wf: WorkflowReport, loaded, merged: bool, gguf: bool) -> None:
+    """Save (rank 0), then release the other ranks; if saving fails, the error keeps the trained model."""
     try:
-        _save(wf, loaded, out, merged, gguf)
+        _save(wf, loaded, Path(wf.config.output_dir), merged, gguf)
     except BaseException as exc:
         distributed.from_main(f"{type(exc).__name__}: {exc}")  # release the other ranks with the reason
         if not isinstance(exc, Exception):
             raise
-        outputs.update_marker(out, status="save failed")
+        runs.note(wf.config.output_dir, save_failed=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        saved = getattr(exc, "saved_to", None)
+        where = (f"the adapters were saved to {saved} instead" if saved else
+                 "save it elsewhere with nbkit.export.save_lora(err.loaded, 'another/folder')")
         # the trained adapters are still in memory: hand them to the caller rather than lose them
-        err = ExportError(f"Training finished but saving failed: {exc} The trained model is kept on this "
-                          f"error as `.loaded` (and the run's report as `.report`): save it elsewhere with "
-                          f"nbkit.export.save_lora(err.loaded, 'another/folder').")
-        err.loaded, err.report = loaded, wf
-        err.saved_to = getattr(exc, "saved_to", None)
-        raise err from exc
+        err = ExportError(f"Training finished but saving failed: {exc} The trained model is kept on this error "
+                          f"as `.loaded` (and the run's report as `.report`); {where}.")
+        err.loaded, err.report, err.saved_to = loaded, wf, saved
+        raise err from None
     distributed.from_main(None)
-    events.phase_changed("done", "stopped early" if result.stopped else "")
-    return wf
 
 
 def _save(wf: WorkflowReport, loaded, out: Path, merged: bool, gguf: bool) -> None:
     from . import export
 
     adapter_dir = Path(wf.adapter_dir)
-    export.save_lora(loaded, adapter_dir)
-    if merged:
+    # a stopped run's adapters are saved (what Resume or an explicit export continues from); exports wait for a
+    # finished run
+    export.save_lora(loaded, adapter_dir, allow_unfinished=True)
+    wanted = [kind for kind, asked in (("merged", merged), ("gguf", gguf)) if asked]
+    if wanted and not wf.train.finished:
+        wf.notes.append(f"not exported ({', '.join(wanted)}): the run {wf.train.state} at step {wf.train.steps}/"
+                        f"{wf.train.total}; resume it, or export it as it is with nbkit export {out} "
+                        f"--allow-unfinished")
+        wanted = []
+    if "merged" in wanted:
         try:
             wf.merged_dir = str(export.save_merged(loaded, out / "merged_16bit", adapter_dir))
         except ExportError as exc:
             wf.failures["merged export"] = str(exc)
-    if gguf:
+    if "gguf" in wanted:
         try:
             wf.gguf_dir = str(export.save_gguf(loaded, out / "gguf", adapter_dir=adapter_dir))
         except ExportError as exc:
             wf.failures["GGUF export"] = str(exc)
     outputs.write_text_atomic(out / "nbkit_report.json", json.dumps(wf.to_dict(), indent=2, default=str))
-    status = "stopped" if wf.train.stopped else ("finished" if wf.ok else "finished with failures")
-    outputs.update_marker(out, written="nbkit_report.json", status=status)
+    runs.note(out, written="nbkit_report.json", failures=wf.failures)
     for step, why in wf.failures.items():
-        print(f"nbkit: {step} FAILED: {why}\nnbkit: the LoRA adapters are saved in {adapter_dir}")
+        print(f"nbkit: {step} FAILED: {why}\nnbkit: the LoRA adapters are saved in {adapter_dir}; retry the "
+              f"export alone with nbkit export {out} --{step.split()[0].lower()}")

@@ -74,7 +74,9 @@ smoke = "auto"  # "auto": smoke mode exactly when there is no CUDA GPU; True/Fal
 emulate_tier = False  # True: rehearse this tier's reference card on a bigger GPU (its memory after the CUDA
                       # context, and its bf16/FP8 abilities)
 emulate = ""  # or a card to rehearse, e.g. "T4", "RTX 4060 8GB", "L4" (nbkit.cards.CARDS)
-output_dir = "outputs/{name}"  # each run gets a fresh folder inside: nothing from an earlier run is replaced
+output_dir = "outputs/{name}"  # each run gets a fresh folder inside: nothing from an earlier run is replaced'''
+
+EXPORT_PARAMS = '''
 save_merged = {merged}
 save_gguf = {gguf}
 prompt = "What is the capital of France?"'''
@@ -84,23 +86,24 @@ from nbkit import RunConfig, session
 
 s = session.start("{tier}", smoke=smoke, emulate_tier=emulate_tier, emulate=emulate or None)'''
 
-CONFIG = '''from nbkit.recommend import recommend
-from nbkit.config import auto_output_dir
-from nbkit.specs import spec_for
+CONFIG = '''from nbkit.config import auto_output_dir
+from nbkit.recommend import fill_in
 
 config = RunConfig(model=model, quantization=quantization, max_seq_length=max_seq_length, max_steps=max_steps,
-                   output_dir=auto_output_dir(model, root=output_dir))
+                   output_dir=auto_output_dir(model, root=output_dir), **({"batch_size": batch_size} if batch_size else {}))
 if s.smoke:
     config = session.smoke_config(config)
 elif s.gpu.available:
-    rec = recommend(spec_for(config.model), s.gpu, base=config, quantizations=[quantization])
+    # nbkit fills in only what this notebook leaves to it (LoRA rank, batch, accumulation); the quantization and
+    # length above are kept, and if they cannot fit this GPU the error says what would
+    rec = fill_in(config, s.gpu, keep=["quantization", "max_seq_length"] + (["batch_size"] if batch_size else []))
     print(rec.reason)
-    config = rec.config if not batch_size else rec.config.replace(batch_size=batch_size)
+    config = rec.config
 print(config)'''
 
 FORM_MD = """## Settings and predicted memory
 Change anything in the form: the gauge updates at once, and turns amber or red when the run would not fit.
-The next cell takes the form's values."""
+The next cell takes the form's values (and stops with the form's message if one of them is invalid)."""
 
 FORM = '''from IPython.display import display
 from nbkit.ui.form import ConfigForm
@@ -115,8 +118,8 @@ print(gauge.breakdown.table())  # the same prediction as text'''
 
 LOAD = '''from nbkit import models
 
-config = form.config or config
-loaded = models.load(config)
+config = form.checked_config()
+loaded = models.load(config)  # run again, it first releases the model it loaded before (and says so)
 trainable = sum(p.numel() for p in loaded.model.parameters() if p.requires_grad)
 print(f"backend: {loaded.backend}; LoRA trains {trainable:,} parameters")'''
 
@@ -141,8 +144,9 @@ print("before training:", repr(generate.generate(loaded, prompt)))'''
 TRAIN = '''from nbkit import train
 from nbkit.ui.progress import TrainingProgress
 
-# the progress view shows steps, ETA, tokens/s, loss, VRAM and the loss curve; interrupting the kernel
-# stops at the end of the current step and keeps a checkpoint (train.run(..., resume=True) continues it)
+# the progress view shows steps, ETA, tokens/s, loss, VRAM and the loss curve. Interrupting the kernel stops
+# at the end of the current step, keeps a checkpoint there and stops Run All (train.run(..., resume=True)
+# continues it); the cells below then refuse to export a model that did not finish
 result = train.run(loaded, prepared, [TrainingProgress()])
 print("run folder:", result.output_dir)'''
 
@@ -175,7 +179,8 @@ from nbkit.ui.plot import loss_curve_png
 display(Image(loss_curve_png(result.losses, result.eval_losses)))
 print(result.summary())'''
 
-COMPARE = '''# Each precision trains in a process of its own: a model loaded in this kernel keeps part of its memory after
+COMPARE = '''config = form.checked_config()  # the form's values
+# Each precision trains in a process of its own: a model loaded in this kernel keeps part of its memory after
 # `del`, which would inflate the second run's peak and make the comparison meaningless.
 import json
 import os
@@ -233,7 +238,9 @@ def code(text: str, **fmt):
 
 def build(name: str, t: dict):
     cells = [md(INTRO.format(title=t["title"]))]
-    params = code(PARAMS, name=name, **{k: t[k] for k in ("model", "quantization", "seq", "steps", "merged", "gguf")})
+    # every parameter does something: the H100 comparison saves adapters only and samples nothing
+    params = code(PARAMS + ("" if name == "h100" else EXPORT_PARAMS), name=name,
+                  **{k: t[k] for k in ("model", "quantization", "seq", "steps", "merged", "gguf")})
     params.metadata["tags"] = ["parameters"]
     cells += [params, md("## GPU check"), code(SETUP, tier=t["tier"]), md(t["why"]), code(CONFIG), md(FORM_MD),
               code(FORM)]

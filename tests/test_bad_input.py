@@ -313,20 +313,42 @@ def test_cli_full_disk_says_where_the_adapters_went(tmp_path):
     assert (rescued / "adapter_model.safetensors").exists()
 
 
+def test_cli_full_disk_at_a_checkpoint_keeps_the_trained_adapters(tmp_path):
+    """The disk fills while a checkpoint is written: the adapters trained so far go to a rescue folder, the run
+    folder says where it failed, and the CLI says so in one line (exit 2)."""
+    cfg = _cfg(tmp_path, max_steps=4, save_steps=2)
+    path = cfg.save(tmp_path / "run.yaml")
+    proc = subprocess.run([sys.executable, str(Path(__file__).parent / "helpers" / "full_disk.py"), "train",
+                           "--config", str(path)], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "NBKIT_DISPLAY": "text", "NBKIT_FULL_DISK_AT": "4"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("nbkit: error:")]
+    assert "Could not write checkpoint-4" in line and "No space left on device" in line
+    assert "the newest complete checkpoint is" in line and "checkpoint-2" in line
+    rescued = Path(line.split("were saved to ", 1)[1].split(" instead")[0])
+    assert (rescued / "adapter_model.safetensors").exists()
+    marker = json.loads((tmp_path / "run" / "nbkit_run.json").read_text())
+    assert (marker["status"], marker["phase"]) == ("failed", "saving a checkpoint")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint-2", "nbkit_run.json"]
+
+
 # --- notebook parameters (papermill) -----------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("param, value, message", [
-    ("max_steps", "'ten'", "max_steps='ten' is not a whole number"),
-    ("quantization", "'nf4'", "Unknown quantization 'nf4'"),
+    ("max_steps", "'ten'", "-p max_steps 'ten': max_steps takes a whole number (default 60)"),
+    ("max_step", "10", "8gb.ipynb has no parameter 'max_step' (did you mean 'max_steps'?)"),
+    ("quantization", "'nf4'", "cell 4 stopped the notebook: ConfigError: Unknown quantization 'nf4'"),
+    ("model", "'does/not-exist'", "ModelNotFoundError"),
 ])
-def test_notebook_parameters(tmp_path, param, value, message):
-    import papermill
-
+def test_notebook_parameters(tmp_path, capsys, param, value, message):
+    """Checked against the notebook's parameters cell before it runs, or stopped by the cell that fails: one
+    line, exit 2, and (on CPU as on a GPU) nothing trained for a model that does not exist."""
     from nbkit.cli import main
 
     start = time.perf_counter()
-    with pytest.raises(papermill.PapermillExecutionError, match=message):
-        main(["notebook", str(ROOT / "notebooks/8gb.ipynb"), "-o", str(tmp_path / "out.ipynb"), "--cwd",
-              str(tmp_path), "-p", param, value])
+    assert main(["notebook", str(ROOT / "notebooks/8gb.ipynb"), "-o", str(tmp_path / "out.ipynb"), "--cwd",
+                 str(tmp_path), "-p", param, value]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert time.perf_counter() - start < 120
     assert not (tmp_path / "outputs").exists()  # failed at the settings cell: nothing trained or written

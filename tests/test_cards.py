@@ -63,3 +63,16 @@ def test_a_planned_card_reports_itself():
     gpu = planned_gpu("L4")
     assert (gpu.name, gpu.capability, gpu.total_gib, gpu.free_gib, gpu.count) == ("L4", (8, 9), 22.5, 22.5 - 0.85, 1)
     assert gpu.bf16 and gpu.fp8 and gpu.emulated and gpu.available
+
+
+def test_a_session_started_without_emulation_ends_a_rehearsal(capsys):
+    """session.start(emulate_tier=True) then session.start(emulate_tier=False): the second plans for the real
+    card, and says the rehearsal ended."""
+    from nbkit import hardware, session
+
+    hardware.set_emulated("T4 (emulated on NVIDIA H200)", 15.0, (7, 5))
+    s = session.start("16GB")
+    assert hardware.emulating() is None and not s.gpu.emulated
+    assert "the rehearsal of T4 (emulated on NVIDIA H200) ended; planning for the real card" in capsys.readouterr().out
+    session.start("16GB")
+    assert "rehearsal" not in capsys.readouterr().out  # said once, when there was one to end

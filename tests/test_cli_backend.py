@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -54,17 +55,40 @@ def test_cli_reports_input_errors(tmp_path, capsys):
     assert "Unknown quantization '2bit'" in capsys.readouterr().err
 
 
-def test_allocator_grows_segments_unless_the_user_chose():
-    """Mixed-length rows fragment torch's default CUDA allocator: nbkit picks expandable segments at import,
-    and leaves a user's own setting alone."""
-    code = "import os, nbkit; print(os.environ.get('PYTORCH_CUDA_ALLOC_CONF'))"
-    env = {k: v for k, v in __import__("os").environ.items() if k not in ("PYTORCH_CUDA_ALLOC_CONF",
-                                                                         "PYTORCH_ALLOC_CONF")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-    assert out.stdout.strip() == "expandable_segments:True"
-    env["PYTORCH_CUDA_ALLOC_CONF"] = "max_split_size_mb:128"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-    assert out.stdout.strip() == "max_split_size_mb:128"
+def test_importing_nbkit_changes_nothing_in_the_environment():
+    code = ("import json, os; before = dict(os.environ); import nbkit, nbkit.workflow, nbkit.ui; "
+            "print(json.dumps(sorted(set(os.environ.items()) ^ set(before.items()))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_allocator_is_set_once_when_cuda_is_first_touched_never_over_the_users(monkeypatch, capsys):
+    """Mixed-length rows fragment torch's default CUDA allocator: nbkit picks expandable segments just before it
+    first touches CUDA, says so once, and leaves a user's own setting alone."""
+    import torch
+
+    for name in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(backend, "_allocator_said", False)
+    assert backend.configure_allocator()
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    assert capsys.readouterr().out.count("CUDA allocator set to expandable_segments:True") == 1
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:128")
+    assert not backend.configure_allocator()
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:128" and capsys.readouterr().out == ""
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)  # too late: CUDA already allocates
+    assert not backend.configure_allocator() and "PYTORCH_CUDA_ALLOC_CONF" not in os.environ
+
+
+def test_an_explicit_backend_beats_the_environment(monkeypatch):
+    monkeypatch.setattr(backend, "_chosen", backend._chosen)
+    monkeypatch.setenv("NBKIT_BACKEND", "unsloth")
+    assert backend._ensure("transformers") == "transformers"
+    monkeypatch.setenv("NBKIT_BACKEND", "transformers")
+    assert backend._ensure("auto") == "transformers"  # the environment still picks what was left to nbkit
 
 
 BACKGROUND = r"""
@@ -111,3 +135,61 @@ def test_a_failed_background_import_is_raised_where_it_is_waited_for(monkeypatch
     backend.start_import("unsloth").join()
     with pytest.raises(HardwareError, match="needs a CUDA GPU"):
         backend.ensure()
+
+
+def nbkit(*args, **popen):
+    env = {**os.environ, "NBKIT_DISPLAY": "text", "OMP_NUM_THREADS": "1"}
+    if popen:
+        return subprocess.Popen([sys.executable, "-m", "nbkit", *args], env=env, text=True, **popen)
+    return subprocess.run([sys.executable, "-m", "nbkit", *args], env=env, text=True, capture_output=True,
+                          timeout=300)
+
+
+def small_run(tmp_path, **changes):
+    settings = dict(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=2, lora_r=4,
+                    save_steps=1, max_samples=8, output_dir=str(tmp_path / "run"))
+    return RunConfig(**{**settings, **changes}).save(tmp_path / "run.yaml")
+
+
+def test_cli_resume_of_a_finished_run_changes_nothing_then_export_from_the_folder(tmp_path, tiny_dir):
+    from helpers.kernel import tree_digest
+
+    path = small_run(tmp_path)
+    assert nbkit("train", "--config", str(path)).returncode == 0
+    done = tree_digest(tmp_path / "run")
+    again = nbkit("train", "--config", str(path), "--resume")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "already finished (2/2 steps; exported: lora); nothing was changed" in again.stdout
+    assert "training for" not in again.stdout and tree_digest(tmp_path / "run") == done
+    export = nbkit("export", str(tmp_path / "run"), "--merged")
+    assert export.returncode == 0, export.stderr[-2000:]
+    assert "no training" in export.stdout and "training for" not in export.stdout
+    assert (tmp_path / "run" / "merged_16bit" / "model.safetensors").exists()
+    marker = __import__("json").loads((tmp_path / "run" / "nbkit_run.json").read_text())
+    assert marker["exported"]["merged"]["step"] == 2 and marker["status"] == "finished"
+    assert {k: v for k, v in tree_digest(tmp_path / "run").items() if k.startswith("lora_adapters")} == \
+        {k: v for k, v in done.items() if k.startswith("lora_adapters")}  # the adapters were not re-saved
+    nothing = nbkit("export", str(tmp_path))
+    assert nothing.returncode == 2 and "is not an nbkit run folder" in nothing.stderr
+
+
+def test_cli_interrupt_exits_130_and_records_the_run_as_interrupted(tmp_path, tiny_dir):
+    import json
+    import signal
+    import time
+
+    path = small_run(tmp_path, max_steps=400, max_samples=None, save_steps=1000)
+    proc = nbkit("train", "--config", str(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    marker = tmp_path / "run" / "nbkit_run.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (marker.exists() and json.loads(marker.read_text())["status"] == "training"):
+        time.sleep(0.1)
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    m = json.loads(marker.read_text())
+    assert m["status"] == "interrupted" and 0 < m["step"] < 400
+    assert f"Training interrupted at step {m['step']}/400" in stderr
+    assert (tmp_path / "run" / f"checkpoint-{m['step']}" / "nbkit_checkpoint.json").exists()
+    assert not (tmp_path / "run" / "nbkit_report.json").exists()  # no report that says ok

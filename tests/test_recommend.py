@@ -5,7 +5,7 @@ from nbkit import RunConfig
 from nbkit.cards import planned_gpu
 from nbkit.errors import ConfigError, HardwareError
 from nbkit.memory import estimate, fits, usage_vs_capacity
-from nbkit.recommend import SHARDED_BACKEND, check_fits, choose_parallelism, recommend
+from nbkit.recommend import SHARDED_BACKEND, check_fits, choose_parallelism, fill_in, recommend
 from nbkit.specs import spec_for
 
 L8B = spec_for("unsloth/Meta-Llama-3.1-8B-Instruct")
@@ -114,3 +114,51 @@ def test_a_card_without_fp8_never_mentions_it(fake_gpu):
     for total, capability in ((15.0, (7, 5)), (23.6, (8, 6)), (79.2, (8, 0))):
         rec = recommend(L8B, fake_gpu(total, capability))
         assert rec.fits and "FP8" not in rec.reason
+
+
+# --- what the user set is kept -------------------------------------------------------------------------
+@pytest.mark.parametrize("seq", [512, 4096])
+def test_a_sequence_length_the_user_set_is_kept(seq):
+    base = RunConfig(model=L8B.name, quantization="4bit", max_seq_length=seq)
+    free = recommend(L8B, planned_gpu("T4"), base=base)
+    assert free.config.max_seq_length != seq  # left to nbkit, it picks its own length
+    rec = recommend(L8B, planned_gpu("T4"), base=base, keep=["max_seq_length", "quantization"])
+    assert rec.fits and rec.config.max_seq_length == seq and rec.config.quantization == "4bit"
+    assert fits(estimate(rec.config, L8B), planned_gpu("T4"))
+
+
+def test_a_kept_value_that_cannot_fit_is_an_error_that_says_what_would():
+    base = RunConfig(model=L8B.name, quantization="fp8", max_seq_length=2048)
+    with pytest.raises(HardwareError) as err:
+        fill_in(base, planned_gpu("T4"), keep=["quantization", "max_seq_length"])
+    message = str(err.value)
+    assert "quantization='fp8'" in message and "no FP8 tensor cores (compute capability 7.5" in message
+    alternative = recommend(L8B, planned_gpu("T4"), base=base)
+    assert f"What would fit: {alternative.summary()}" in message
+    # a batch the user set is kept when it fits, refused (not shrunk) when it does not
+    ok = fill_in(base.replace(quantization="4bit", batch_size=1), planned_gpu("T4"), keep=["batch_size"])
+    assert ok.config.batch_size == 1
+    huge = base.replace(quantization="16bit", batch_size=64)
+    with pytest.raises(HardwareError, match=r"settings you chose \(quantization='16bit', batch_size=64\)"):
+        fill_in(huge, planned_gpu("T4"), keep=["quantization", "batch_size"])
+
+
+def test_memory_already_in_use_shrinks_the_plan():
+    from dataclasses import replace
+
+    gpu = planned_gpu("RTX 4090")
+    idle = recommend(L8B, gpu)
+    busy = replace(gpu, held_gib=6.0, held_by=("6.00 GiB by this kernel (tensors of this kernel: del them)",))
+    rec = recommend(L8B, busy)
+    assert usage_vs_capacity(busy, rec.breakdown)[1] == pytest.approx(usage_vs_capacity(gpu, rec.breakdown)[1] - 6)
+    assert (rec.config.quantization, rec.config.batch_size) != (idle.config.quantization, idle.config.batch_size)
+    with pytest.raises(HardwareError, match=r"free now \(6.00 GiB by this kernel"):
+        check_fits(idle.config, L8B, busy)
+
+
+def test_what_differs_from_the_defaults_was_set_on_purpose():
+    from nbkit.recommend import set_by_user
+
+    assert set_by_user(RunConfig(model=L8B.name)) == []
+    assert set_by_user(RunConfig(model=L8B.name, max_seq_length=4096, quantization="16bit")) == \
+        ["quantization", "max_seq_length"]

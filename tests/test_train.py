@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nbkit import RunConfig, data, models, outputs, train
+from nbkit import RunConfig, data, models, outputs, runs, train
 from nbkit.events import RunObserver, StopControl
 
 HELPER = Path(__file__).parent / "helpers" / "train_run.py"
@@ -109,11 +109,11 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, reference):
     assert_same_run(result, tmp_path / "resumed" / "adapters", ref, ref_dir)
 
 
-@pytest.mark.parametrize("sig, why", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "SIGTERM")],
+@pytest.mark.parametrize("sig, why, code", [(signal.SIGINT, "interrupted", 130), (signal.SIGTERM, "SIGTERM", 143)],
                          ids=["interrupt", "sigterm"])
-def test_resume_after_interrupt_matches_an_uninterrupted_run(tmp_path, reference, sig, why):
+def test_resume_after_interrupt_matches_an_uninterrupted_run(tmp_path, reference, sig, why, code):
     """Ctrl-C / the notebook's interrupt, or the system ending the process: the run stops at the end of the step
-    with a checkpoint there."""
+    with a checkpoint there, is recorded as interrupted, and the interrupt is raised on (exit 128 + signal)."""
     ref, ref_dir = reference
     cfg_path = config(tmp_path / "run").save(tmp_path / "run.yaml")
     proc = helper(cfg_path, tmp_path / "stopped", "--stall-at", "5", wait=False)
@@ -121,10 +121,12 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(tmp_path, reference
     proc.send_signal(sig)
     (tmp_path / "stopped" / "go").write_text("")
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr[-3000:]
+    assert proc.returncode == code, stderr[-3000:]
     stopped = json.loads((tmp_path / "stopped" / "result.json").read_text())
     assert stopped["stopped"] and stopped["steps"] == 5 and why in stopped["stop_reason"]
-    assert "stopped at step 5" in stdout
+    assert stopped["state"] == "interrupted" and "Training interrupted at step 5/" in stdout
+    marker = json.loads((tmp_path / "run" / "nbkit_run.json").read_text())
+    assert (marker["status"], marker["step"]) == ("interrupted", 5)
     assert stopped["checkpoints"][-1].endswith("checkpoint-5")
     result = helper(cfg_path, tmp_path / "resumed", "--resume")
     assert result["resumed_from"].endswith("checkpoint-5")
@@ -166,7 +168,7 @@ def test_resume_refuses_changed_settings(tmp_path, tiny_dir):
     from nbkit import ConfigError
 
     with pytest.raises(ConfigError, match=r"learning_rate: 0.003 → 0.1"):
-        outputs.claim(cfg.replace(learning_rate=0.1), resume=True)
+        runs.plan(cfg.replace(learning_rate=0.1), resume=True)
     assert outputs.saved_config(tmp_path / "run") == cfg
 
 

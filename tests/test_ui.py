@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from nbkit import RunConfig
@@ -205,3 +207,31 @@ def test_colab_gets_its_custom_widget_manager(monkeypatch):
     monkeypatch.setitem(sys.modules, "google.colab", colab)
     WidgetDisplay()
     assert calls == [1]
+
+
+def test_launcher_trains_twice_into_fresh_folders_and_exports_an_earlier_kernels_run(tmp_path, tiny_dir,
+                                                                                     monkeypatch):
+    """Train after a finished run (the folder nbkit chose) starts a new run in a new folder; the finished one is
+    left as it was. A launcher of a later kernel exports that run from its folder, without training."""
+    import json
+
+    from helpers.kernel import tree_digest
+
+    monkeypatch.chdir(tmp_path)
+    cfg = RunConfig(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=2, lora_r=4,
+                    save_steps=0, max_samples=8)  # output_dir left to nbkit
+    ui = Launcher(cfg, CPU)
+    ui.train(wait=True)
+    first = Path(ui.report.config.output_dir)
+    assert ui.error is None and json.loads((first / "nbkit_run.json").read_text())["status"] == "finished"
+    done = tree_digest(first)
+    ui.form.max_steps.value = 3
+    ui.train(wait=True)
+    second = Path(ui.report.config.output_dir)
+    assert ui.error is None and second != first and ui.report.train.steps == 3
+    assert tree_digest(first) == done
+    later = Launcher(RunConfig(**{**cfg.to_dict(), "output_dir": str(first)}), CPU)  # as in a new kernel
+    assert not any(b.disabled for b in later.export_buttons.values())
+    later.export("merged", wait=True)
+    assert "merged 16-bit saved:" in later.export_status.value
+    assert json.loads((first / "nbkit_run.json").read_text())["exported"]["merged"]["step"] == 2

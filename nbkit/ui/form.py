@@ -6,7 +6,7 @@ from typing import Callable
 import ipywidgets as w
 
 from ..config import QUANTIZATIONS, TINY_MODEL, RunConfig
-from ..errors import NbkitError
+from ..errors import ConfigError, NbkitError
 from ..hardware import GpuInfo, check_gpu
 from .data_panel import DataPanel
 
@@ -143,9 +143,24 @@ class ConfigForm(w.VBox):
                 self.data.check(self.config)
         except NbkitError as exc:  # shown inline: a form never raises a traceback at the user
             self.config = None
+            self.problem = str(exc)
             self.error.value = f"<span style='color:#b00020'>⚠ {exc}</span>"
         for listener in self._listeners:
             listener(self.config)
+
+    def set_output_dir(self, folder: str) -> None:
+        """Train into `folder` from now on (the launcher's fresh folder for the next run)."""
+        self._base = self._base.replace(output_dir=folder)
+        self._rebuild()
+
+    def checked_config(self) -> RunConfig:
+        """The form's settings for the next cell, or the form's error raised: a cell never goes on with older
+        settings because a field is invalid."""
+        self._rebuild()
+        if self.config is None:
+            raise ConfigError(f"The form above holds an invalid value: {self.problem} Fix it there, then run this "
+                              "cell again.")
+        return self.config
 
     def observe_config(self, listener: Callable[[RunConfig | None], None]) -> None:
         self._listeners.append(listener)

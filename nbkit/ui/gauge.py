@@ -80,6 +80,7 @@ class MemoryGauge(w.VBox, RunObserver):
             self.bar.value = (f"<b>Predicted peak VRAM on a GPU: {part.peak_total:.2f} GiB</b> — no CUDA GPU "
                               "here, so this run trains on the CPU.")
         else:
+            self._refresh_gpu()
             used, capacity = usage_vs_capacity(self.gpu, part)
             self.level, words = verdict(used, capacity)
             self.bar.value = self._bar_html(part, capacity, words, used)
@@ -88,6 +89,17 @@ class MemoryGauge(w.VBox, RunObserver):
             if self.processes > 1 else ""
         self.detail.value = (f"<small>{each}training: " + " · ".join(f"{k} {v:.2f} GiB" for k, v in part.groups().items())
                              + load + "</small>")
+
+    def _refresh_gpu(self) -> None:
+        """Memory in use changes (a model loaded in another cell): re-read it when this is the GPU here."""
+        import torch
+
+        if torch.cuda.is_available():
+            from ..hardware import check_gpu
+
+            now = check_gpu()
+            if now.name == self.gpu.name:
+                self.gpu = now
 
     def _bar_html(self, part, capacity: float, words: str, used: float) -> str:
         groups = part.groups()
@@ -109,8 +121,11 @@ class MemoryGauge(w.VBox, RunObserver):
                 f"<div style='display:flex;height:18px;border:1px solid #888;position:relative'>{segs}"
                 f"<div title='this GPU: {capacity:.1f} GiB' style='position:absolute;left:{cap_pos:.2f}%;top:-3px;"
                 f"bottom:-3px;border-left:2px solid #000'></div></div>"
-                f"<small>{legend} · <b>|</b> this GPU's limit {capacity:.1f} GiB · {limit}</small><br>"
+                f"<small>{legend} · <b>|</b> this GPU's limit {capacity:.1f} GiB{self._held()} · {limit}</small><br>"
                 f"<b style='color:{color}'>{used:.2f} / {capacity:.1f} GiB — {words}</b></div>")
+
+    def _held(self) -> str:
+        return f" (free now: {'; '.join(self.gpu.held_by)} in use)" if self.gpu.held_by else ""
 
     def _repr_mimebundle_(self, **kwargs):
         """The widget, plus the prediction as plain HTML for viewers without widgets (a saved notebook on

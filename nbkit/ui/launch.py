@@ -6,12 +6,14 @@ form's output folder from its newest complete checkpoint.
 """
 from __future__ import annotations
 
+import html
 import threading
 from pathlib import Path
 
 import ipywidgets as w
 
-from ..config import RunConfig
+from ..config import RunConfig, auto_output_dir, is_auto_output_dir
+from ..outputs import is_run_folder
 from ..events import StopControl
 from ..hardware import GpuInfo, check_gpu
 from .display import WidgetDisplay
@@ -49,9 +51,13 @@ class Launcher(w.VBox):
         self.error: BaseException | None = None
         self.stop = StopControl()
         self._thread: threading.Thread | None = None
+        self._base = config
         self.form.observe_config(self._config_changed)
         if recommend and self.gpu.available:
             self._apply_recommendation(config)
+        if is_run_folder(config.output_dir):  # a run from an earlier kernel: export it from its folder
+            for button in self.export_buttons.values():
+                button.disabled = False
         self.gauge.update(self.form.config)
         self.train_button.on_click(lambda _b: self.train())
         self.resume_button.on_click(lambda _b: self.train(resume=True))
@@ -62,10 +68,15 @@ class Launcher(w.VBox):
                           exports, self.export_status])
 
     def _apply_recommendation(self, config: RunConfig) -> None:
-        from ..recommend import recommend
+        from ..recommend import recommend, set_by_user
         from ..specs import spec_for
 
-        rec = recommend(spec_for(config.model), self.gpu, base=config, backend=self.gauge.backend)
+        # what the config passed in sets on purpose is kept; the rest is recommended
+        rec = recommend(spec_for(config.model), self.gpu, base=config, backend=self.gauge.backend,
+                        keep=set_by_user(config))
+        if not rec.fits:
+            self.status.value += f"<br><small style='color:#b00020'>{html.escape(rec.reason)}</small>"
+            return
         self.form.apply(rec.config)
         self.status.value += f"<br><small>Recommended: {rec.reason}</small>"
 
@@ -80,12 +91,16 @@ class Launcher(w.VBox):
 
     def train(self, resume: bool = False, wait: bool = False):
         """Start training on a background thread (the widgets keep working); `wait=True` blocks until it ends.
-        Returns the thread, or None if the form holds an invalid value or a run is going."""
+        Returns the thread, or None if the form holds an invalid value or a run is going. Train after a run in a
+        folder nbkit chose starts a new run in a new folder; Resume continues the run in the form's folder."""
         config = self.form.config
         if config is None or self.running:
             return None
+        if not resume and is_run_folder(config.output_dir) and is_auto_output_dir(config.output_dir):
+            self.form.set_output_dir(auto_output_dir(config.model))
+            config = self.form.config
         self.stop.clear()
-        self.report, self.error = None, None
+        self.error = None  # the last run's report stays (its exports) until this one has its own
         for b in (self.train_button, self.resume_button):
             b.disabled = True
         self.stop_button.disabled = False
@@ -124,21 +139,29 @@ class Launcher(w.VBox):
 
     def export(self, kind: str, wait: bool = False):
         """Save the trained model as `kind` (lora, merged, gguf) into the run's folder, on a thread, with the
-        same functions the notebooks call; the status line says what is being written and then where."""
-        if self.report is None or self.report.loaded is None:
+        same functions the notebooks call; the status line says what is being written and then where. Without a
+        run in this kernel, the run in the form's folder (from an earlier kernel) is exported from disk."""
+        folder = self.report.config.output_dir if self.report else (self.form.config or self._base).output_dir
+        # the model in memory, unless a later load released it; else the run's folder on disk
+        loaded = self.report.loaded if self.report and self.report.loaded and not self.report.loaded.released \
+            else None
+        if loaded is None and not is_run_folder(folder):
             return None
 
         def work():
             from .. import export
             from ..errors import NbkitError
 
-            loaded, out = self.report.loaded, Path(self.report.config.output_dir)
-            adapters = Path(self.report.adapter_dir)
+            out = Path(folder)
+            adapters = out / "lora_adapters"
             for button in self.export_buttons.values():
                 button.disabled = True
             self.export_status.value = f"<i>Saving {EXPORTS[kind]} …</i>"
             try:
-                if kind == "lora":
+                if loaded is None:  # a run from an earlier kernel, or one whose model was released since
+                    path = export.from_run(out, merged=kind == "merged", gguf="q8_0" if kind == "gguf" else None)[
+                        kind]
+                elif kind == "lora":
                     path = export.save_lora(loaded, adapters)
                 elif kind == "merged":
                     path = export.save_merged(loaded, out / "merged_16bit", adapters)

@@ -60,6 +60,7 @@ class TrainingProgress(RunObserver):
         self._last_plot_end = -1e9
         self._last_plot_cost = 0.0
         self.finished = False
+        self.state = "finished"  # how the run ended: finished, stopped or interrupted (nbkit.runs)
         self.error: str | None = None
         self.notes: list[str] = []
         self.phase = ""
@@ -101,6 +102,7 @@ class TrainingProgress(RunObserver):
     def run_finished(self, result=None) -> None:
         if result is not None:
             self.step = result.steps
+            self.state = getattr(result, "state", "finished")
         self.finished = True
         self._refresh(plot=True)
         if self.display:
@@ -168,7 +170,8 @@ class TrainingProgress(RunObserver):
 
     def summary(self) -> str:
         s = self.stats()
-        text = f"Training finished: {s['step']} steps in {fmt_seconds(s['elapsed'])}"
+        text = (f"Training finished: {s['step']} steps in {fmt_seconds(s['elapsed'])}" if self.state == "finished"
+                else f"Training {self.state} at step {s['step']}/{s['total']} after {fmt_seconds(s['elapsed'])}")
         if self.losses:
             text += f", loss {self.losses[0][1]:.4f} → {self.losses[-1][1]:.4f}"
         whole = self.tokens / s["elapsed"] if s["elapsed"] > 0 else 0.0

@@ -1,13 +1,16 @@
 """One training run in its own process, for the resume tests: python train_run.py CONFIG OUT [--resume]
 [--stall-at N]. With --stall-at, the run writes OUT/stalled after step N and waits there (up to 60 s, or
 until OUT/go exists): the moment the test kills or interrupts it. At the end it writes OUT/result.json
-(losses, steps, stopped) and saves the adapters to OUT/adapters."""
+(losses, steps, stopped, state) and saves the adapters to OUT/adapters; an interrupted run exits 130 (SIGINT)
+or 143 (SIGTERM), as the CLI does."""
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 from nbkit import RunConfig, data, export, models, train
+from nbkit.errors import TrainingInterrupted
 from nbkit.events import RunObserver
 
 ap = argparse.ArgumentParser()
@@ -32,9 +35,15 @@ class Stall(RunObserver):
 cfg = RunConfig.load(args.config)
 loaded = models.load(cfg)
 prepared = data.prepare(cfg, loaded.tokenizer)
-result = train.run(loaded, prepared, [Stall()], resume=args.resume)
-export.save_lora(loaded, out / "adapters")
+code = 0
+try:
+    result = train.run(loaded, prepared, [Stall()], resume=args.resume)
+except TrainingInterrupted as exc:  # a checkpoint was saved at the step boundary; the adapters are as trained
+    print(exc)
+    result, code = exc.result, 143 if exc.signal == "SIGTERM" else 130
+export.save_lora(loaded, out / "adapters", allow_unfinished=True)
 (out / "result.json").write_text(json.dumps({"losses": result.losses, "steps": result.steps,
                                               "stopped": result.stopped, "stop_reason": result.stop_reason,
-                                              "checkpoints": result.checkpoints,
+                                              "state": result.state, "checkpoints": result.checkpoints,
                                               "resumed_from": result.resumed_from, "notes": result.notes}))
+sys.exit(code)
