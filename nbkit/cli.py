@@ -113,14 +113,16 @@ def _notebook(args) -> int:
         print(f"nbkit: error: cell {exc.exec_count} stopped the notebook: {exc.ename}: "
               f"{str(exc.evalue).splitlines()[0] if exc.evalue else ''} (the executed notebook, with the "
               f"traceback, is {out})", file=sys.stderr)
-        return 130 if exc.ename == "TrainingInterrupted" else 2 if exc.ename in _NBKIT_ERRORS else 1
+        return 130 if exc.ename == "TrainingInterrupted" else 2 if exc.ename in _nbkit_errors() else 1
     print(f"nbkit: executed {src} -> {out}")
     return 0
 
 
-# errors that are the user's to fix (what the notebook set), reported as such (exit 2)
-_NBKIT_ERRORS = {"NbkitError", "ConfigError", "HardwareError", "ModelNotFoundError", "DataError", "ExportError",
-                 "TrainingDivergedError"}
+def _nbkit_errors() -> set[str]:
+    """The names of nbkit's errors: the user's to fix (what the notebook set), reported as such (exit 2)."""
+    from . import errors
+
+    return {c.__name__ for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.NbkitError)}
 
 
 def _checked_parameters(notebook: Path, pairs) -> dict:

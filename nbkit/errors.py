@@ -25,6 +25,10 @@ class ExportError(NbkitError, RuntimeError):
     """A save format is not available here."""
 
 
+class UnfinishedRunError(ExportError):
+    """An export or chat of a model whose run stopped or was interrupted, without allow_unfinished=True."""
+
+
 class TrainingDivergedError(NbkitError, RuntimeError):
     """The loss or gradient stopped being finite; nothing non-finite was saved. `.step`, `.checkpoint`."""
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import outputs
-from .errors import ConfigError, ExportError, RunFinished
+from .errors import ConfigError, RunFinished, UnfinishedRunError
 
 PREPARING, TRAINING, STOPPED, INTERRUPTED = "preparing", "training", "stopped", "interrupted"
 FAILED, DIVERGED, FINISHED = "failed", "diverged", "finished"
@@ -47,7 +47,7 @@ def require_finished(loaded, what: str, allow_unfinished: bool = False) -> None:
     state = getattr(loaded, "trained", None)
     if state is None or state.finished or allow_unfinished:
         return
-    raise ExportError(f"This model trained {state.step} of {state.total or '?'} steps ({state.status}), so "
+    raise UnfinishedRunError(f"This model trained {state.step} of {state.total or '?'} steps ({state.status}), so "
                       f"{what} would give a partial model. Finish the run first (resume=True, CLI: --resume), or "
                       f"pass allow_unfinished=True (CLI: --allow-unfinished) to {what} it as it is.")
 

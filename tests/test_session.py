@@ -87,8 +87,10 @@ def test_interrupt_during_training_stops_run_all_then_run_all_again(kernel, tmp_
     interrupted = tree_digest(folder)
     # running the save cell by hand: a partial model is not exported without an explicit choice
     save = kernel.run(cells[cell_index(cells, "export.save_lora(")])
-    assert save.error[0] == "ExportError"
+    assert save.error[0] == "UnfinishedRunError"
     assert f"trained {step} of 150 steps (interrupted)" in save.error[1] and "allow_unfinished=True" in save.error[1]
+    chat = kernel.run(cells[cell_index(cells, "chat(loaded)")])
+    assert chat.error[0] == "UnfinishedRunError" and "chat with it as it is" in chat.error[1]
     # Run All again: a fresh run in a fresh folder; the interrupted one is left as it was, resumable
     runs = kernel.run_all(cells)
     assert [r.error for r in runs if r.error] == []

@@ -14,7 +14,10 @@ MODES = [("fine-tuned (adapters on)", True), ("base model (adapters off)", False
 
 
 class Chat(w.VBox):
-    def __init__(self, loaded, max_new_tokens: int = 128):
+    def __init__(self, loaded, max_new_tokens: int = 128, allow_unfinished: bool = False):
+        from ..runs import require_finished
+
+        require_finished(loaded, "chat with", allow_unfinished)  # a partial model is never presented as the result
         self.loaded = loaded
         self.max_new_tokens = max_new_tokens
         self.prompt = w.Textarea(placeholder="Ask the model something, then press Send",
@@ -22,11 +25,14 @@ class Chat(w.VBox):
         self.send = w.Button(description="Send", button_style="primary", icon="paper-plane")
         self.mode = w.ToggleButtons(options=MODES, value=True, description="Answer with",
                                     style={"button_width": "190px"})
+        state = loaded.trained
+        self.notice = w.HTML(value="" if state is None or state.finished else
+                             f"<b>This model trained {state.step} of {state.total} steps ({state.status}).</b>")
         self.transcript = w.HTML(value="")
         self.turns: list[tuple[str, str, bool]] = []  # (prompt, answer, adapters on)
         self._thread: threading.Thread | None = None
         self.send.on_click(lambda _b: self.ask(self.prompt.value))
-        super().__init__([self.mode, w.HBox([self.prompt, self.send]), self.transcript])
+        super().__init__([self.notice, self.mode, w.HBox([self.prompt, self.send]), self.transcript])
 
     def ask(self, prompt: str, wait: bool = False) -> threading.Thread | None:
         """Send `prompt`; the answer streams into the log. `wait=True` blocks until it is complete."""
@@ -67,9 +73,10 @@ class Chat(w.VBox):
         self.transcript.value = "".join(rows)
 
 
-def chat(loaded, max_new_tokens: int = 128) -> Chat:
+def chat(loaded, max_new_tokens: int = 128, allow_unfinished: bool = False) -> Chat:
+    """Chat with `loaded`; a model whose run stopped or was interrupted only with `allow_unfinished=True`."""
     from IPython.display import display
 
-    ui = Chat(loaded, max_new_tokens)
+    ui = Chat(loaded, max_new_tokens, allow_unfinished)
     display(ui)
     return ui
