@@ -22,13 +22,15 @@ NO_UNSLOTH_NOTICE = ("nbkit: CUDA GPU found but Unsloth is not installed (pip in
 
 
 # Library log lines that say nothing a user can act on, printed on every import otherwise:
-# bitsandbytes asks for an optional CPU kernel package on CPUs with AVX512-BF16.
-QUIET_LOGGERS = ("bitsandbytes.backends.cpu.ops",)
+# bitsandbytes asks for an optional CPU kernel package on CPUs with AVX512-BF16; datasets logs a Parquet file it
+# cannot read, which nbkit's own one-line error then says with the fix.
+QUIET_LOGGERS = {"bitsandbytes.backends.cpu.ops": logging.ERROR,
+                 "datasets.packaged_modules.parquet.parquet": logging.CRITICAL}
 
 
 def quiet_libraries() -> None:
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
 
 
 ALLOCATOR_SETTING = "expandable_segments:True"

@@ -53,6 +53,8 @@ class RunConfig:
     save_minutes: float = 10.0  # also checkpoint whenever this long has passed (0: off): a dying session loses less
     backend: str = "auto"
     parallelism: str = "auto"  # several GPUs: "ddp", "fsdp" (sharded), or "auto" (the memory model chooses)
+    # more SFTConfig (TRL) settings, passed to the trainer as they are, e.g. {"max_grad_norm": 0.5}; checked
+    # against SFTConfig's fields before anything loads (nbkit.train.check_extra)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -103,6 +105,9 @@ class RunConfig:
             raise ConfigError(f"eval_fraction={self.eval_fraction} must be in [0, 0.5).")
         if self.save_steps < 0 or self.warmup_steps < 0 or self.save_total_limit < 0 or self.save_minutes < 0:
             raise ConfigError("save_steps, save_total_limit, save_minutes and warmup_steps must be >= 0.")
+        if self.save_total_limit == 0:
+            raise ConfigError("save_total_limit=0 would keep no checkpoint, so nothing could be resumed: use 1 to keep "
+                              "only the newest (2 is the default), or save_steps=0 and save_minutes=0 to save none.")
         if self.max_steps < 0:
             raise ConfigError(f"max_steps={self.max_steps} must be >= 0 (0: train for num_epochs).")
         if not 0.0 <= self.weight_decay < 1.0:
@@ -168,13 +173,40 @@ class RunConfig:
         import yaml
 
         try:
-            data = (yaml.safe_load(text) or {}) if path.suffix in (".yaml", ".yml") else json.loads(text)
+            data = (yaml.load(text, Loader=_unique_key_loader()) or {}) if path.suffix in (".yaml", ".yml") else \
+                json.loads(text, object_pairs_hook=_unique_keys)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
         except (ValueError, yaml.YAMLError) as exc:
             raise ConfigError(f"{path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: "
                               f"{exc}".replace("\n", " ")) from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a mapping of RunConfig fields.")
         return cls.from_dict(data)
+
+
+def _unique_keys(pairs):
+    """A mapping that names a key twice is a mistake (the last would silently win): refuse it, naming the key."""
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ConfigError(f"{key!r} is given twice: keep one (the file would otherwise silently use the last, "
+                              f"{value!r}).")
+        seen[key] = value
+    return seen
+
+
+def _unique_key_loader():
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            pairs = [(self.construct_object(k, deep=deep), self.construct_object(v, deep=deep)) for k, v in node.value]
+            return _unique_keys(pairs)
+
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                    lambda loader, node: loader.construct_mapping(node, deep=True))
+    return UniqueKeyLoader
 
 
 # Where a run's folder outlives the notebook session: Google Drive once mounted in Colab, Kaggle's saved output
@@ -219,6 +251,7 @@ _FLOAT_FIELDS = ("lora_dropout", "learning_rate", "num_epochs", "weight_decay", 
 _STR_FIELDS = ("model", "quantization", "dataset", "dataset_format", "output_dir", "backend", "optimizer",
                "parallelism")
 _NULLABLE = ("max_samples",)
+_CHOICE_FIELDS = ("quantization", "backend", "parallelism", "optimizer", "dataset_format")
 _EXAMPLES = {"learning_rate": "2e-4", "max_steps": "60 (or 0 to train num_epochs)", "batch_size": "2",
              "max_seq_length": "2048", "num_epochs": "1"}
 
@@ -238,6 +271,10 @@ def _coerce_fields(cfg: "RunConfig") -> None:
             cfg.output_dir = ""
         elif not isinstance(value, str):
             raise ConfigError(f"{name}={value!r} must be text (a string), not {type(value).__name__}.")
+    for name in _CHOICE_FIELDS:  # "FP8", "Auto": a choice's case cannot be confused with another choice
+        value = getattr(cfg, name)
+        if isinstance(value, str) and value != value.strip().lower():
+            setattr(cfg, name, value.strip().lower())
     gc = cfg.gradient_checkpointing
     if isinstance(gc, str) and gc.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
         cfg.gradient_checkpointing = gc.strip().lower() in ("true", "yes", "on", "1")

@@ -5,13 +5,15 @@ Unsloth and under plain transformers: prompt tokens get -100, assistant tokens k
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from .config import DEFAULT_DATASET, RunConfig
 from .errors import DataError
-from .data_files import _LOCAL_KINDS, _check_layout, load_rows, read_json_rows  # noqa: F401  (API)
+from .data_files import (_LOCAL_KINDS, _check_layout, check_file, load_rows, load_rows_with_notes,  # noqa: F401
+                         read_csv_rows, read_json_rows)
 from .resources import DEFAULT_DATA_PATH
 
 IGNORE = -100
@@ -34,11 +36,14 @@ class PreparedData:
     truncated: int = 0
     dropped: int = 0
     notes: list[str] = field(default_factory=list)
+    duplicated: int = 0  # rows identical to an earlier one (kept: each trains as often as it is written)
 
     def summary(self) -> str:
+        """What happened to the rows: kept for training, split off for eval, truncated, dropped, duplicated."""
         n_eval = len(self.eval) if self.eval is not None else 0
         text = (f"{len(self.train)} training rows ({self.format} format), {n_eval} eval rows; "
-                f"{self.truncated} truncated to max_seq_length, {self.dropped} dropped.")
+                f"{self.truncated} truncated to max_seq_length, {self.dropped} dropped, {self.duplicated} "
+                f"duplicated, of {self.rows_in} rows read.")
         return " ".join([text, *self.notes])
 
 
@@ -164,13 +169,14 @@ def prepare(config: RunConfig, tokenizer, rows: Any = None) -> PreparedData:
         import datasets
 
         datasets.disable_progress_bars()
-    dataset = load_rows(rows if rows is not None else config.dataset)
+    dataset, read_notes = load_rows_with_notes(rows if rows is not None else config.dataset, limit=config.max_samples)
     if len(dataset) == 0:
         raise DataError("The data set is empty.")
     fmt = detect_format(dataset.column_names, config.dataset_format)
     if config.max_samples:
         dataset = dataset.select(range(min(config.max_samples, len(dataset))))
     rows_in = len(dataset)
+    check_text(dataset, fmt, config.dataset if rows is None else "the rows")
     # never train on a rendered "None": rows without an answer are dropped and counted
     complete = dataset.filter(lambda row: not missing_answer(row, fmt))
     no_answer = rows_in - len(complete)
@@ -191,49 +197,89 @@ def prepare(config: RunConfig, tokenizer, rows: Any = None) -> PreparedData:
     if len(kept) == 0:
         raise DataError(f"Every row lost its answer when cut to max_seq_length={config.max_seq_length}; "
                         "raise max_seq_length.")
-    notes = []
+    notes = list(read_notes)
     if no_answer:
         notes.append(f"Dropped {no_answer} row(s) with no answer (missing, null or empty).")
     if dropped:
         notes.append(f"Dropped {dropped} row(s) whose answer lies beyond max_seq_length={config.max_seq_length}.")
-    eval_set = None
-    if config.eval_fraction > 0 and len(kept) >= 10:
-        split = kept.train_test_split(test_size=config.eval_fraction, seed=config.seed)
-        kept, eval_set = split["train"], split["test"]
-    data = PreparedData(kept, eval_set, fmt, rows_in, truncated, dropped + no_answer, notes)
-    if truncated or dropped or no_answer:
+    duplicated = rows_in - no_answer - len({json.dumps(r, sort_keys=True, default=str) for r in dataset})
+    if duplicated:
+        notes.append(f"{duplicated} row(s) repeat an earlier row exactly: kept, so each trains as often as it is "
+                     "written.")
+    kept, eval_set, note = _split_eval(kept, config)
+    notes += [note] if note else []
+    data = PreparedData(kept, eval_set, fmt, rows_in, truncated, dropped + no_answer, notes, duplicated)
+    if truncated or dropped or no_answer or notes:
         print("nbkit:", data.summary())
     return data
 
 
+MIN_EVAL_SPLIT = 10  # rows below which no eval set is split off
+
+
+def _split_eval(kept, config: RunConfig):
+    """(train, eval or None, what to say): eval_fraction of the rows, when there are enough to split."""
+    if config.eval_fraction <= 0:
+        return kept, None, ""
+    if len(kept) < MIN_EVAL_SPLIT:
+        return kept, None, (f"No eval set: eval_fraction={config.eval_fraction:g} of {len(kept)} rows is too few to "
+                            f"split (at least {MIN_EVAL_SPLIT} rows are needed).")
+    split = kept.train_test_split(test_size=config.eval_fraction, seed=config.seed)
+    return split["train"], split["test"], ""
+
+
 def check(config: RunConfig) -> str:
-    """Everything about the data that can be known without the model, in seconds: the file reads, its rows
-    parse, a format matches, and some rows have answers. Returns a one-line summary; raises DataError.
-    Hub data sets are only checked once loaded (reaching the Hub is slow or impossible offline)."""
+    """Everything about the data that can be known without the model, in seconds: the file reads (only as far as
+    max_samples), its rows parse, a format matches, answers are text, and some rows have them; a Hub data set can
+    be reached. Returns a one-line summary; raises DataError."""
     source = config.dataset
     path = Path(str(DEFAULT_DATA_PATH if source == DEFAULT_DATASET else source)).expanduser()
     if not (path.suffix in _LOCAL_KINDS or path.exists()):
-        return f"data: {source!r} (Hub data set; checked when loaded)"
-    if path.is_file() and _LOCAL_KINDS.get(path.suffix) == "json":
+        from .hub import check_dataset
+
+        return f"data: {source!r} (Hub data set, from {check_dataset(str(source))})"
+    check_file(path)
+    kind = _LOCAL_KINDS.get(path.suffix)
+    if kind in ("json", "csv"):
         # plain Python, no `datasets`: the form checks the data while the engine may still be importing on
         # another thread, and datasets reaches into a half-imported transformers
-        rows = read_json_rows(path)
-        _check_layout(rows, path)
+        rows = (read_json_rows if kind == "json" else read_csv_rows)(path, config.max_samples)
         columns = list(dict.fromkeys(k for row in rows for k in row))
     else:
         from . import backend
 
-        backend.ensure()  # CSV/Parquet go through datasets: after the engine's import
+        backend.ensure()  # Parquet goes through datasets: after the engine's import
         rows = load_rows(str(path))
         columns = rows.column_names
     fmt = detect_format(columns, config.dataset_format)
+    lines, said = getattr(rows, "lines", None), getattr(rows, "notes", [])
     rows = [rows[i] for i in range(min(len(rows), config.max_samples or len(rows)))]
+    check_text(rows, fmt, path, lines)
+    _check_layout(rows, path)
     empty = sum(missing_answer(row, fmt) for row in rows)
     if empty == len(rows):
         raise DataError(f"None of the {len(rows)} rows has both a prompt and an answer ({fmt} format, {path}): "
                         "every answer is missing, null or empty. Fill them in, or check dataset_format.")
     skipped = f", {empty} without an answer (will be skipped)" if empty else ""
-    return f"data: {len(rows)} rows, {fmt} format{skipped}"
+    return f"data: {len(rows)} rows, {fmt} format{skipped}" + "".join(f". {n}" for n in said)
+
+
+def check_text(rows, fmt: str, where, lines=None) -> None:
+    """Every field that is trained on holds text (a number is its text as written): a list or object is refused
+    with its line, never trained as Python's spelling of it."""
+    fields = {"alpaca": ("instruction", "input", "output"), "prompt_completion": ("prompt", "completion")}
+    for i, row in enumerate(rows):
+        values = [(f, row.get(f)) for f in fields.get(fmt, ())]
+        turns = row.get("messages" if fmt == "messages" else "conversations") if fmt in ("messages", "sharegpt") \
+            else None
+        key = "content" if fmt == "messages" else "value"
+        values += [(f"{fmt}[{j}].{key}", t.get(key)) for j, t in enumerate(turns or []) if isinstance(t, dict)]
+        for name, value in values:
+            if isinstance(value, (list, dict)):
+                at = f"line {lines[i]}" if lines and lines[i] else f"row {i + 1}"
+                raise DataError(f"{where} {at}: {name!r} is {'a list' if isinstance(value, list) else 'an object'} "
+                                f"({json.dumps(value)[:60]}), not text. Write it as the text the model should learn "
+                                'to say, e.g. "red, green".')
 
 
 def preview(config: RunConfig, tokenizer, n: int = 3) -> list[list[tuple[str, bool]]]:

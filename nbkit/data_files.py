@@ -126,8 +126,8 @@ def check_file(path: Path) -> None:
         raise DataError(f"{path} is {kind}-compressed: decompress it first ({_UNPACK[kind].replace('FILE', str(path))})"
                         f" and give the .jsonl/.json/.csv file inside.")
     if not head:
-        raise DataError(f"{path} is empty (0 bytes): add examples (one JSON object a line), or use the embedded "
-                        f"{DEFAULT_DATASET!r} to try things out.")
+        raise DataError(f"{path} is empty (0 bytes), so it has no rows: add examples (one JSON object a line), or "
+                        f"use the embedded {DEFAULT_DATASET!r} to try things out.")
 
 
 def decoded_lines(path: Path):
@@ -152,14 +152,22 @@ def decoded_lines(path: Path):
             yield number, text, notes
 
 
-def _guess_encoding(path: Path, number: int, byte: int) -> str:
-    from charset_normalizer import from_path
+# Among encodings that read a file equally well (charset-normalizer often cannot tell cp1250 from cp1252 on a
+# few accented letters: é is the same byte in both, à is not), the one Windows uses for Western European text.
+PREFERRED_LEGACY = "cp1252"
 
-    best = from_path(path, steps=8, chunk_size=64_000).best()
-    if best is None or best.encoding in ("utf_8", "ascii"):
+
+def _guess_encoding(path: Path, number: int, byte: int) -> str:
+    from charset_normalizer import from_bytes
+
+    with open(path, "rb") as fh:
+        matches = from_bytes(fh.read(1 << 20))
+    best = matches.best()
+    if best is None or best.encoding in ("utf_8", "ascii") or best.chaos > 0.2:
         raise DataError(f"{path} line {number} is not UTF-8 (byte {byte:#04x}) and its encoding cannot be told: "
                         f"convert it to UTF-8, e.g. iconv -f cp1252 -t utf-8 {path.name} > fixed{path.suffix}")
-    return best.encoding
+    tied = {m.encoding for m in matches if (m.chaos, m.coherence) == (best.chaos, best.coherence)}
+    return PREFERRED_LEGACY if PREFERRED_LEGACY in tied else best.encoding
 
 
 def _as_written(pairs):

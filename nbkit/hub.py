@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from pathlib import Path
 from typing import Iterable
 
 from .config import TINY_MODEL
@@ -81,3 +82,41 @@ def auto_config(model_id: str, candidates: Iterable[str] = ()):
         err = ModelNotFoundError(explain(model_id, exc, candidates))
         err.kind = classify(exc)
         raise err from exc
+
+
+def check_dataset(dataset_id: str, timeout: float = 10.0) -> str:
+    """Before anything loads: whether a Hub data set can be had, in one request with a short timeout (offline:
+    only from the local cache, at once). Returns where it comes from; raises a DataError that says what to do."""
+    from .errors import DataError
+
+    local = "Use a local .jsonl/.csv file, or nbkit's embedded 'nbkit/instruct-mini'."
+    if _offline():
+        if _cached(dataset_id):
+            return "the local cache"
+        raise DataError(f"Data set {dataset_id!r} cannot be reached: this machine is offline (HF_HUB_OFFLINE / "
+                        f"HF_DATASETS_OFFLINE is set) and it is not in the local cache. {local}")
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().dataset_info(dataset_id, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 — told apart by classify(), like a model id
+        kind = classify(exc)
+        if kind == "offline" and _cached(dataset_id):
+            return "the local cache"
+        why = {"gated": "it is gated: accept its terms on its Hub page and log in (huggingface-cli login)",
+               "not_found": "the Hub has no such data set (check the spelling: ids look like 'owner/name')",
+               "offline": f"the Hub could not be reached within {timeout:.0f} s (no network?)"}.get(
+            kind, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}")
+        raise DataError(f"Data set {dataset_id!r} cannot be used: {why}. {local}") from None
+    return "the Hub"
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE",
+                                                                                     "HF_DATASETS_OFFLINE"))
+
+
+def _cached(dataset_id: str) -> bool:
+    from huggingface_hub import constants
+
+    return (Path(constants.HF_HUB_CACHE) / f"datasets--{dataset_id.replace('/', '--')}").is_dir()

@@ -63,6 +63,10 @@ def load(config: RunConfig, gpu: GpuInfo | None = None, check_memory: bool = Tru
         require_fp8(gpu)
     path = resolve_model(config.model)
     spec = spec_for(path)
+    if spec.max_positions and config.max_seq_length > spec.max_positions and is_main():
+        print(f"nbkit: warning: max_seq_length={config.max_seq_length} is beyond the {spec.max_positions} tokens "
+              f"{config.model} was trained for (max_position_embeddings): rows past that are extrapolated, and "
+              f"answer poorly unless the model is made for it. Use max_seq_length={spec.max_positions} or less.")
     config = resolve_parallelism(config, gpu, spec)
     name = backend.ensure(SHARDED_BACKEND if fsdp.sharded(config) else config.backend)
     if gpu.available and check_memory:

@@ -69,6 +69,7 @@ def sft_config(loaded: LoadedModel, data: PreparedData, **overrides: Any):
     )
     if fsdp.sharded(cfg):
         kwargs.update(fsdp.trainer_args(cfg))
+    kwargs.update(check_extra(cfg.extra))
     kwargs.update(overrides)
     args = SFTConfig(**kwargs)
     if on_cuda and args.n_gpu > 1:
@@ -76,6 +77,39 @@ def sft_config(loaded: LoadedModel, data: PreparedData, **overrides: Any):
         # nn.DataParallel (which TRL refuses); several GPUs are used through torchrun or nbkit.parallel.launch
         args._n_gpu = 1
     return args
+
+
+# what nbkit itself sets from a RunConfig field: an `extra` entry for these would silently fight that field
+_FROM_FIELDS = {"output_dir": "output_dir", "per_device_train_batch_size": "batch_size", "learning_rate":
+                "learning_rate", "gradient_accumulation_steps": "grad_accum", "max_steps": "max_steps",
+                "num_train_epochs": "num_epochs", "warmup_steps": "warmup_steps", "seed": "seed", "max_length":
+                "max_seq_length", "weight_decay": "weight_decay", "optim": "optimizer", "save_steps": "save_steps",
+                "save_total_limit": "save_total_limit"}
+
+
+def check_extra(extra: dict) -> dict:
+    """`RunConfig.extra`, checked: SFTConfig fields only, none that a RunConfig field already sets."""
+    if not extra:
+        return {}
+    import dataclasses
+
+    from trl import SFTConfig
+
+    from .errors import ConfigError
+
+    known = {f.name for f in dataclasses.fields(SFTConfig)}
+    for key in extra:
+        if key in _FROM_FIELDS:
+            raise ConfigError(f"extra={{{key!r}: ...}} is set by the RunConfig field {_FROM_FIELDS[key]!r}: set that "
+                              "field instead.")
+        if key not in known:
+            import difflib
+
+            close = difflib.get_close_matches(key, known, n=1)
+            raise ConfigError(f"extra={{{key!r}: ...}} is not an SFTConfig setting (TRL)"
+                              + (f"; did you mean {close[0]!r}?" if close else ".") + " extra passes settings to the "
+                              "trainer as they are.")
+    return dict(extra)
 
 
 def _trainer_class(on_cuda: bool):

@@ -80,6 +80,7 @@ def preflight(config: RunConfig, resume: bool = False, overwrite: bool = False) 
     the data, and (on the process that writes) what training into the output folder would do. Writes nothing:
     the folder is claimed when training starts. Raises an NbkitError (RunFinished for a finished run to resume)."""
     config.validate()
+    train.check_extra(config.extra)
     lines = [data.check(config)]
     if distributed.is_main():
         claim = runs.plan(config, resume=resume, overwrite=overwrite)

@@ -124,6 +124,11 @@ FIT = "calibration_fit.json"
 DDP = "ddp_scaling_1b_16bit_32k.json"  # 4096 x 8 tokens per GPU a step, 1 and 2 GPUs alternating
 DDP_SHORT = "ddp_scaling_1b_16bit.json"  # 2048 x 4: steps too short to pin the scaling down
 SESSION = "session_rehearsal.json"
+BIG = "data_big_file.json"
+
+
+def _big(variant: str, key: str) -> float:
+    return next(r[key] for r in _load(BIG)["summary"] if r["variant"] == variant)
 # name: (how to compute it from the results, how it is written)
 FIGURES: dict[str, tuple[Callable[[], float], str]] = {
     "qlora8b_vs_hf_speed": (_ratio("throughput_8b_4bit.json", "nbkit_vs_hf_speed"), "{:.2f}×"),
@@ -226,6 +231,14 @@ FIGURES: dict[str, tuple[Callable[[], float], str]] = {
     "ddp_short_low": (lambda: _load(DDP_SHORT)["scaling_p10_p90"][0], "{:.2f}×"),
     "ddp_short_high": (lambda: _load(DDP_SHORT)["scaling_p10_p90"][1], "{:.2f}×"),
     "parity16_hf_pct": (lambda: _load("loss_parity_1b_16bit.json")["summary"]["max_rel_diff"] * 100, "{:.2f} %"),
+    # a 200 MB JSONL with max_samples 16 (bench/data_big_file.py, CPU)
+    "big_file_mb": (lambda: _load(BIG)["file_mb"], "{:.0f}"),
+    "big_check16_s": (lambda: _big("check-16", "max_s"), "{:.2f} s"),
+    "big_check16_mib": (lambda: _big("check-16", "max_added_mib"), "{:.0f}"),
+    "big_prepare16_s": (lambda: _big("prepare-16", "max_s"), "{:.2f} s"),
+    "big_prepare16_mib": (lambda: _big("prepare-16", "max_added_mib"), "{:.0f}"),
+    "big_checkall_s": (lambda: _big("check-all", "median_s"), "{:.1f} s"),
+    "big_checkall_mib": (lambda: _big("check-all", "median_added_mib"), "{:.0f}"),
     # a notebook session on a T4's memory (bench/session_rehearsal.py): reserved GiB after each pass / load
     "session_nb_reserved_1": (lambda: _load(SESSION)["notebook"]["passes"][0]["memory"]["reserved"], "{:.2f}"),
     "session_nb_reserved_2": (lambda: _load(SESSION)["notebook"]["passes"][1]["memory"]["reserved"], "{:.2f}"),

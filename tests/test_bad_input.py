@@ -352,3 +352,132 @@ def test_notebook_parameters(tmp_path, capsys, param, value, message):
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert time.perf_counter() - start < 120
     assert not (tmp_path / "outputs").exists()  # failed at the settings cell: nothing trained or written
+
+
+# --- what the user wrote is what trains: every data-file and config mistake is one line (issue 27) ----------------
+GZ = __import__("gzip").compress(b'{"instruction": "a", "output": "b"}\n')
+ZIP_HEAD = b"PK\x03\x04" + b"\x00" * 26
+# (id, files (bytes or text or rows), run.yaml lines, message)
+CLI_CASES = [
+    ("jsonl-holds-array", {"d.jsonl": json.dumps([GOOD, GOOD], indent=1)}, "dataset: '{tmp}/d.jsonl'",
+     "holds a JSON array, not JSON Lines: rename it to .json"),
+    ("csv-header-only", {"d.csv": "instruction,output\n"}, "dataset: '{tmp}/d.csv'",
+     "has a header (instruction, output) but no rows"),
+    ("csv-no-header", {"d.csv": "\n\n"}, "dataset: '{tmp}/d.csv'", "has no header row"),
+    ("folder", {"data/d.jsonl": [GOOD]}, "dataset: '{tmp}/data'", "is a folder, not a data file: give one .jsonl"),
+    ("gz-suffix", {"d.jsonl.gz": GZ}, "dataset: '{tmp}/d.jsonl.gz'", "is gzip-compressed: decompress it first (gunzip"),
+    ("gz-named-jsonl", {"d.jsonl": GZ}, "dataset: '{tmp}/d.jsonl'", "is gzip-compressed"),
+    ("zip", {"d.zip": ZIP_HEAD}, "dataset: '{tmp}/d.zip'", "is zip-compressed: decompress it first (unzip"),
+    ("empty-jsonl", {"d.jsonl": ""}, "dataset: '{tmp}/d.jsonl'", "is empty (0 bytes), so it has no rows"),
+    ("empty-csv", {"d.csv": ""}, "dataset: '{tmp}/d.csv'", "is empty (0 bytes)"),
+    ("blank-lines-only", {"d.jsonl": "\n \n"}, "dataset: '{tmp}/d.jsonl'", "has no rows"),
+    ("no-format", {"d.jsonl": [{"question": "q", "reply": "a"}]}, "dataset: '{tmp}/d.jsonl'",
+     "columns ['question', 'reply'] match no format nbkit knows (alpaca: instruction, output; messages"),
+    ("list-answer", {"d.jsonl": [GOOD, {"instruction": "Colours?", "output": ["red", "green"]}]},
+     "dataset: '{tmp}/d.jsonl'", "line 2: 'output' is a list ([\"red\", \"green\"]), not text"),
+    ("object-answer", {"d.jsonl": [{"instruction": "Pair?", "output": {"a": 1}}]}, "dataset: '{tmp}/d.jsonl'",
+     "line 1: 'output' is an object"),
+    ("message-content-list", {"d.jsonl": [{"messages": [{"role": "user", "content": "q"},
+                                                        {"role": "assistant", "content": ["a"]}]}]},
+     "dataset: '{tmp}/d.jsonl'", "'messages[1].content' is a list"),
+    ("two-encodings", {"d.jsonl": '{"instruction": "caf\u00e9", "output": "ok"}\n'.encode()
+                       + '{"instruction": "th\u00e9", "output": "ok"}\n'.encode("cp1252")},
+     "dataset: '{tmp}/d.jsonl'", "line 2 is not utf-8 while earlier lines are"),
+    ("json-empty-list", {"d.json": "[]"}, "dataset: '{tmp}/d.json'", "has no rows"),
+    ("json-not-a-list", {"d.json": '{"instruction": "a"}'}, "dataset: '{tmp}/d.json'", "must hold a list of objects"),
+    ("line-is-number", {"d.jsonl": "5\n"}, "dataset: '{tmp}/d.jsonl'", "line 1 is str, not an object"),
+    ("parquet-not-parquet", {"d.parquet": "not parquet"}, "dataset: '{tmp}/d.parquet'", "Cannot read"),
+    ("hub-offline", {}, "dataset: nobody/unreachable-set", "cannot be reached: this machine is offline"),
+    ("missing-home-path", {}, "dataset: '~/no-such-nbkit-data.jsonl'", "does not exist"),
+    ("yaml-duplicate-key", {}, "lora_r: 8\nlora_r: 16", "'lora_r' is given twice: keep one"),
+    ("save-total-limit-0", {}, "save_total_limit: 0", "save_total_limit=0 would keep no checkpoint"),
+    ("extra-unknown", {}, "extra: {{max_grad_nrom: 0.5}}", "not an SFTConfig setting (TRL); did you mean 'max_grad_norm'"),
+    ("extra-shadows-field", {}, "extra: {{learning_rate: 0.1}}", "is set by the RunConfig field 'learning_rate'"),
+    ("quant-unknown-upper", {}, "quantization: NF4", "Unknown quantization 'nf4'"),
+    ("format-unknown", {"d.jsonl": [GOOD]}, "dataset: '{tmp}/d.jsonl'\ndataset_format: Chatml",
+     "Unknown dataset_format 'chatml'"),
+]
+
+
+def run_cli(tmp_path, capsys, yaml_lines: str):
+    from nbkit.cli import main
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml_lines.format(tmp=tmp_path) + f"\noutput_dir: '{tmp_path}/run'\nmax_steps: 2\n")
+    start = time.perf_counter()
+    code = main(["train", "--config", str(config)])
+    return code, capsys.readouterr(), time.perf_counter() - start
+
+
+@pytest.mark.parametrize("files, yaml_lines, message", [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
+def test_data_and_config_mistakes_are_one_line_before_the_model_loads(tmp_path, guard, capsys, files, yaml_lines,
+                                                                      message):
+    for name, content in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, list):
+            content = "".join(json.dumps(row) + "\n" for row in content)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    guard.snapshot()
+    code, out, seconds = run_cli(tmp_path, capsys, yaml_lines)
+    assert code == 2, out.err[-2000:]
+    (line,) = out.err.strip().splitlines()
+    assert line.startswith("nbkit: error: ") and message in line and "Traceback" not in out.err
+    assert seconds < QUICK and not guard.loads and not guard.unchanged()
+    assert not (tmp_path / "run").exists()  # nothing claimed, nothing written
+
+
+def test_an_unreadable_file_is_one_line(tmp_path, guard, capsys, monkeypatch):
+    """(The tests run as root, who reads every file: the refusal is raised as the OS raises it for a user.)"""
+    import builtins
+
+    write(tmp_path, {"d.jsonl": [GOOD]})
+    real_open = builtins.open
+
+    def no_read(file, *args, **kwargs):
+        if str(file) == str(tmp_path / "d.jsonl"):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_read)
+    guard.snapshot()
+    code, out, _ = run_cli(tmp_path, capsys, "dataset: '{tmp}/d.jsonl'")
+    assert code == 2 and "cannot be read (permission denied): give yourself read access (chmod u+r" in out.err
+    assert not guard.loads and not guard.unchanged()
+
+
+@pytest.mark.parametrize("name, content, note", [
+    ("utf8-bom.jsonl", codecs_bom := "\ufeff", None),
+    ("cp1252.jsonl", "cp1252", "is not UTF-8: read as cp1252"),
+    ("latin1.csv", "latin-1", "is not UTF-8: read as"),
+], ids=["utf8-bom", "cp1252", "latin1-csv"])
+def test_text_is_trained_as_written(tmp_path, tokenizer, capsys, name, content, note):
+    """Accents survive whatever the file's encoding (never U+FFFD), a number answer trains the digits the file
+    holds, true stays true; a non-UTF-8 file is read with the encoding named."""
+    from nbkit import data
+
+    rows = [{"instruction": "Où est le café ? Répondez en français, s'il vous plaît.", "output": "Le café est là-bas, près de l'église."},
+            {"instruction": "Combien font deux et deux ?", "output": 4},
+            {"instruction": "Et pi, avec deux décimales ?", "output": 3.14},
+            {"instruction": "Vrai ou faux : la Terre est ronde.", "output": True}]
+    path = tmp_path / name
+    if name.endswith(".csv"):
+        cell = {str: lambda v: f'"{v}"', bool: lambda v: str(v).lower()}  # what a spreadsheet writes
+        text = "instruction,output\n" + "".join(f'"{r["instruction"]}",{cell.get(type(r["output"]), str)(r["output"])}\n'
+                                                for r in rows)
+    else:
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    raw = ("\ufeff" + text).encode("utf-8") if content == "\ufeff" else text.encode(content)
+    path.write_bytes(raw)
+    before = path.read_bytes()
+    summary = data.check(RunConfig(dataset=str(path)))
+    assert summary.startswith("data: 4 rows, alpaca format") and (note is None or note in summary)
+    prepared = data.prepare(RunConfig(dataset=str(path), max_seq_length=256), tokenizer)
+    answers = [tokenizer.decode([t for t, lab in zip(r["input_ids"], r["labels"]) if lab != -100])
+               for r in prepared.train]
+    assert any("Le café est là-bas, près de l'église." in a for a in answers)
+    assert any(a.startswith("4<") or a.strip().startswith("4") and "4.0" not in a for a in answers)
+    assert any("3.14" in a for a in answers) and any("true" in a for a in answers)
+    assert not any("\ufffd" in a or "None" in a for a in answers)
+    assert path.read_bytes() == before
+    assert note is None or note in prepared.summary()

@@ -69,7 +69,7 @@ def test_runs_default_to_a_folder_that_survives_the_session(tmp_path):
 
 
 @pytest.mark.parametrize("changes", [
-    {"warmup_steps": 0}, {"weight_decay": 0.0}, {"save_steps": 0}, {"save_minutes": 0}, {"save_total_limit": 0},
+    {"warmup_steps": 0}, {"weight_decay": 0.0}, {"save_steps": 0}, {"save_minutes": 0}, {"save_total_limit": 1},
     {"max_steps": 0, "num_epochs": 1.0}, {"eval_fraction": 0.0}, {"lora_dropout": 0.0}, {"max_samples": 1},
 ])
 def test_the_edges_that_are_allowed(changes):
@@ -154,3 +154,33 @@ def test_run_folders_count_up(tmp_path, monkeypatch):
     assert second == f"{first}-2"
     Path(second).mkdir()
     assert auto_output_dir("org/My Model/", root=tmp_path) == f"{first}-3"
+
+
+@pytest.mark.parametrize("field, written, read", [("quantization", "FP8", "fp8"), ("quantization", " 4Bit", "4bit"),
+                                                  ("backend", "Auto", "auto"), ("dataset_format", "Alpaca", "alpaca"),
+                                                  ("optimizer", "ADAMW_TORCH", "adamw_torch")])
+def test_choices_are_read_whatever_their_case(field, written, read):
+    assert getattr(RunConfig(**{field: written}), field) == read
+
+
+def test_extra_reaches_the_trainer_and_is_checked(tmp_path):
+    """`extra` passes SFTConfig settings as they are; a misspelt one, or one a RunConfig field sets, is refused."""
+    from nbkit.data import PreparedData
+    from nbkit.models import LoadedModel
+    from nbkit.train import sft_config
+
+    cfg = RunConfig(output_dir=str(tmp_path / "run"), extra={"max_grad_norm": 0.5, "logging_first_step": True})
+    args = sft_config(LoadedModel(None, None, "transformers", "", cfg, False), PreparedData(None, None, "alpaca", 0))
+    assert args.max_grad_norm == 0.5 and args.logging_first_step is True
+    for extra, message in (({"max_grad_nrom": 1}, "did you mean 'max_grad_norm'"),
+                           ({"max_length": 64}, "set by the RunConfig field 'max_seq_length'")):
+        with pytest.raises(ConfigError, match=message):
+            sft_config(LoadedModel(None, None, "transformers", "", cfg.replace(extra=extra), False),
+                       PreparedData(None, None, "alpaca", 0))
+
+
+def test_a_length_beyond_the_models_context_is_said(tmp_path, tiny_dir, capsys):
+    from nbkit import models
+
+    models.load(RunConfig(quantization="16bit", max_seq_length=100000, output_dir=str(tmp_path / "run")))
+    assert "max_seq_length=100000 is beyond the 2048 tokens nbkit/tiny-llama was trained for" in capsys.readouterr().out

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from nbkit import DataError, RunConfig
+from nbkit import DataError, RunConfig, data
 from nbkit.data import IGNORE, assistant_spans, detect_format, load_rows, prepare, to_messages, tokenize_example
 
 
@@ -167,9 +167,12 @@ def test_a_conversation_without_an_assistant_turn_is_refused(tokenizer):
         assistant_spans(tokenizer, [{"role": "user", "content": "Hi"}])
 
 
-def test_check_reads_the_data_without_the_model(tmp_path):
+def test_check_reads_the_data_without_the_model(tmp_path, monkeypatch):
     """check(): rows, format and rows without an answer, from the file alone; the shipped set by its name; a Hub id
-    left for the load; max_samples counted; every answer missing refused with the fix."""
+    checked at once (offline: from the local cache, or refused); max_samples counted; every answer missing refused
+    with the fix."""
+    from huggingface_hub import constants
+
     from nbkit.data import check
 
     path = tmp_path / "d.jsonl"
@@ -181,7 +184,11 @@ def test_check_reads_the_data_without_the_model(tmp_path):
     shipped = len(load_rows(RunConfig().dataset))
     assert check(RunConfig()) == f"data: {shipped} rows, alpaca format"
     hub = RunConfig(dataset="someone/some-set")
-    assert check(hub) == "data: 'someone/some-set' (Hub data set; checked when loaded)"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(DataError, match="cannot be reached: this machine is offline .* not in the local cache"):
+        check(hub)
+    (tmp_path / "hub" / "datasets--someone--some-set").mkdir(parents=True)
+    assert check(hub) == "data: 'someone/some-set' (Hub data set, from the local cache)"
     path.write_text("\n".join(json.dumps(r) for r in rows[1:3]) + "\n")
     with pytest.raises(DataError, match=r"None of the 2 rows has both a prompt and an answer \(alpaca format"):
         check(RunConfig(dataset=str(path)))
@@ -237,3 +244,31 @@ def test_ten_rows_are_enough_for_an_eval_split_and_the_seed_decides_it(tokenizer
     ids = [sorted(tuple(r) for r in p.eval["input_ids"]) for p in splits]
     assert ids[0] == ids[1] != ids[2]
     assert prepare(RunConfig(max_seq_length=64, eval_fraction=0.3), tokenizer, rows=rows[:9]).eval is None
+
+
+def test_the_summary_counts_what_happened_to_the_rows(tmp_path, tokenizer, capsys):
+    """Kept, truncated, dropped (and why), duplicated, split off for eval: and an eval split too small to make
+    is said, not silently skipped."""
+    rows = [{"instruction": "Say hi.", "output": "Hi."}] * 3 + [{"instruction": "q", "output": None}] + \
+        [{"instruction": f"Count to {i}.", "output": " ".join(str(n) for n in range(i))} for i in range(1, 5)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prepared = data.prepare(RunConfig(dataset=str(path), eval_fraction=0.25, max_seq_length=256), tokenizer)
+    text = prepared.summary()
+    assert "7 training rows (alpaca format), 0 eval rows; 0 truncated to max_seq_length, 1 dropped, 2 duplicated, " \
+           "of 8 rows read." in text
+    assert "Dropped 1 row(s) with no answer" in text and "2 row(s) repeat an earlier row exactly: kept" in text
+    assert "No eval set: eval_fraction=0.25 of 7 rows is too few to split (at least 10 rows are needed)." in text
+    assert text in capsys.readouterr().out  # said when it happens, not only on request
+
+
+def test_max_samples_reads_only_the_rows_it_takes(tmp_path, tokenizer):
+    """A big file costs what the rows taken cost: with max_samples the reader stops there (a broken line further
+    on is never read)."""
+    good = "".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) + "\n" for i in range(20))
+    path = tmp_path / "d.jsonl"
+    path.write_text(good + "{this line is broken\n")
+    assert data.check(RunConfig(dataset=str(path), max_samples=16)) == "data: 16 rows, alpaca format"
+    assert len(data.prepare(RunConfig(dataset=str(path), max_samples=16), tokenizer).train) == 16
+    with pytest.raises(DataError, match="line 21 is not valid JSON"):
+        data.check(RunConfig(dataset=str(path)))

@@ -99,20 +99,21 @@ def test_interrupt_during_training_stops_run_all_then_run_all_again(kernel, tmp_
     assert marker(fresh)["status"] == "finished" and marker(fresh)["step"] == 150
 
 
-CFG = ('cfg = RunConfig(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=2, lora_r=4, '
-       'save_steps=1, max_samples=8, output_dir="run", dataset="nobody/unreachable-data-set")')
+# max_seq_length=16 holds no answer after the chat template's prompt: the run fails once the data is tokenized
+CFG = ('cfg = RunConfig(quantization="16bit", max_seq_length=16, batch_size=2, grad_accum=1, max_steps=2, lora_r=4, '
+       'save_steps=1, max_samples=8, output_dir="run")')
 
 
 def test_failed_data_set_fixed_retried_resumed_and_exported_from_a_new_kernel(kernel, tmp_path):
     run = tmp_path / "run"
     setup = kernel.run(f"import nbkit\nfrom nbkit import RunConfig, workflow\n{CFG}")
     assert setup.error is None
-    failed = kernel.run("workflow.run(cfg)")  # the Hub cannot be reached: fails once the model has loaded
-    assert failed.error is not None
+    failed = kernel.run("workflow.run(cfg)")  # every answer lies past 16 tokens: fails once the model has loaded
+    assert failed.error[0] == "DataError" and "raise max_seq_length" in failed.error[1]
     m = marker(run)
-    assert m["status"] == "failed" and m["phase"] == "preparing" and m["error"]
+    assert m["status"] == "failed" and m["phase"] == "preparing" and "DataError: Every row lost" in m["error"]
     # fixed and run again, as is: no flag, and preflight first (it claims nothing)
-    fixed = kernel.run('cfg = cfg.replace(dataset="nbkit/instruct-mini")\nprint(workflow.preflight(cfg))\n'
+    fixed = kernel.run('cfg = cfg.replace(max_seq_length=64)\nprint(workflow.preflight(cfg))\n'
                        'report = workflow.run(cfg)\nprint("STATE", report.train.state, report.ok)')
     assert fixed.error is None, fixed.error
     assert "retrying the run there that never trained" in fixed.text and "STATE finished True" in fixed.text

@@ -29,6 +29,7 @@ class ModelSpec:
     # how the weights are stored on disk: "bf16" (or fp16/fp32: loaded as 16-bit), "bnb-4bit" (pre-quantized
     # bitsandbytes) or "fp8"; it decides what loading costs (memory.load_peak)
     checkpoint: str = "bf16"
+    max_positions: int = 0  # the context it was trained for (max_position_embeddings); 0 when not known
 
     @property
     def softcapped_attention(self) -> bool:
@@ -115,6 +116,7 @@ def from_config_dict(data: dict, name: str = "") -> ModelSpec:
             qk_norm=bool(data.get("qk_norm", data.get("model_type") in QK_NORM_TYPES)),
             name=name,
             checkpoint=checkpoint_kind(data, name),
+            max_positions=int(data.get("max_position_embeddings") or 0),
         )
     except KeyError as exc:
         raise ModelNotFoundError(f"{name or 'config'} lacks {exc} needed to predict memory; "
