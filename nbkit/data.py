@@ -270,10 +270,9 @@ def check_text(rows, fmt: str, where, lines=None) -> None:
     fields = {"alpaca": ("instruction", "input", "output"), "prompt_completion": ("prompt", "completion")}
     for i, row in enumerate(rows):
         values = [(f, row.get(f)) for f in fields.get(fmt, ())]
-        turns = row.get("messages" if fmt == "messages" else "conversations") if fmt in ("messages", "sharegpt") \
-            else None
-        key = "content" if fmt == "messages" else "value"
-        values += [(f"{fmt}[{j}].{key}", t.get(key)) for j, t in enumerate(turns or []) if isinstance(t, dict)]
+        column, key = ("messages", "content") if fmt == "messages" else ("conversations", "value")
+        turns = row.get(column) if fmt in ("messages", "sharegpt") else None
+        values += [(f"{column}[{j}].{key}", t.get(key)) for j, t in enumerate(turns or []) if isinstance(t, dict)]
         for name, value in values:
             if isinstance(value, (list, dict)):
                 at = f"line {lines[i]}" if lines and lines[i] else f"row {i + 1}"

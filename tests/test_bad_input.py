@@ -396,6 +396,14 @@ CLI_CASES = [
     ("quant-unknown-upper", {}, "quantization: NF4", "Unknown quantization 'nf4'"),
     ("format-unknown", {"d.jsonl": [GOOD]}, "dataset: '{tmp}/d.jsonl'\ndataset_format: Chatml",
      "Unknown dataset_format 'chatml'"),
+    ("jsonl-array-one-line", {"d.jsonl": json.dumps([GOOD])}, "dataset: '{tmp}/d.jsonl'", "holds a JSON array"),
+    ("bzip2", {"d.jsonl": b"BZh91AY&SY" + b"\x00" * 20}, "dataset: '{tmp}/d.jsonl'",
+     "is bzip2-compressed: decompress it first (bunzip2"),
+    ("sharegpt-value-list", {"d.jsonl": [{"conversations": [{"from": "human", "value": "q"},
+                                                            {"from": "gpt", "value": ["a", "b"]}]}]},
+     "dataset: '{tmp}/d.jsonl'", "'conversations[1].value' is a list"),
+    ("completion-object", {"d.jsonl": [{"prompt": "p", "completion": {"text": "c"}}]}, "dataset: '{tmp}/d.jsonl'",
+     "'completion' is an object"),
 ]
 
 

@@ -11,10 +11,14 @@ from nbkit import data
 
 def test_mixed_layouts_are_named_by_field_and_row(tmp_path):
     path = tmp_path / "d.jsonl"
-    rows = [{"instruction": "a", "output": "b"}, {"instruction": "c", "output": None},
-            {"instruction": ["c"], "output": "d"}]
+    rows = [{"instruction": "a", "output": "b", "tags": "x"}, {"instruction": "c", "output": None},
+            {"instruction": "c", "output": "d", "tags": ["x", "y"]}]
     path.write_text("\n".join(json.dumps(r) for r in rows))
-    with pytest.raises(DataError, match=r"'instruction' is text in row 1 and a list in row 3"):
+    with pytest.raises(DataError, match=r"'tags' is text in row 1 and a list in row 3"):
+        data.check(RunConfig(dataset=str(path)))
+    rows[2]["instruction"] = ["c"]  # a field that is trained on: refused as not text, with its line
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(DataError, match=r"line 3: 'instruction' is a list"):
         data.check(RunConfig(dataset=str(path)))
 
 
