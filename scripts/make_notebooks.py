@@ -159,7 +159,7 @@ CHAT_MD = """## Chat with the result
 Type a prompt and press **Send**; the answer streams in. Switch *Answer with* to the base model (the same model
 with its adapters off) to see what training changed."""
 
-CHAT = '''from nbkit.ui.chat import chat
+CHAT = '''from nbkit.ui import chat
 
 ui = chat(loaded)'''
 

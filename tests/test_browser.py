@@ -39,17 +39,17 @@ def shots(tmp_path):
 CELL = """import nbkit
 from nbkit import RunConfig
 from nbkit.hardware import GpuInfo
-from nbkit.ui.launch import launch
+from nbkit.ui import launch
 t4 = GpuInfo(True, "Tesla T4 (simulated)", (7, 5), 15.0, 14.5, False, False, 1)
 ui = launch(RunConfig(model="unsloth/Meta-Llama-3.1-8B-Instruct"), gpu=t4)"""
 
 
 FLOW = ["""import nbkit
 from nbkit import RunConfig
-from nbkit.ui.launch import launch
+from nbkit.ui import launch
 ui = launch(RunConfig(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=240, lora_r=4,
                       save_steps=0, max_samples=120, learning_rate=3e-3, output_dir="run"))""",
-        """from nbkit.ui.chat import chat
+        """from nbkit.ui import chat
 c = chat(ui.report.loaded, max_new_tokens=12)"""]
 
 

@@ -42,7 +42,7 @@ def test_adapters_off_is_the_base_model(trained):
 
 
 def test_chat_widget_streams_answers_from_both_models(trained):
-    from nbkit.ui.chat import Chat
+    from nbkit.ui.chatbox import Chat
 
     ui = Chat(trained, max_new_tokens=10)
     ui.prompt.value = "What is the capital of France?"

@@ -6,7 +6,7 @@ from nbkit import RunConfig
 from nbkit.hardware import GpuInfo
 from nbkit.ui.form import ConfigForm, quantization_availability
 from nbkit.ui.gauge import MemoryGauge, verdict
-from nbkit.ui.launch import Launcher
+from nbkit.ui.launcher import Launcher
 
 LLAMA_8B = "unsloth/Meta-Llama-3.1-8B-Instruct"
 CPU = GpuInfo(available=False)
@@ -235,3 +235,34 @@ def test_launcher_trains_twice_into_fresh_folders_and_exports_an_earlier_kernels
     later.export("merged", wait=True)
     assert "merged 16-bit saved:" in later.export_status.value
     assert json.loads((first / "nbkit_run.json").read_text())["exported"]["merged"]["step"] == 2
+
+
+def test_launch_and_chat_stay_functions_however_the_ui_is_imported():
+    import nbkit.ui.chatbox  # noqa: F401  (what the first call imports)
+    import nbkit.ui.launcher  # noqa: F401
+    from nbkit.ui import chat, launch
+
+    assert callable(launch) and callable(chat) and type(launch).__name__ == type(chat).__name__ == "function"
+
+
+def test_a_rerun_launcher_cell_shows_the_running_launcher_and_the_form_is_locked_while_it_trains(tmp_path, tiny_dir):
+    """Run the launcher cell again while its run trains: the same launcher (its Stop button, its progress) comes
+    back instead of a new one beside an orphaned run; the form cannot change under the run, and unlocks after."""
+    import time
+
+    from nbkit.ui import launcher
+
+    cfg = RunConfig(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=400, lora_r=4,
+                    save_steps=0, max_samples=16, output_dir=str(tmp_path / "run"))
+    ui = launcher.launch(cfg, CPU)
+    ui.train()
+    deadline = time.time() + 60
+    while time.time() < deadline and not (tmp_path / "run" / "nbkit_run.json").exists():
+        time.sleep(0.05)
+    assert ui.running and ui.form.model.disabled and ui.form.max_steps.disabled and ui.form.data.source.disabled
+    again = launcher.launch(cfg, CPU)
+    assert again is ui and "still training: shown here again" in ui.message.value
+    ui.stop.request("test")
+    ui._thread.join(timeout=120)
+    assert not ui.running and not ui.form.model.disabled and not ui.form.max_steps.disabled
+    assert ui.report.train.state == "stopped" and launcher.launch(cfg.replace(output_dir=str(tmp_path / "b")), CPU) is not ui

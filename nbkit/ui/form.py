@@ -148,6 +148,15 @@ class ConfigForm(w.VBox):
         for listener in self._listeners:
             listener(self.config)
 
+    def lock(self, locked: bool = True) -> None:
+        """While a run trains the form describes that run: no field can change under it."""
+        inputs = [self.model, self.lora_r, self.lora_alpha, self.max_seq_length, self.batch_size, self.grad_accum,
+                  self.max_steps, self.learning_rate, self.data.source, self.data.upload]
+        for widget in inputs:
+            widget.disabled = locked
+        for q, button in self.quantization.buttons.items():
+            button.disabled = locked or self.quantization.reasons[q] is not None
+
     def set_output_dir(self, folder: str) -> None:
         """Train into `folder` from now on (the launcher's fresh folder for the next run)."""
         self._base = self._base.replace(output_dir=folder)

@@ -103,6 +103,7 @@ class Launcher(w.VBox):
         self.error = None  # the last run's report stays (its exports) until this one has its own
         for b in (self.train_button, self.resume_button):
             b.disabled = True
+        self.form.lock()
         self.stop_button.disabled = False
         self.message.value = ""
         self.progress_view.box.layout.display = None
@@ -134,6 +135,7 @@ class Launcher(w.VBox):
                 button.disabled = self.report is None
             self.stop_button.disabled = True
             self.resume_button.disabled = False
+            self.form.lock(False)
             self.train_button.disabled = self.form.config is None or self.gauge.level == "over"
 
 
@@ -182,9 +184,23 @@ class Launcher(w.VBox):
         return thread
 
 
+_last: list = []  # the launcher this kernel showed last (a weak reference)
+
+
 def launch(config: RunConfig | None = None, gpu: GpuInfo | None = None) -> Launcher:
+    """Show the launcher. Run again while its run trains, the cell shows that launcher again (its Stop button,
+    its progress) instead of a new one beside an orphaned run."""
+    import weakref
+
     from IPython.display import display
 
+    earlier = _last[0]() if _last else None
+    if earlier is not None and earlier.running:
+        earlier.message.value = ("<b>This launcher's run is still training: shown here again. Stop it to start "
+                                 "another.</b>")
+        display(earlier)
+        return earlier
     ui = Launcher(config, gpu)
+    _last[:] = [weakref.ref(ui)]
     display(ui)
     return ui
