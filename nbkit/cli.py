@@ -61,8 +61,14 @@ def _train(args) -> int:
     try:
         report = workflow.run(cfg, merged=args.merged, gguf=args.gguf, observers=[TrainingProgress()],
                               probe=args.probe, resume=args.resume, overwrite=args.overwrite)
-    except RunFinished as exc:  # asked to resume what is done: nothing to do is not a failure
+    except RunFinished as exc:  # asked to resume what is done: nothing to train is not a failure
         print(f"nbkit: {exc}")
+        if args.merged or args.gguf:  # the exports asked for (a failed one, say) are made alone, from the folder
+            from .export import from_run
+
+            for kind, folder in from_run(cfg.output_dir, merged=args.merged, gguf="q8_0" if args.gguf else None
+                                         ).items():
+                print(f"nbkit: {kind}: {folder}")
         return 0
     except TrainingInterrupted as exc:  # the shell's convention: 128 + the signal's number
         print(f"nbkit: {exc}", file=sys.stderr)

@@ -161,7 +161,8 @@ def test_cli_resume_of_a_finished_run_changes_nothing_then_export_from_the_folde
     assert again.returncode == 0, again.stderr[-2000:]
     assert "already finished (2/2 steps; exported: lora); nothing was changed" in again.stdout
     assert "training for" not in again.stdout and tree_digest(tmp_path / "run") == done
-    export = nbkit("export", str(tmp_path / "run"), "--merged")
+    # the same resume asking for an export (one that failed, say): the export alone, from the folder
+    export = nbkit("train", "--config", str(path), "--resume", "--merged")
     assert export.returncode == 0, export.stderr[-2000:]
     assert "no training" in export.stdout and "training for" not in export.stdout
     assert (tmp_path / "run" / "merged_16bit" / "model.safetensors").exists()
