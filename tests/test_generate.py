@@ -54,3 +54,16 @@ def test_chat_widget_streams_answers_from_both_models(trained):
     assert ui.turns[1][2] is False
     assert "Model (fine-tuned):" in ui.transcript.value and "Model (base):" in ui.transcript.value
     assert not ui.send.disabled and ui.prompt.value == ""
+
+
+def test_chat_keeps_line_breaks_says_when_an_answer_is_only_whitespace_and_clears(trained):
+    from nbkit.ui.chatbox import Chat
+
+    ui = Chat(trained, max_new_tokens=4)
+    ui.turns = [("two\nlines", "first\nsecond", True), ("blank?", "\n\n  \n", True)]
+    ui._render()
+    html = ui.transcript.value
+    assert "white-space:pre-wrap" in html and "two\nlines" in html and "first\nsecond" in html
+    assert "(only whitespace: 5 characters, 3 line breaks)" in html
+    ui.clear.click()
+    assert ui.turns == [] and ui.transcript.value == ""

@@ -266,3 +266,17 @@ def test_a_rerun_launcher_cell_shows_the_running_launcher_and_the_form_is_locked
     ui._thread.join(timeout=120)
     assert not ui.running and not ui.form.model.disabled and not ui.form.max_steps.disabled
     assert ui.report.train.state == "stopped" and launcher.launch(cfg.replace(output_dir=str(tmp_path / "b")), CPU) is not ui
+
+
+def test_views_fit_narrow_cells_and_dark_themes(fake_gpu):
+    """Widths follow the cell up to 520 px; the preview's tokens keep dark text on their pale backgrounds and the
+    gauge's limit line takes the theme's text colour (a dark theme showed neither)."""
+    from nbkit.ui.data_panel import tokens_html
+
+    form = ConfigForm(RunConfig(), CPU)
+    assert (form.model.layout.width, form.model.layout.max_width) == ("100%", "520px")
+    html = tokens_html([[("Hi", True), ("user", False)]])
+    assert html.count("color:#111") == 4  # the legend's two swatches and both tokens
+    gauge = MemoryGauge(fake_gpu(15.0), backend="unsloth")
+    gauge.update(RunConfig(model=LLAMA_8B, quantization="4bit", batch_size=1, max_seq_length=1024))
+    assert "max-width:520px" in gauge.bar.value and "var(--jp-ui-font-color0, #000)" in gauge.bar.value

@@ -21,7 +21,7 @@ class Chat(w.VBox):
         self.loaded = loaded
         self.max_new_tokens = max_new_tokens
         self.prompt = w.Textarea(placeholder="Ask the model something, then press Send",
-                                 layout=w.Layout(width="520px", height="60px"))
+                                 layout=w.Layout(width="100%", max_width="520px", height="60px"))
         self.send = w.Button(description="Send", button_style="primary", icon="paper-plane")
         self.mode = w.ToggleButtons(options=MODES, value=True, description="Answer with",
                                     style={"button_width": "190px"})
@@ -31,8 +31,17 @@ class Chat(w.VBox):
         self.transcript = w.HTML(value="")
         self.turns: list[tuple[str, str, bool]] = []  # (prompt, answer, adapters on)
         self._thread: threading.Thread | None = None
+        self.clear = w.Button(description="Clear", icon="trash", tooltip="Forget this conversation's turns")
         self.send.on_click(lambda _b: self.ask(self.prompt.value))
-        super().__init__([self.notice, self.mode, w.HBox([self.prompt, self.send]), self.transcript])
+        self.clear.on_click(lambda _b: self.reset())
+        super().__init__([self.notice, self.mode, w.HBox([self.prompt, w.VBox([self.send, self.clear])],
+                                                          layout=w.Layout(flex_flow="row wrap")), self.transcript])
+
+    def reset(self) -> None:
+        """Clear the transcript (a turn still streaming finishes first)."""
+        if self._thread is None or not self._thread.is_alive():
+            self.turns = []
+            self._render()
 
     def ask(self, prompt: str, wait: bool = False) -> threading.Thread | None:
         """Send `prompt`; the answer streams into the log. `wait=True` blocks until it is complete."""
@@ -68,8 +77,11 @@ class Chat(w.VBox):
         rows = []
         for prompt, answer, adapters in self.turns:
             who = "fine-tuned" if adapters else "base"
-            rows.append(f"<div class='nbkit-chat-turn'><b>You:</b> {html.escape(prompt)}<br>"
-                        f"<b>Model ({who}):</b> <span class='nbkit-chat-answer'>{html.escape(answer)}</span></div>")
+            shown = html.escape(answer) if answer.strip() or not answer else \
+                f"<i>(only whitespace: {len(answer)} characters, {answer.count(chr(10))} line breaks)</i>"
+            # line breaks as written, in the prompt and in the answer
+            rows.append(f"<div class='nbkit-chat-turn' style='white-space:pre-wrap'><b>You:</b> "
+                        f"{html.escape(prompt)}\n<b>Model ({who}):</b> <span class='nbkit-chat-answer'>{shown}</span></div>")
         self.transcript.value = "".join(rows)
 
 

@@ -13,17 +13,19 @@ from ..config import DEFAULT_DATASET
 from ..errors import NbkitError
 
 TRAINED, MASKED = "#c8f7c5", "#e8e8e8"
+# dark text on the pale token backgrounds whatever the theme: inherited white text (a dark theme) is unreadable there
+ON_PALE = "color:#111"
 UPLOADS = Path("nbkit-uploads")
 
 
 def tokens_html(rows: list[list[tuple[str, bool]]]) -> str:
     """Rows of (token text, trained?) as coloured spans, with a legend."""
-    legend = (f"<small><span style='background:{TRAINED}'>&nbsp;trained on (answer)&nbsp;</span> "
-              f"<span style='background:{MASKED}'>&nbsp;masked (prompt, template)&nbsp;</span></small>")
+    legend = (f"<small><span style='background:{TRAINED};{ON_PALE}'>&nbsp;trained on (answer)&nbsp;</span> "
+              f"<span style='background:{MASKED};{ON_PALE}'>&nbsp;masked (prompt, template)&nbsp;</span></small>")
     out = [legend]
     for row in rows:
         spans = "".join(f"<span class='nbkit-tok {'trained' if t else 'masked'}' "
-                        f"style='background:{TRAINED if t else MASKED}'>{html.escape(text)}</span>"
+                        f"style='background:{TRAINED if t else MASKED};{ON_PALE}'>{html.escape(text)}</span>"
                         for text, t in row)
         out.append(f"<pre class='nbkit-preview' style='white-space:pre-wrap;font-size:12px'>{spans}</pre>")
     return "".join(out)
@@ -35,7 +37,7 @@ class DataPanel(w.VBox):
         self.source = w.Combobox(value=dataset, options=[DEFAULT_DATASET], description="Data",
                                  placeholder="file path (.jsonl/.csv/.json/.parquet) or Hub id",
                                  continuous_update=False, ensure_option=False, style=style,
-                                 layout=w.Layout(width="520px"))
+                                 layout=w.Layout(width="100%", max_width="520px"))
         self.upload = w.FileUpload(accept=".jsonl,.json,.csv,.parquet", multiple=False, description="Upload")
         self.preview_button = w.Button(description="Preview", icon="eye",
                                        tooltip="Show the first rows as the model will see them")

@@ -117,10 +117,12 @@ class MemoryGauge(w.VBox, RunObserver):
         color = LEVEL_COLOR[self.level]
         legend = " ".join(f"<span class='nbkit-legend'><span style='display:inline-block;width:10px;height:10px;"
                           f"background:{COLORS[k]}'></span> {k} </span>" for k, v in groups.items() if v > 0)
-        return (f"<div class='nbkit-gauge' data-level='{self.level}' style='width:520px'>"
+        # as wide as the cell allows, up to 520 px; the limit line in the theme's text colour (black on light,
+        # white on dark: a fixed black one vanished in a dark theme)
+        return (f"<div class='nbkit-gauge' data-level='{self.level}' style='width:100%;max-width:520px'>"
                 f"<div style='display:flex;height:18px;border:1px solid #888;position:relative'>{segs}"
                 f"<div title='this GPU: {capacity:.1f} GiB' style='position:absolute;left:{cap_pos:.2f}%;top:-3px;"
-                f"bottom:-3px;border-left:2px solid #000'></div></div>"
+                f"bottom:-3px;border-left:2px solid var(--jp-ui-font-color0, #000)'></div></div>"
                 f"<small>{legend} · <b>|</b> this GPU's limit {capacity:.1f} GiB{self._held()} · {limit}</small><br>"
                 f"<b style='color:{color}'>{used:.2f} / {capacity:.1f} GiB — {words}</b></div>")
 

@@ -103,6 +103,8 @@ class TrainingProgress(RunObserver):
         if result is not None:
             self.step = result.steps
             self.state = getattr(result, "state", "finished")
+            # the run's own record (a resumed run's includes the steps before the resume): one set of numbers
+            self.losses = list(getattr(result, "losses", None) or self.losses)
         self.finished = True
         self._refresh(plot=True)
         if self.display:
