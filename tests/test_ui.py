@@ -82,6 +82,8 @@ def test_gauge_on_cpu_and_unknown_model():
     gauge.update(RunConfig(model=LLAMA_8B))
     assert "no CUDA GPU here" in gauge.bar.value and gauge.breakdown is not None
     gauge.update(RunConfig(model="nobody/no-such-model"))
+    assert "Looking up nobody/no-such-model on the Hugging Face Hub" in gauge.bar.value  # the form does not wait
+    gauge.settled(timeout=60)
     assert "was not found" in gauge.bar.value
     gauge.start_live(interval=0.25)
     gauge.stop_live()
@@ -280,3 +282,29 @@ def test_views_fit_narrow_cells_and_dark_themes(fake_gpu):
     gauge = MemoryGauge(fake_gpu(15.0), backend="unsloth")
     gauge.update(RunConfig(model=LLAMA_8B, quantization="4bit", batch_size=1, max_seq_length=1024))
     assert "max-width:520px" in gauge.bar.value and "var(--jp-ui-font-color0, #000)" in gauge.bar.value
+
+
+def test_a_slow_hub_lookup_never_draws_over_a_newer_setting(monkeypatch):
+    """A typo'd id is looked up on a thread; corrected at once, the right prediction shows, and the old lookup's
+    "not found", answering later, is dropped (it used to replace the right one and stay)."""
+    import threading
+
+    from nbkit import ModelNotFoundError, specs
+
+    real, answered = specs.spec_for, threading.Event()
+
+    def slow_for_the_typo(model):
+        if model == "unsloth/Llama-3.2-1B-Instrct":
+            answered.wait(10)
+            raise ModelNotFoundError(f"Model {model!r} was not found")
+        return real(model)
+
+    monkeypatch.setattr(specs, "spec_for", slow_for_the_typo)
+    gauge = MemoryGauge(CPU)
+    gauge.update(RunConfig(model="unsloth/Llama-3.2-1B-Instrct"))
+    gauge.update(RunConfig(model="unsloth/Llama-3.2-1B-Instruct"))  # corrected before the lookup answers
+    right = gauge.bar.value
+    assert "Predicted peak VRAM" in right
+    answered.set()
+    gauge.settled(timeout=10)
+    assert gauge.bar.value == right and gauge.breakdown is not None

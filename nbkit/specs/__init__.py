@@ -148,6 +148,12 @@ def curated_ids() -> list[str]:
     return list(_curated())
 
 
+def known_without_hub(model: str) -> bool:
+    """Whether spec_for(model) answers without the network: a curated id, the tiny model, or a local folder."""
+    table = {k.lower() for k in _curated()}
+    return model.lower() in table or model == TINY_MODEL or (Path(model).expanduser() / "config.json").exists()
+
+
 def spec_for(model: str) -> ModelSpec:
     """The spec of a curated id, a local model folder, the tiny model, or (online) any Hub id."""
     table = _curated()

@@ -47,6 +47,8 @@ class MemoryGauge(w.VBox, RunObserver):
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.phase = w.HTML()
+        self._request = 0  # the newest update(): what a lookup answering later must not draw over
+        self._lookup: threading.Thread | None = None
         super().__init__([self.bar, self.detail, self.live, self.phase])
 
     @property
@@ -54,21 +56,44 @@ class MemoryGauge(w.VBox, RunObserver):
         return self.gpu.usable_gib if self.gpu.available else 0.0
 
     def update(self, config: RunConfig | None) -> None:
-        """Redraw the prediction for `config` (None: the form holds an invalid value)."""
+        """Redraw the prediction for `config` (None: the form holds an invalid value). A model that must be looked
+        up on the Hub is looked up on a thread, so the form never waits for the network; the latest request wins
+        (an older lookup that answers later is dropped)."""
+        self._request += 1
         if config is None:
             self.level, self.breakdown = "none", None
             self.bar.value = "<i>Fix the form's error to see the memory prediction.</i>"
             self.detail.value = ""
             return
+        from ..specs import known_without_hub, spec_for
+
+        if known_without_hub(config.model):
+            self._show(config, self._request, spec_for)
+            return
+        self.level, self.breakdown = "none", None
+        self.bar.value = f"<i>Looking up {config.model} on the Hugging Face Hub …</i>"
+        self.detail.value = ""
+        self._lookup = threading.Thread(target=self._show, args=(config, self._request, spec_for), daemon=True,
+                                        name="nbkit-gauge-lookup")
+        self._lookup.start()
+
+    def settled(self, timeout: float | None = None) -> None:
+        """Wait for a Hub lookup still under way (scripts and tests; the form never waits)."""
+        if self._lookup is not None:
+            self._lookup.join(timeout)
+
+    def _show(self, config: RunConfig, request: int, spec_for) -> None:
         from ..memory import estimate, usage_vs_capacity
-        from ..specs import spec_for
 
         try:
             spec = spec_for(config.model)
         except NbkitError as exc:
-            self.level, self.breakdown = "none", None
-            self.bar.value = f"<span style='color:#b00020'>⚠ {exc}</span>"
-            self.detail.value = ""
+            if request == self._request:
+                self.level, self.breakdown = "none", None
+                self.bar.value = f"<span style='color:#b00020'>⚠ {exc}</span>"
+                self.detail.value = ""
+            return
+        if request != self._request:  # the form changed while this was looked up: a newer drawing stands
             return
         sharded = config.parallelism == "fsdp" and self.processes > 1
         # a sharded run trains on transformers (Unsloth does not shard), each GPU holding its share
