@@ -308,3 +308,29 @@ def test_a_slow_hub_lookup_never_draws_over_a_newer_setting(monkeypatch):
     answered.set()
     gauge.settled(timeout=10)
     assert gauge.bar.value == right and gauge.breakdown is not None
+
+
+@pytest.mark.slow
+def test_a_launcher_run_survives_in_the_saved_notebook(tmp_path, tiny_dir):
+    """Executed in a real kernel and saved: the launcher cell keeps a plain-HTML result (state, summary, answers,
+    the loss curve) that nbconvert, GitHub and a reopened notebook show without the widgets."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+
+    cells = ['from nbkit import RunConfig\nfrom nbkit.ui import launch\n'
+             'cfg = RunConfig(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=4, '
+             'lora_r=4, save_steps=0, max_samples=8, output_dir="run")',
+             "ui = launch(cfg)", "ui.train(wait=True)\nprint(ui.report.train.state)"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    path = tmp_path / "saved.ipynb"
+    nbformat.write(nb, path)
+    saved = nbformat.read(path, as_version=4)
+    results = [o["data"]["text/html"] for o in saved.cells[1].outputs if "nbkit-result" in o.get("data", {}).get(
+        "text/html", "")]
+    assert len(results) == 1 and "nbkit run finished" in results[0] and "4 steps in" in results[0]
+    assert "<b>Before:</b>" in results[0] and "<b>After:</b>" in results[0] and "lora_adapters" in results[0]
+    html, _ = HTMLExporter().from_filename(str(path))
+    assert "nbkit run finished" in html

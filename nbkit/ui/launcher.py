@@ -49,6 +49,7 @@ class Launcher(w.VBox):
             button.on_click(lambda _b, kind=kind: self.export(kind))
         self.report = None
         self.error: BaseException | None = None
+        self.result_handle = None  # a plain-HTML output beside the widgets (launch() makes it): what survives
         self.stop = StopControl()
         self._thread: threading.Thread | None = None
         self._base = config
@@ -136,8 +137,32 @@ class Launcher(w.VBox):
             self.stop_button.disabled = True
             self.resume_button.disabled = False
             self.form.lock(False)
+            self._publish(progress)
             self.train_button.disabled = self.form.config is None or self.gauge.level == "over"
 
+
+    def result_html(self, progress=None) -> str:
+        """The run's outcome as plain HTML (state, numbers, answers before and after, folders, the loss curve):
+        a saved notebook, nbconvert and GitHub show it where the widgets are gone."""
+        import base64
+
+        png = getattr(getattr(progress, "display", None), "_png", b"")
+        curve = (f"<br><img alt='loss curve' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+                 if png else "")
+        if self.report is None:
+            return f"<div class='nbkit-result'><b style='color:#b00020'>⚠ {html.escape(str(self.error))}</b></div>"
+        r, t = self.report, self.report.train
+        state = "finished" if t.finished else f"{t.state} at step {t.steps}/{t.total} (Resume continues it)"
+        answers = (f"<br><b>Before:</b> <code>{html.escape(r.sample_before[:300])!r}</code><br><b>After:</b> "
+                   f"<code>{html.escape(r.sample_after[:300])!r}</code>")
+        return (f"<div class='nbkit-result'><b>nbkit run {state}</b><pre>{html.escape(r.summary())}</pre>"
+                f"{answers}{curve}</div>")
+
+    def _publish(self, progress=None) -> None:
+        if self.result_handle is not None:
+            from IPython.display import HTML
+
+            self.result_handle.update(HTML(self.result_html(progress)))
 
     def export(self, kind: str, wait: bool = False):
         """Save the trained model as `kind` (lora, merged, gguf) into the run's folder, on a thread, with the
@@ -200,7 +225,11 @@ def launch(config: RunConfig | None = None, gpu: GpuInfo | None = None) -> Launc
                                  "another.</b>")
         display(earlier)
         return earlier
+    from IPython.display import HTML
+
     ui = Launcher(config, gpu)
     _last[:] = [weakref.ref(ui)]
     display(ui)
+    # filled when a run ends: plain HTML, so a reopened notebook shows the result where the widgets are gone
+    ui.result_handle = display(HTML("<div class='nbkit-result'></div>"), display_id=True)
     return ui
