@@ -5,6 +5,7 @@ Every nbkit function that touches those libraries calls `ensure()` first.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -35,6 +36,27 @@ def quiet_libraries() -> None:
 
 ALLOCATOR_SETTING = "expandable_segments:True"
 _allocator_said = False
+
+
+@contextlib.contextmanager
+def library_bars_off():
+    """While nbkit prepares data and trains, the libraries' own tqdm bars stay off: nbkit's progress view shows
+    the run, and theirs, made on a training thread, are widget messages from that thread (lost on Colab) and, saved,
+    bars stuck at 0 % (Kaggle, nbconvert). Each library's setting is restored afterwards."""
+    import datasets
+    import huggingface_hub.utils as hub
+    from transformers.utils import logging as tf
+
+    was = (tf.is_progress_bar_enabled(), datasets.is_progress_bar_enabled(), not hub.are_progress_bars_disabled())
+    tf.disable_progress_bar()
+    datasets.disable_progress_bars()
+    hub.disable_progress_bars()
+    try:
+        yield
+    finally:
+        for on, enable in zip(was, (tf.enable_progress_bar, datasets.enable_progress_bars, hub.enable_progress_bars)):
+            if on:
+                enable()
 
 
 def configure_allocator() -> bool:

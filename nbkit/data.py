@@ -162,13 +162,16 @@ def tokenize_example(tokenizer, messages, max_length: int) -> dict[str, Any]:
 
 
 def prepare(config: RunConfig, tokenizer, rows: Any = None) -> PreparedData:
-    """Tokenized train (and eval) sets with completion-only labels, ready for the trainer."""
-    import os
+    """Tokenized train (and eval) sets with completion-only labels, ready for the trainer (the libraries' own
+    progress bars off while it works: the summary says what happened)."""
+    from . import backend
 
-    if os.environ.get("NBKIT_DISPLAY") == "text":  # headless: no progress-bar widgets in saved notebooks
-        import datasets
+    backend.ensure()
+    with backend.library_bars_off():
+        return _prepare(config, tokenizer, rows)
 
-        datasets.disable_progress_bars()
+
+def _prepare(config: RunConfig, tokenizer, rows: Any = None) -> PreparedData:
     dataset, read_notes = load_rows_with_notes(rows if rows is not None else config.dataset, limit=config.max_samples)
     if len(dataset) == 0:
         raise DataError("The data set is empty.")

@@ -203,7 +203,7 @@ def run(loaded: LoadedModel, data: PreparedData, observers: Any = None, *, stop:
     if loaded.on_cuda:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    with stop.on_interrupt():
+    with stop.on_interrupt(), backend.library_bars_off():  # nbkit's observers show the run
         while True:
             trainer = hooks = None
             try:

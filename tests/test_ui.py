@@ -334,3 +334,16 @@ def test_a_launcher_run_survives_in_the_saved_notebook(tmp_path, tiny_dir):
     assert "<b>Before:</b>" in results[0] and "<b>After:</b>" in results[0] and "lora_adapters" in results[0]
     html, _ = HTMLExporter().from_filename(str(path))
     assert "nbkit run finished" in html
+
+
+def test_on_colab_the_advanced_fields_fold_without_an_accordion(monkeypatch):
+    """Colab's widget manager breaks Accordion (colabtools#3571): there the fields fold under a toggle."""
+    import ipywidgets as w
+
+    monkeypatch.setenv("NBKIT_FRONTEND", "colab")
+    form = ConfigForm(RunConfig(), CPU)
+    toggle, box = form.advanced.children
+    assert not isinstance(form.advanced, w.Accordion) and form.max_seq_length in box.children
+    assert box.layout.display == "none"
+    toggle.value = True
+    assert box.layout.display is None

@@ -10,6 +10,8 @@ import threading
 
 import ipywidgets as w
 
+from .frontend import main_thread
+
 MODES = [("fine-tuned (adapters on)", True), ("base model (adapters off)", False)]
 
 
@@ -70,10 +72,12 @@ class Chat(w.VBox):
         except Exception as exc:  # noqa: BLE001 — shown in the chat, not lost in a thread
             self.turns[-1] = (prompt, f"⚠ {type(exc).__name__}: {exc}", adapters)
         finally:
-            self._render()
-            self.send.disabled = False
+            self._render(done=True)
 
-    def _render(self) -> None:
+    @main_thread
+    def _render(self, done: bool = False) -> None:
+        if done:
+            self.send.disabled = False
         rows = []
         for prompt, answer, adapters in self.turns:
             who = "fine-tuned" if adapters else "base"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import time
 
+from .frontend import main_thread
+
 
 def enable_colab_widgets() -> bool:
     """In Colab, ipywidgets 8 needs Colab's custom widget manager, switched on once per session; elsewhere this
@@ -31,12 +33,24 @@ def in_notebook() -> bool:
     return shell is not None and hasattr(shell, "kernel")
 
 
+# front ends where progress widgets are not reliable: Kaggle's can stay at "Loading widget…"
+# (Kaggle/docker-python#1443), VS Code's have hung (microsoft/vscode-jupyter#17231). Plain HTML updated in place
+# (a display_id, as transformers' notebook progress does since transformers#7793) shows everywhere.
+HTML_FRONTENDS = ("kaggle", "vscode")
+
+
 def resolve_mode(mode: str = "auto") -> str:
+    """widgets, html (one output updated in place), text or silent; "auto" (or NBKIT_DISPLAY) picks for the
+    front end."""
     mode = os.environ.get("NBKIT_DISPLAY", mode) if mode == "auto" else mode
     if mode == "auto":
-        return "widgets" if in_notebook() else "text"
-    if mode not in ("widgets", "text", "silent"):
-        raise ValueError(f"display mode must be auto, widgets, text or silent, not {mode!r}")
+        if not in_notebook():
+            return "text"
+        from .frontend import detect
+
+        return "html" if detect() in HTML_FRONTENDS else "widgets"
+    if mode not in ("widgets", "html", "text", "silent"):
+        raise ValueError(f"display mode must be auto, widgets, html, text or silent, not {mode!r}")
     return mode
 
 
@@ -82,7 +96,7 @@ class TextDisplay(Display):
 
 
 class WidgetDisplay(Display):
-    """Progress bar, stats line, loss curve and messages. `embedded=True`: the box already sits inside another
+    """Progress bar, stats line, loss curve and messages (updated where the front end shows them: frontend.call). `embedded=True`: the box already sits inside another
     widget (the launcher), so begin() does not display it again."""
     wants_plot = True
 
@@ -103,6 +117,7 @@ class WidgetDisplay(Display):
         self.message = w.HTML(value="")
         self.box = w.VBox([self.bar, self.text, self.image, self.message])
 
+    @main_thread
     def begin(self, total: int) -> None:
         from IPython.display import display
 
@@ -115,29 +130,26 @@ class WidgetDisplay(Display):
             self.handle = display(self._html(), display_id=True)
 
     def _html(self):
-        import base64
-
-        from IPython.display import HTML
-
-        img = (f"<br><img alt='loss curve' src='data:image/png;base64,{base64.b64encode(self._png).decode()}'>"
-               if self._png else "")
-        return HTML(f"<div class='nbkit-progress'><code>{self._line}</code>{img}</div>")
+        return progress_html(self._line, self._png)
 
     def _update_html(self) -> None:
         if self.handle is not None:
             self.handle.update(self._html())
 
+    @main_thread
     def stats(self, line: str, values: dict) -> None:
         self.bar.value = min(values["step"], self.bar.max)
         self.text.value = f"<code>{line}</code>"
         self._line = line
         self._update_html()
 
+    @main_thread
     def plot(self, png: bytes) -> None:
         self.image.value = png
         self._png = png
         self._update_html()
 
+    @main_thread
     def end(self, summary: str) -> None:
         self.bar.bar_style = "success"
         self.message.value = f"<b>{summary}</b>"
@@ -145,20 +157,74 @@ class WidgetDisplay(Display):
         self._update_html()
         print(summary)  # also as text, so saved/headless notebooks keep the result
 
+    @main_thread
     def note(self, message: str) -> None:
         self.message.value = f"<b style='color:#8a5a00'>{message}</b>"
         print(message)
 
+    @main_thread
     def error(self, message: str) -> None:
         self.bar.bar_style = "danger"
         self.message.value = f"<b style='color:#b00020'>{message}</b>"
         print(message)
 
 
+def progress_html(line: str, png: bytes):
+    """The stats line and the loss curve as one plain-HTML output."""
+    import base64
+
+    from IPython.display import HTML
+
+    img = f"<br><img alt='loss curve' src='data:image/png;base64,{base64.b64encode(png).decode()}'>" if png else ""
+    return HTML(f"<div class='nbkit-progress'><code>{line}</code>{img}</div>")
+
+
+class HtmlDisplay(Display):
+    """No widgets: one plain-HTML output (stats line, loss curve, summary) updated in place by its display_id,
+    for front ends whose widgets are not reliable, or by choice (NBKIT_DISPLAY=html)."""
+    wants_plot = True
+
+    def __init__(self):
+        self.handle, self._line, self._png = None, "starting…", b""
+
+    def _update(self) -> None:
+        if self.handle is not None:
+            self.handle.update(progress_html(self._line, self._png))
+
+    def begin(self, total: int) -> None:
+        from IPython.display import display
+
+        self.handle = display(progress_html(self._line, self._png), display_id=True)
+
+    @main_thread
+    def stats(self, line: str, values: dict) -> None:
+        self._line = line
+        self._update()
+
+    @main_thread
+    def plot(self, png: bytes) -> None:
+        self._png = png
+        self._update()
+
+    @main_thread
+    def end(self, summary: str) -> None:
+        self._line = f"{self._line}<br><b>{summary}</b>"
+        self._update()
+
+    @main_thread
+    def note(self, message: str) -> None:
+        self._line = f"{self._line}<br>{message}"
+        self._update()
+
+    error = note
+
+
 def make_display(mode: str = "auto", text_interval: float = 10.0) -> Display:
     mode = resolve_mode(mode)
     if mode == "widgets":
         return WidgetDisplay()
+    if mode == "html":
+        return HtmlDisplay()
     if mode == "text":
         return TextDisplay(text_interval)
     return Display()

@@ -67,6 +67,26 @@ class QuantizationPicker(w.VBox):
         self._callbacks.append(callback)
 
 
+def folded(box: w.Widget, title: str) -> w.Widget:
+    """`box` closed under `title`: an Accordion, or on Colab (whose widget manager breaks Accordion and Tab,
+    colabtools#3571) a toggle button that shows and hides it."""
+    from .frontend import detect
+
+    if detect() != "colab":
+        accordion = w.Accordion(children=[box], selected_index=None)
+        accordion.set_title(0, title)
+        return accordion
+    toggle = w.ToggleButton(value=False, description=title, icon="chevron-right", layout=w.Layout(width="auto"))
+    box.layout.display = "none"
+
+    def flip(change):
+        box.layout.display = None if change["new"] else "none"
+        toggle.icon = "chevron-down" if change["new"] else "chevron-right"
+
+    toggle.observe(flip, names="value")
+    return w.VBox([toggle, box])
+
+
 class ConfigForm(w.VBox):
     """Every field maps to a RunConfig field; `config` is the validated result or None with `error` set."""
 
@@ -100,9 +120,9 @@ class ConfigForm(w.VBox):
         fields = [self.model, self.lora_r, self.lora_alpha, self.max_seq_length, self.batch_size,
                   self.grad_accum, self.max_steps, self.learning_rate]
         # what a workshop sets first; the rest, which recommend() fills well, folded under Advanced
-        self.advanced = w.Accordion(children=[w.VBox([self.lora_r, self.lora_alpha, self.max_seq_length,
-                                                      self.grad_accum, self.learning_rate])], selected_index=None)
-        self.advanced.set_title(0, "Advanced: LoRA rank and alpha, sequence length, accumulation, learning rate")
+        self.advanced = folded(w.VBox([self.lora_r, self.lora_alpha, self.max_seq_length, self.grad_accum,
+                                       self.learning_rate]),
+                               "Advanced: LoRA rank and alpha, sequence length, accumulation, learning rate")
         super().__init__([self.model, w.HBox([w.Label("Quantization", layout=w.Layout(width="144px")),
                                               self.quantization]), self.data, self.max_steps, self.batch_size,
                           self.advanced, self.error])

@@ -9,6 +9,7 @@ from ..config import RunConfig
 from ..errors import NbkitError
 from ..events import RunObserver
 from ..hardware import GpuInfo, all_gpus_memory, check_gpu, live_vram, per_gpu_line
+from .frontend import call, main_thread
 
 COLORS = {"weights": "#4e79a7", "LoRA + optimizer": "#f28e2b", "activations": "#59a14f", "logits": "#b07aa1",
           "overhead": "#9c9c9c"}
@@ -55,6 +56,7 @@ class MemoryGauge(w.VBox, RunObserver):
     def capacity(self) -> float:
         return self.gpu.usable_gib if self.gpu.available else 0.0
 
+    @main_thread
     def update(self, config: RunConfig | None) -> None:
         """Redraw the prediction for `config` (None: the form holds an invalid value). A model that must be looked
         up on the Hub is looked up on a thread, so the form never waits for the network; the latest request wins
@@ -83,17 +85,21 @@ class MemoryGauge(w.VBox, RunObserver):
             self._lookup.join(timeout)
 
     def _show(self, config: RunConfig, request: int, spec_for) -> None:
-        from ..memory import estimate, usage_vs_capacity
-
         try:
             spec = spec_for(config.model)
         except NbkitError as exc:
-            if request == self._request:
-                self.level, self.breakdown = "none", None
-                self.bar.value = f"<span style='color:#b00020'>⚠ {exc}</span>"
-                self.detail.value = ""
-            return
+            spec = exc
+        call(self._draw, config, request, spec)
+
+    def _draw(self, config: RunConfig, request: int, spec) -> None:
+        from ..memory import estimate, usage_vs_capacity
+
         if request != self._request:  # the form changed while this was looked up: a newer drawing stands
+            return
+        if isinstance(spec, NbkitError):
+            self.level, self.breakdown = "none", None
+            self.bar.value = f"<span style='color:#b00020'>⚠ {spec}</span>"
+            self.detail.value = ""
             return
         sharded = config.parallelism == "fsdp" and self.processes > 1
         # a sharded run trains on transformers (Unsloth does not shard), each GPU holding its share
@@ -169,6 +175,7 @@ class MemoryGauge(w.VBox, RunObserver):
     def run_planned(self, config, breakdown) -> None:
         self.update(config)
 
+    @main_thread
     def phase_changed(self, phase: str, detail: str = "") -> None:
         self.phase.value = f"<small>Phase: {phase.replace('_', ' ')}{' — ' + detail if detail else ''}</small>"
 
@@ -182,6 +189,7 @@ class MemoryGauge(w.VBox, RunObserver):
         self.stop_live()
 
     # --- live view ---------------------------------------------------------------------------
+    @main_thread
     def refresh_live(self) -> None:
         vals = live_vram()
         if vals is None:

@@ -18,6 +18,7 @@ from ..events import StopControl
 from ..hardware import GpuInfo, check_gpu
 from .display import WidgetDisplay
 from .form import ConfigForm
+from .frontend import main_thread
 from .gauge import MemoryGauge
 from .progress import TrainingProgress
 
@@ -115,31 +116,39 @@ class Launcher(w.VBox):
         return self._thread
 
     def _run(self, config: RunConfig, resume: bool) -> None:
-        from .. import workflow
+        from .. import backend, workflow
         from ..errors import NbkitError
 
         progress = TrainingProgress(mode="widgets")
         progress.display = self.progress_view
+        message = ""
         try:
-            self.report = workflow.run(config, observers=[progress, self.gauge], stop=self.stop, resume=resume)
+            backend.ensure()  # the engine first (Unsloth before transformers), then the libraries' bars off
+            with backend.library_bars_off():  # loading too: this launcher's own progress shows the run
+                self.report = workflow.run(config, observers=[progress, self.gauge], stop=self.stop, resume=resume)
             state = "stopped early — press Resume to continue" if self.report.train.stopped else "done"
-            self.message.value = (f"<pre>{self.report.summary()}</pre><b>{state}</b>")
+            message = f"<pre>{html.escape(self.report.summary())}</pre><b>{state}</b>"
         except NbkitError as exc:  # the user's to fix: a message, not a traceback
             self.error = exc
-            self.message.value = f"<b style='color:#b00020'>⚠ {exc}</b>"
+            message = f"<b style='color:#b00020'>⚠ {html.escape(str(exc))}</b>"
         except Exception as exc:  # noqa: BLE001 — a bug still must not leave the buttons dead
             self.error = exc
-            self.message.value = f"<b style='color:#b00020'>⚠ {type(exc).__name__}: {exc}</b>"
+            message = f"<b style='color:#b00020'>⚠ {type(exc).__name__}: {html.escape(str(exc))}</b>"
         finally:
             self.gauge.stop_live()
-            for button in self.export_buttons.values():
-                button.disabled = self.report is None
-            self.stop_button.disabled = True
-            self.resume_button.disabled = False
-            self.form.lock(False)
-            self._publish(progress)
-            self.train_button.disabled = self.form.config is None or self.gauge.level == "over"
+            self._after_run(message, progress)
 
+    @main_thread
+    def _after_run(self, message: str, progress) -> None:
+        """The widgets after a run (on the main thread where the front end needs it: nbkit.ui.frontend)."""
+        self.message.value = message
+        for button in self.export_buttons.values():
+            button.disabled = self.report is None
+        self.stop_button.disabled = True
+        self.resume_button.disabled = False
+        self.form.lock(False)
+        self._publish(progress)
+        self.train_button.disabled = self.form.config is None or self.gauge.level == "over"
 
     def result_html(self, progress=None) -> str:
         """The run's outcome as plain HTML (state, numbers, answers before and after, folders, the loss curve):
@@ -181,9 +190,7 @@ class Launcher(w.VBox):
 
             out = Path(folder)
             adapters = out / "lora_adapters"
-            for button in self.export_buttons.values():
-                button.disabled = True
-            self.export_status.value = f"<i>Saving {EXPORTS[kind]} …</i>"
+            self._export_status(f"<i>Saving {EXPORTS[kind]} …</i>", busy=True)
             try:
                 if loaded is None:  # a run from an earlier kernel, or one whose model was released since
                     path = export.from_run(out, merged=kind == "merged", gguf="q8_0" if kind == "gguf" else None)[
@@ -195,18 +202,22 @@ class Launcher(w.VBox):
                 else:
                     path = export.save_gguf(loaded, out / "gguf", adapter_dir=adapters)
                 files = ", ".join(sorted(p.name for p in Path(path).iterdir())[:6])
-                self.export_status.value = f"<b>{EXPORTS[kind]} saved:</b> <code>{path}</code> ({files})"
+                self._export_status(f"<b>{EXPORTS[kind]} saved:</b> <code>{path}</code> ({files})")
             except NbkitError as exc:
-                self.export_status.value = f"<b style='color:#b00020'>⚠ {exc}</b>"
-            finally:
-                for button in self.export_buttons.values():
-                    button.disabled = False
+                self._export_status(f"<b style='color:#b00020'>⚠ {html.escape(str(exc))}</b>")
 
         thread = threading.Thread(target=work, name="nbkit-export", daemon=True)
         thread.start()
         if wait:
             thread.join()
         return thread
+
+
+    @main_thread
+    def _export_status(self, text: str, busy: bool = False) -> None:
+        self.export_status.value = text
+        for button in self.export_buttons.values():
+            button.disabled = busy
 
 
 _last: list = []  # the launcher this kernel showed last (a weak reference)

@@ -18,6 +18,7 @@ class CellRun:
     error: tuple[str, str] | None = None  # (ename, evalue)
     seconds: float = 0.0
     outputs: list = field(default_factory=list)
+    kinds: dict = field(default_factory=dict)  # how many iopub messages of each type (comm_msg: widget updates)
 
 
 class Kernel:
@@ -44,6 +45,7 @@ class Kernel:
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             kind, content = msg["msg_type"], msg["content"]
+            run.kinds[kind] = run.kinds.get(kind, 0) + 1
             if kind == "stream":
                 run.text += content["text"]
             elif kind in ("execute_result", "display_data", "update_display_data"):
