@@ -28,3 +28,6 @@ if ! .venv/bin/python -c "import nbkit, torch, trl, papermill, pytest, playwrigh
   # wheel); build with every core
   CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) .venv/bin/python -m pip install -q -e ".[test]"
 fi
+# JupyterLab / Notebook 7 of this environment save widget state with the notebook (a reopened notebook shows the
+# widgets as they were); a setting already made there is kept
+.venv/bin/python -c "from nbkit.ui.frontend import save_widget_state; save_widget_state()" >/dev/null

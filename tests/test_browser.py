@@ -57,9 +57,10 @@ c = chat(ui.report.loaded, max_new_tokens=12)"""]
 def serve(tmp_path, cells, app="jupyterlab"):
     """A Jupyter server (JupyterLab, or Notebook 7 with app="notebook") on localhost over a notebook of `cells`;
     yields the base URL."""
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, tmp_path / "ui.ipynb")
+    if cells is not None:  # None: serve the notebook already there (reopened after the last server stopped)
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, tmp_path / "ui.ipynb")
     from nbkit.distributed import free_port
 
     port = free_port()
@@ -228,3 +229,44 @@ def test_widgets_render_in_notebook7(tmp_path, shots):
         assert gauge is not None, page.inner_text("body")[-1500:]
         assert "/ 15.0 GiB" in gauge.inner_text() and page.locator("text=Loading widget").count() == 0
         assert page.locator("button:has-text('Train')").count() >= 1
+
+
+REOPEN = ["""from nbkit import RunConfig
+from nbkit.ui import launch
+ui = launch(RunConfig(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=20, lora_r=4,
+                      save_steps=0, max_samples=16, output_dir="run"))
+ui.train(wait=True)"""]
+PAGES = {"jupyterlab": "lab/tree/ui.ipynb", "notebook": "notebooks/ui.ipynb"}
+
+
+@pytest.mark.parametrize("app", ["jupyterlab", "notebook"])
+def test_a_saved_notebook_reopened_after_its_kernel_stopped_shows_the_run(tmp_path, shots, app):
+    """Run the launcher, save, stop the server and its kernel, open the notebook again: the launcher's widgets
+    come back from the saved widget state (setup.sh turns saving it on) and the run's plain-HTML result is there;
+    no "Error displaying widget"."""
+    with serve(tmp_path, REOPEN, app=app) as url, browser_page() as (page, sync_api):
+        page.goto(f"{url}/{PAGES[app]}")
+        page.wait_for_selector(".jp-Cell .jp-InputArea-editor", timeout=90_000)
+        page.wait_for_timeout(3000)  # the kernel connects
+        for _attempt in range(3):
+            run_cell(page, 0)
+            try:
+                page.wait_for_selector("text=nbkit run finished", timeout=120_000)
+                break
+            except sync_api.TimeoutError:
+                continue
+        page.keyboard.press("Control+s")
+        deadline = time.time() + 30
+        while time.time() < deadline and "nbkit run finished" not in (tmp_path / "ui.ipynb").read_text():
+            time.sleep(0.5)
+    saved = nbformat.read(tmp_path / "ui.ipynb", as_version=4)
+    assert saved.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"], "no widget state saved"
+    with serve(tmp_path, None, app=app) as url, browser_page() as (page, sync_api):
+        page.goto(f"{url}/{PAGES[app]}")
+        page.wait_for_selector("text=nbkit run finished", timeout=90_000)
+        page.wait_for_selector("button:has-text('Resume')", timeout=60_000)  # the launcher, restored
+        page.wait_for_timeout(2000)
+        body = page.inner_text("body")
+        assert "Error displaying widget" not in body and "Loading widget" not in body
+        assert "20 steps in" in body
+        page.screenshot(path=str(shots / f"reopened-{app}.png") if shots != DOCS_IMG else str(tmp_path / "r.png"))

@@ -60,10 +60,24 @@ def test_chat_keeps_line_breaks_says_when_an_answer_is_only_whitespace_and_clear
     from nbkit.ui.chatbox import Chat
 
     ui = Chat(trained, max_new_tokens=4)
-    ui.turns = [("two\nlines", "first\nsecond", True), ("blank?", "\n\n  \n", True)]
+    ui.turns = [("two\nlines", "first\nsecond", True, 0), ("blank?", "\n\n  \n", True, 1)]
     ui._render()
     html = ui.transcript.value
     assert "white-space:pre-wrap" in html and "two\nlines" in html and "first\nsecond" in html
     assert "(only whitespace: 5 characters, 3 line breaks)" in html
     ui.clear.click()
     assert ui.turns == [] and ui.transcript.value == ""
+
+
+def test_chat_answers_with_both_models_side_by_side(trained):
+    from nbkit.ui.chatbox import Chat
+
+    ui = Chat(trained, max_new_tokens=6)
+    ui.mode.value = "both"
+    ui.ask("What is the capital of France?", wait=True)
+    assert [(t[2], t[3]) for t in ui.turns] == [(True, 0), (False, 0)]
+    assert ui.turns[0][1] == generate.generate(trained, "What is the capital of France?", 6)
+    assert ui.turns[1][1] == generate.generate(trained, "What is the capital of France?", 6, adapters=False)
+    html = ui.transcript.value
+    assert html.count("<b>You:</b>") == 1 and "Model (fine-tuned):" in html and "Model (base):" in html
+    assert "display:flex" in html

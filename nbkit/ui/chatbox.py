@@ -12,7 +12,7 @@ import ipywidgets as w
 
 from .frontend import main_thread
 
-MODES = [("fine-tuned (adapters on)", True), ("base model (adapters off)", False)]
+MODES = [("fine-tuned (adapters on)", True), ("base model (adapters off)", False), ("both, side by side", "both")]
 
 
 class Chat(w.VBox):
@@ -31,7 +31,7 @@ class Chat(w.VBox):
         self.notice = w.HTML(value="" if state is None or state.finished else
                              f"<b>This model trained {state.step} of {state.total} steps ({state.status}).</b>")
         self.transcript = w.HTML(value="")
-        self.turns: list[tuple[str, str, bool]] = []  # (prompt, answer, adapters on)
+        self.turns: list[tuple[str, str, bool, int]] = []  # (prompt, answer, adapters on, question number)
         self._thread: threading.Thread | None = None
         self.clear = w.Button(description="Clear", icon="trash", tooltip="Forget this conversation's turns")
         self.send.on_click(lambda _b: self.ask(self.prompt.value))
@@ -59,18 +59,22 @@ class Chat(w.VBox):
             self._thread.join()
         return self._thread
 
-    def _answer(self, prompt: str, adapters: bool) -> None:
+    def _answer(self, prompt: str, adapters) -> None:
+        """Stream the answer (both answers, one after the other, side by side: the fine-tuned one first)."""
         from ..generate import stream
 
-        self.turns.append((prompt, "", adapters))
-        answer = ""
+        number = len({t[3] for t in self.turns})
         try:
-            for piece in stream(self.loaded, prompt, self.max_new_tokens, adapters=adapters):
-                answer += piece
-                self.turns[-1] = (prompt, answer, adapters)
-                self._render()
-        except Exception as exc:  # noqa: BLE001 — shown in the chat, not lost in a thread
-            self.turns[-1] = (prompt, f"⚠ {type(exc).__name__}: {exc}", adapters)
+            for side in ((True, False) if adapters == "both" else (adapters,)):
+                self.turns.append((prompt, "", side, number))
+                answer = ""
+                try:
+                    for piece in stream(self.loaded, prompt, self.max_new_tokens, adapters=side):
+                        answer += piece
+                        self.turns[-1] = (prompt, answer, side, number)
+                        self._render()
+                except Exception as exc:  # noqa: BLE001 — shown in the chat, not lost in a thread
+                    self.turns[-1] = (prompt, f"⚠ {type(exc).__name__}: {exc}", side, number)
         finally:
             self._render(done=True)
 
@@ -79,14 +83,22 @@ class Chat(w.VBox):
         if done:
             self.send.disabled = False
         rows = []
-        for prompt, answer, adapters in self.turns:
-            who = "fine-tuned" if adapters else "base"
-            shown = html.escape(answer) if answer.strip() or not answer else \
-                f"<i>(only whitespace: {len(answer)} characters, {answer.count(chr(10))} line breaks)</i>"
-            # line breaks as written, in the prompt and in the answer
+        for number in dict.fromkeys(t[3] for t in self.turns):  # each question once, its answers beside each other
+            answers = [t for t in self.turns if t[3] == number]
+            cells = "".join(f"<div style='flex:1;min-width:220px'><b>Model ({'fine-tuned' if on else 'base'}):</b> "
+                            f"<span class='nbkit-chat-answer'>{_shown(answer)}</span></div>"
+                            for _, answer, on, _ in answers)
+            # line breaks as written, in the prompt and in the answers
             rows.append(f"<div class='nbkit-chat-turn' style='white-space:pre-wrap'><b>You:</b> "
-                        f"{html.escape(prompt)}\n<b>Model ({who}):</b> <span class='nbkit-chat-answer'>{shown}</span></div>")
+                        f"{html.escape(answers[0][0])}<div style='display:flex;flex-wrap:wrap;gap:12px'>{cells}"
+                        "</div></div>")
         self.transcript.value = "".join(rows)
+
+
+def _shown(answer: str) -> str:
+    if answer and not answer.strip():  # an answer of blank lines would otherwise look like no answer at all
+        return f"<i>(only whitespace: {len(answer)} characters, {answer.count(chr(10))} line breaks)</i>"
+    return html.escape(answer)
 
 
 def chat(loaded, max_new_tokens: int = 128, allow_unfinished: bool = False) -> Chat:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 
-from .frontend import main_thread
+from .frontend import detect, in_notebook, main_thread  # noqa: F401  (in_notebook: part of this module's API)
 
 
 def enable_colab_widgets() -> bool:
@@ -24,15 +24,6 @@ def enable_colab_widgets() -> bool:
     return True
 
 
-def in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and hasattr(shell, "kernel")
-
-
 # front ends where progress widgets are not reliable: Kaggle's can stay at "Loading widget…"
 # (Kaggle/docker-python#1443), VS Code's have hung (microsoft/vscode-jupyter#17231). Plain HTML updated in place
 # (a display_id, as transformers' notebook progress does since transformers#7793) shows everywhere.
@@ -46,8 +37,6 @@ def resolve_mode(mode: str = "auto") -> str:
     if mode == "auto":
         if not in_notebook():
             return "text"
-        from .frontend import detect
-
         return "html" if detect() in HTML_FRONTENDS else "widgets"
     if mode not in ("widgets", "html", "text", "silent"):
         raise ValueError(f"display mode must be auto, widgets, html, text or silent, not {mode!r}")

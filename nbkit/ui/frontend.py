@@ -29,9 +29,16 @@ def detect() -> str:
         return "kaggle"
     if "VSCODE_PID" in os.environ or "VSCODE_CWD" in os.environ:
         return "vscode"
-    from .display import in_notebook
-
     return "jupyter" if in_notebook() else "headless"
+
+
+def in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
 
 
 def updates_from_threads() -> bool:
@@ -66,3 +73,25 @@ def main_thread(method):
         call(method, *args, **kwargs)
 
     return routed
+
+
+WIDGET_STATE_SETTING = {"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True}}
+
+
+def save_widget_state(prefix: str = sys.prefix) -> str:
+    """Make JupyterLab and Notebook 7 of this environment save widget state with the notebook, so that a notebook
+    reopened after its kernel stopped shows nbkit's widgets as they were (not "Error displaying widget: model not
+    found"). Written as a settings override of the environment (`share/jupyter/lab/settings/overrides.json`), only
+    where it sets nothing of its own for the widget manager: a choice already made there is kept. Returns what was
+    done, in words."""
+    import json
+    from pathlib import Path
+
+    path = Path(prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    current = json.loads(path.read_text()) if path.exists() else {}
+    key = next(iter(WIDGET_STATE_SETTING))
+    if key in current:
+        return f"{path} already sets {key}; left as it is"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**current, **WIDGET_STATE_SETTING}, indent=2))
+    return f"{path}: widget state is saved with notebooks"
