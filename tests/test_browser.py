@@ -270,3 +270,69 @@ def test_a_saved_notebook_reopened_after_its_kernel_stopped_shows_the_run(tmp_pa
         assert "Error displaying widget" not in body and "Loading widget" not in body
         assert "20 steps in" in body
         page.screenshot(path=str(shots / f"reopened-{app}.png") if shots != DOCS_IMG else str(tmp_path / "r.png"))
+
+
+NARROW = [CELL.replace('RunConfig(model="unsloth/Meta-Llama-3.1-8B-Instruct")', "RunConfig()"),
+          """from nbkit import RunConfig, workflow
+from nbkit.ui import chat
+report = workflow.run(RunConfig(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=2,
+                                lora_r=4, save_steps=0, max_samples=8, output_dir="run"))
+c = chat(report.loaded, max_new_tokens=8)"""]
+CONTRAST = """(el) => {
+  const rgb = (s) => (s.match(/[0-9.]+/g) || []).slice(0, 3).map(Number);
+  const lum = ([r, g, b]) => { const f = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+                               return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+  const bgOf = (node) => { for (let n = node; n; n = n.parentElement) { const c = getComputedStyle(n).backgroundColor;
+                           if (c && !c.endsWith(', 0)') && c !== 'transparent') return c; } return 'rgb(255, 255, 255)'; };
+  const fg = el.__fg === 'border' ? getComputedStyle(el).borderLeftColor : getComputedStyle(el).color;
+  const bg = bgOf(el.__fg === 'border' ? el.parentElement : el);
+  const [a, b] = [lum(rgb(fg)), lum(rgb(bg))].sort((x, y) => y - x);
+  return (a + 0.05) / (b + 0.05);
+}"""
+
+
+def test_narrow_window_and_dark_theme(tmp_path, shots):
+    """800 px wide with the file browser open, in JupyterLab's dark theme: the launcher's buttons, the gauge's limit
+    line and the chat's Send and Clear stay inside the window; the preview's tokens and the limit line stand out
+    from their background (WCAG contrast)."""
+    themes = tmp_path / "cfg" / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
+    themes.mkdir(parents=True)
+    (themes / "themes.jupyterlab-settings").write_text('{"theme": "JupyterLab Dark"}')
+    with serve(tmp_path, NARROW) as url:
+        sync_api = playwright()
+        args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=args)
+            page = browser.new_page(viewport={"width": 800, "height": 1600})
+            page.goto(f"{url}/lab/tree/ui.ipynb")
+            page.wait_for_selector(".jp-StatusBar-Item:has-text('Idle')", timeout=90_000)
+            if not page.locator(".jp-FileBrowser").is_visible():
+                page.locator(".jp-SideBar [data-id='filebrowser']").first.click()
+            assert page.locator(".jp-FileBrowser").is_visible()
+            assert page.locator("body[data-jp-theme-light='false']").count() == 1  # the dark theme is on
+            run_cell(page, 0)
+            page.wait_for_selector(".nbkit-gauge", timeout=90_000)
+            run_cell(page, 1)
+            page.wait_for_selector("button:has-text('Clear')", timeout=120_000)
+            page.locator("button:has-text('Preview')").first.click()
+            page.wait_for_selector(".nbkit-tok.trained", timeout=60_000)
+            inside = {}
+            for name, selector in [("Send", "button:has-text('Send')"), ("Clear", "button:has-text('Clear')"),
+                                   ("Preview", "button:has-text('Preview')"), ("FP8", "button:has-text('FP8')"),
+                                   ("Train", "button.jupyter-button:has-text('Train')"),
+                                   ("GGUF export", "button:has-text('GGUF (q8_0)')"),
+                                   ("limit line", ".nbkit-gauge div[title^='this GPU']"),
+                                   ("chat box", "textarea[placeholder^='Ask the model']")]:
+                element = page.locator(selector).first
+                element.scroll_into_view_if_needed()
+                box = element.bounding_box()
+                inside[name] = box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 800
+            page.screenshot(path=str(tmp_path / "narrow-dark.png"), full_page=True)
+            token = page.locator(".nbkit-tok.trained").first.evaluate(CONTRAST)
+            line = page.locator(".nbkit-gauge div[title^='this GPU']").first.evaluate(
+                "(el) => { el.__fg = 'border'; return (" + CONTRAST + ")(el); }")
+            browser.close()
+    assert all(inside.values()), f"outside the 800 px window: {[k for k, ok in inside.items() if not ok]}"
+    assert token >= 4.5, f"preview token contrast {token:.2f}"
+    assert line >= 3.0, f"gauge limit line contrast {line:.2f}"

@@ -43,7 +43,8 @@ class Launcher(w.VBox):
         self.progress_view = WidgetDisplay(embedded=True)
         self.progress_view.box.layout.display = "none"  # shown once a run starts
         self.message = w.HTML()
-        self.export_buttons = {kind: w.Button(description=label, icon="save", disabled=True)
+        self.export_buttons = {kind: w.Button(description=label, icon="save", disabled=True,
+                                              layout=w.Layout(width="auto"))
                                for kind, label in EXPORTS.items()}
         self.export_status = w.HTML()
         for kind, button in self.export_buttons.items():
@@ -64,8 +65,10 @@ class Launcher(w.VBox):
         self.train_button.on_click(lambda _b: self.train())
         self.resume_button.on_click(lambda _b: self.train(resume=True))
         self.stop_button.on_click(lambda _b: self.stop.request("Stop button"))
-        buttons = w.HBox([self.train_button, self.stop_button, self.resume_button])
-        exports = w.HBox([w.Label("Export:"), *self.export_buttons.values()])
+        buttons = w.HBox([self.train_button, self.stop_button, self.resume_button], layout=w.Layout(flex_flow="row wrap"))
+        # rows wrap in a narrow cell rather than cutting the labels short
+        exports = w.HBox([w.Label("Export:", layout=w.Layout(width="auto")), *self.export_buttons.values()],
+                         layout=w.Layout(flex_flow="row wrap"))
         super().__init__([self.status, self.form, self.gauge, buttons, self.progress_view.box, self.message,
                           exports, self.export_status])
 
