@@ -336,3 +336,60 @@ def test_narrow_window_and_dark_theme(tmp_path, shots):
     assert all(inside.values()), f"outside the 800 px window: {[k for k, ok in inside.items() if not ok]}"
     assert token >= 4.5, f"preview token contrast {token:.2f}"
     assert line >= 3.0, f"gauge limit line contrast {line:.2f}"
+
+
+RERUN = ["""from nbkit import RunConfig
+from nbkit.ui import launch
+ui = launch(RunConfig(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=240, lora_r=4,
+                      save_steps=0, max_samples=120, learning_rate=3e-3))"""]
+
+
+def test_rerun_the_launcher_cell_stop_resume_and_train_again(tmp_path, shots):
+    """Run the launcher cell twice while idle, then again while it trains (the same launcher comes back, its run
+    goes on); Stop says "stopped", Resume finishes with the same numbers in the summary and the report; Train once
+    more starts a second run in a folder of its own."""
+    with serve(tmp_path, RERUN) as url, browser_page() as (page, sync_api):
+        page.goto(f"{url}/lab/tree/ui.ipynb")
+        page.wait_for_selector(".jp-StatusBar-Item:has-text('Idle')", timeout=90_000)
+        for _ in range(2):  # idle: run the cell again
+            run_cell(page, 0)
+            page.wait_for_selector("button:has-text('Resume')", timeout=90_000)
+            page.wait_for_timeout(1500)
+        assert page.locator("button:has-text('Resume')").count() == 1
+        launcher = page.locator(".jp-OutputArea-output:has(button:has-text('Resume'))").first
+
+        def step() -> int:
+            found = re.findall(r"step (\d+)/240", launcher.inner_text())
+            return int(found[-1]) if found else 0
+
+        page.locator("button.jupyter-button:has-text('Train')").first.click()
+        deadline = time.time() + 120
+        while time.time() < deadline and step() < 5:
+            time.sleep(0.2)
+        run_cell(page, 0)  # mid-run
+        page.wait_for_selector("text=still training: shown here again", timeout=60_000)
+        launcher = page.locator(".jp-OutputArea-output:has(button:has-text('Resume'))").first
+        before = step()
+        page.wait_for_timeout(1500)
+        assert step() > before, "the re-attached launcher does not show the run going on"
+        page.locator("button:has-text('Stop')").first.click()
+        stopped = page.wait_for_selector("text=/Training stopped at step \\d+\\/240/", timeout=60_000).inner_text()
+        assert "finished" not in stopped
+        page.locator("button:has-text('Resume')").first.click()
+        page.wait_for_selector("text=Training finished: 240 steps", timeout=120_000)
+        page.wait_for_selector("text=nbkit run finished", timeout=60_000)
+        text = launcher.inner_text()
+        shown = re.search(r"Training finished: 240 steps .*?loss ([\d.]+) → ([\d.]+)", text)
+        reported = re.search(r"train: 240 steps in [\d.]+ s, loss ([\d.]+) → ([\d.]+)", text)
+        assert shown and reported, text[-2000:]
+        assert [round(float(v), 3) for v in shown.groups()] == [float(v) for v in reported.groups()]
+        page.locator("button.jupyter-button:has-text('Train')").first.click()
+        page.wait_for_function("() => (document.body.innerText.match(/Training finished: 240 steps/g) || [])"
+                               ".length >= 1 && document.body.innerText.includes('nbkit run finished')",
+                               timeout=120_000)
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list((tmp_path / "outputs").glob("*"))) < 2:
+            time.sleep(0.5)
+        page.wait_for_timeout(2000)
+    runs = sorted((tmp_path / "outputs").iterdir())
+    assert len(runs) == 2 and all((r / "nbkit_run.json").exists() for r in runs)

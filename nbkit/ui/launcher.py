@@ -238,6 +238,10 @@ def launch(config: RunConfig | None = None, gpu: GpuInfo | None = None) -> Launc
         earlier.message.value = ("<b>This launcher's run is still training: shown here again. Stop it to start "
                                  "another.</b>")
         display(earlier)
+        if earlier.result_handle is not None:  # its result, when the run ends, lands under this cell now
+            from IPython.display import HTML
+
+            earlier.result_handle.display(HTML("<div class='nbkit-result'></div>"))
         return earlier
     from IPython.display import HTML
 
