@@ -113,8 +113,7 @@ form = ConfigForm(config, s.gpu)
 gauge = MemoryGauge(s.gpu)
 form.observe_config(gauge.update)
 gauge.update(form.config)
-display(form, gauge)
-print(gauge.breakdown.table())  # the same prediction as text'''
+display(form, gauge)  # the gauge's table (under "the prediction, line by line") follows the form'''
 
 LOAD = '''from nbkit import models
 

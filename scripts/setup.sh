@@ -20,7 +20,7 @@ if [ -n "${NBKIT_WHEELS:-}" ]; then
   exit 0
 fi
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
-if ! .venv/bin/python -c "import nbkit, torch, trl, papermill, pytest, playwright, llama_cpp, sentencepiece, notebook" \
+if ! .venv/bin/python -c "import nbkit, torch, trl, papermill, pytest, playwright, llama_cpp, sentencepiece, notebook, anywidget, charset_normalizer" \
     2>/dev/null; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "torch==2.13.0"

@@ -393,3 +393,30 @@ def test_rerun_the_launcher_cell_stop_resume_and_train_again(tmp_path, shots):
         page.wait_for_timeout(2000)
     runs = sorted((tmp_path / "outputs").iterdir())
     assert len(runs) == 2 and all((r / "nbkit_run.json").exists() for r in runs)
+
+
+def test_chat_sends_on_enter_and_shift_enter_starts_a_new_line(tmp_path):
+    with serve(tmp_path, NARROW[1:]) as url, browser_page() as (page, sync_api):
+        page.goto(f"{url}/lab/tree/ui.ipynb")
+        page.wait_for_selector(".jp-StatusBar-Item:has-text('Idle')", timeout=90_000)
+        run_cell(page, 0)
+        box = page.wait_for_selector("textarea[placeholder^='Ask the model']", timeout=120_000)
+        page.wait_for_timeout(1000)
+        box.click()
+        page.keyboard.type("first line")
+        page.keyboard.press("Shift+Enter")
+        page.keyboard.type("second line")
+        page.wait_for_timeout(500)
+        assert page.locator(".nbkit-chat-turn").count() == 0  # Shift+Enter: a new line, nothing sent
+        assert box.input_value() == "first line\nsecond line"
+        page.keyboard.press("Enter")
+        page.wait_for_selector(".nbkit-chat-turn", timeout=60_000)
+        turn = page.locator(".nbkit-chat-turn").first
+        page.wait_for_function("() => document.querySelectorAll('.nbkit-chat-answer').length >= 1", timeout=60_000)
+        assert "first line\nsecond line" in turn.inner_text()  # the prompt's line break kept
+        page.wait_for_timeout(1500)
+        assert box.input_value() == ""  # sent and cleared
+        box.click()
+        page.keyboard.type("again")
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => document.querySelectorAll('.nbkit-chat-turn').length == 2", timeout=60_000)

@@ -22,8 +22,7 @@ class Chat(w.VBox):
         require_finished(loaded, "chat with", allow_unfinished)  # a partial model is never presented as the result
         self.loaded = loaded
         self.max_new_tokens = max_new_tokens
-        self.prompt = w.Textarea(placeholder="Ask the model something, then press Send",
-                                 layout=w.Layout(width="100%", max_width="520px", height="60px"))
+        self.prompt = chat_input("Ask the model something, then press Enter (Shift+Enter: a new line)")
         self.send = w.Button(description="Send", button_style="primary", icon="paper-plane")
         self.mode = w.ToggleButtons(options=MODES, value=True, description="Answer with",
                                     style={"button_width": "190px"})
@@ -35,6 +34,8 @@ class Chat(w.VBox):
         self._thread: threading.Thread | None = None
         self.clear = w.Button(description="Clear", icon="trash", tooltip="Forget this conversation's turns")
         self.send.on_click(lambda _b: self.ask(self.prompt.value))
+        if "submitted" in self.prompt.trait_names():  # Enter in the box sends, as the button does
+            self.prompt.observe(lambda _c: self.ask(self.prompt.value), names="submitted")
         self.clear.on_click(lambda _b: self.reset())
         super().__init__([self.notice, self.mode, w.HBox([self.prompt, w.VBox([self.send, self.clear])],
                                                           layout=w.Layout(flex_flow="row wrap")), self.transcript])
@@ -93,6 +94,54 @@ class Chat(w.VBox):
                         f"{html.escape(answers[0][0])}<div style='display:flex;flex-wrap:wrap;gap:12px'>{cells}"
                         "</div></div>")
         self.transcript.value = "".join(rows)
+
+
+CHAT_INPUT_ESM = """
+function render({ model, el }) {
+  const box = document.createElement("textarea");
+  box.placeholder = model.get("placeholder");
+  box.value = model.get("value");
+  box.className = "nbkit-chat-input widget-textarea";
+  box.style.cssText = "width:100%;height:60px;box-sizing:border-box;font:inherit;color:inherit;" +
+                      "background:var(--jp-layout-color1, #fff);border:1px solid var(--jp-border-color1, #999)";
+  const send = () => { model.set("value", box.value); model.save_changes(); };
+  box.addEventListener("input", send);
+  box.addEventListener("keydown", (event) => {
+    event.stopPropagation();  // the notebook's own keys (Shift+Enter runs the cell) stay out of the chat box
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      model.set("value", box.value);
+      model.set("submitted", model.get("submitted") + 1);
+      model.save_changes();
+    }
+  });
+  model.on("change:value", () => { if (box.value !== model.get("value")) box.value = model.get("value"); });
+  model.on("change:disabled", () => { box.disabled = model.get("disabled"); });
+  el.style.width = "100%";
+  el.style.maxWidth = "520px";
+  el.appendChild(box);
+}
+export default { render };
+"""
+
+
+def chat_input(placeholder: str) -> w.DOMWidget:
+    """A text box where Enter sends and Shift+Enter starts a new line (`submitted` counts the sends), made with
+    anywidget; without it, ipywidgets' Textarea (no key events: the Send button sends)."""
+    try:
+        import anywidget
+        import traitlets
+    except ImportError:
+        return w.Textarea(placeholder=placeholder, layout=w.Layout(width="100%", max_width="520px", height="60px"))
+
+    class ChatInput(anywidget.AnyWidget):
+        _esm = CHAT_INPUT_ESM
+        value = traitlets.Unicode("").tag(sync=True)
+        placeholder = traitlets.Unicode("").tag(sync=True)
+        submitted = traitlets.Int(0).tag(sync=True)
+        disabled = traitlets.Bool(False).tag(sync=True)
+
+    return ChatInput(placeholder=placeholder)
 
 
 def _shown(answer: str) -> str:

@@ -141,10 +141,11 @@ class WidgetDisplay(Display):
     @main_thread
     def end(self, summary: str) -> None:
         self.bar.bar_style = "success"
-        self.message.value = f"<b>{summary}</b>"
         self._line = f"{self._line}<br><b>{summary}</b>"
-        self._update_html()
-        print(summary)  # also as text, so saved/headless notebooks keep the result
+        if self.handle is not None:  # said once: in the plain-HTML output, which a saved notebook keeps too
+            self._update_html()
+        else:  # inside the launcher: its message line
+            self.message.value = f"<b>{summary}</b>"
 
     @main_thread
     def note(self, message: str) -> None:

@@ -118,8 +118,10 @@ class MemoryGauge(w.VBox, RunObserver):
         load = f" · loading {part.load + part.cuda_context:.2f} GiB"
         each = f"each of {self.processes} GPUs ({'sharded' if sharded else 'a whole copy'}), " \
             if self.processes > 1 else ""
+        # the whole table, redrawn with the settings: the numbers beside the bar are always those of the form
         self.detail.value = (f"<small>{each}training: " + " · ".join(f"{k} {v:.2f} GiB" for k, v in part.groups().items())
-                             + load + "</small>")
+                             + load + f"</small><details><summary><small>the prediction, line by line</small></summary>"
+                             f"<pre class='nbkit-gauge-table'>{part.table()}</pre></details>")
 
     def _refresh_gpu(self) -> None:
         """Memory in use changes (a model loaded in another cell): re-read it when this is the GPU here."""
