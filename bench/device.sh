@@ -56,6 +56,10 @@ for stage in "$@"; do
     display8b) python3 -c "from common import random_model; random_model('8b')"
                timeout 540 python3 throughput.py --arch 8b --quant 4bit --seq 2048 --batch 2 --steps 8 \
                --variants nbkit,nbkit-quiet --repeats 3 --part-timeout 160 --tag _display ;;
+    # the notebook's live view (widgets, the loss curve redrawn every 2 s on its own thread) against no display
+    display8b-live) python3 -c "from common import random_model; random_model('8b')"
+               timeout 560 python3 throughput.py --arch 8b --quant 4bit --seq 2048 --batch 2 --steps 30 \
+               --variants nbkit-live,nbkit-quiet --repeats 3 --part-timeout 170 --tag _display_live ;;
     # memory while loading (FP8 from bf16 loads the whole bf16 model), three loaders side by side
     load8b) timeout 560 python3 load_peak.py --arch 8b --quant 4bit,16bit,fp8 ;;
     # sharded QLoRA (two GPUs): the 8B shape against the plain FSDP-QLoRA recipe; 32B under two T4s; 70B under 2 x 40 GiB

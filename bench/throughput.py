@@ -45,6 +45,9 @@ SETUPS = {
     "nbkit": {"loader": "nbkit.models.load(RunConfig(...)) (Unsloth underneath)", "trainer": "nbkit.train.run",
               "display": "TrainingProgress, text mode"},
     "nbkit-quiet": {"loader": "nbkit.models.load", "trainer": "nbkit.train.run", "display": "none"},
+    "nbkit-live": {"loader": "nbkit.models.load", "trainer": "nbkit.train.run",
+                   "display": "TrainingProgress, widgets mode (a notebook's): stats, and the loss curve redrawn every "
+                              "2 s on its own thread"},
     "bf16": {"loader": "nbkit.models.load(quantization='16bit')", "trainer": "nbkit.train.run", "display": "none"},
     "fp8": {"loader": "nbkit.models.load(quantization='fp8') (Unsloth converts the bf16 checkpoint)",
             "trainer": "nbkit.train.run", "display": "none"},
@@ -97,7 +100,7 @@ def hf_baseline(path, args, data, timer):
                args=sft_args(args, "/tmp/hf", **SETUPS["hf"]["sft_config"])).train()
 
 
-def with_nbkit(path, args, data, timer, display=True, quant=None):
+def with_nbkit(path, args, data, timer, display=True, quant=None, mode="auto"):
     from nbkit import models, train
     from nbkit.config import RunConfig
     from nbkit.ui.progress import TrainingProgress
@@ -105,11 +108,15 @@ def with_nbkit(path, args, data, timer, display=True, quant=None):
     cfg = RunConfig(model=path, quantization=quant or args.quant, max_seq_length=args.seq, batch_size=args.batch,
                     grad_accum=1, max_steps=args.steps, save_steps=0, output_dir=scratch_dir("tput"))
     loaded = models.load(cfg, check_memory=False)
-    train.run(loaded, data, [timer, TrainingProgress()] if display else [timer])
+    progress = TrainingProgress(mode=mode)
+    train.run(loaded, data, [timer, progress] if display else [timer])
+    # what the display did, so a display that broke (and was dropped from the run) cannot pass for a cheap one
+    timer.display = {"redraws": progress.redraws, "kind": type(progress.display).__name__} if display else None
 
 
 VARIANTS = {"raw": ("raw unsloth", raw_unsloth), "nbkit": ("nbkit", with_nbkit),
             "nbkit-quiet": ("nbkit, no display", lambda *a: with_nbkit(*a, display=False)),
+            "nbkit-live": ("nbkit, live widgets and curve", lambda *a: with_nbkit(*a, mode="widgets")),
             "hf": ("hf+peft+bnb", hf_baseline),
             # precision against precision, both through nbkit (bench/fp8_vs_bf16.py reads these)
             "bf16": ("nbkit bf16 LoRA", lambda *a: with_nbkit(*a, display=False, quant="16bit")),
@@ -135,7 +142,7 @@ def one_variant(args) -> dict:
             "median_step_s": step, "tokens_per_s": args.batch * tokens / step,
             "peak_gib": torch.cuda.max_memory_reserved() / 1024**3,
             "peak_allocated_gib": torch.cuda.max_memory_allocated() / 1024**3, "step_times": timer.times,
-            "gpu": torch.cuda.get_device_name(),
+            "gpu": torch.cuda.get_device_name(), "display": getattr(timer, "display", None),
             # the first step (compilation, allocator growth), and the wait from the process's start (imports,
             # model load, trainer set-up) to the end of that step: what a notebook user waits for
             "first_step_s": timer.times[0],
@@ -195,6 +202,8 @@ def main() -> None:
                                                            - by["raw"]["start_to_first_step_s"])
     if "nbkit" in by and "nbkit-quiet" in by:
         ratios["display_overhead"] = by["nbkit-quiet"]["tokens_per_s"] / by["nbkit"]["tokens_per_s"] - 1
+    if "nbkit-live" in by and "nbkit-quiet" in by:
+        ratios["live_display_overhead"] = by["nbkit-quiet"]["tokens_per_s"] / by["nbkit-live"]["tokens_per_s"] - 1
     if "fp8" in by and "bf16" in by:
         ratios["fp8_vs_bf16_speed"] = by["fp8"]["tokens_per_s"] / by["bf16"]["tokens_per_s"]
     if "hf" in by:

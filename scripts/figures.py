@@ -120,6 +120,7 @@ def _load(name: str) -> dict:
 FIRST = "throughput_1b_4bit_first_step.json"
 MIXED = "throughput_1b_4bit_first_step_mixed.json"
 DISPLAY = "throughput_8b_4bit_display.json"
+LIVE = "throughput_8b_4bit_display_live.json"
 FIT = "calibration_fit.json"
 DDP = "ddp_scaling_1b_16bit_32k.json"  # 4096 x 8 tokens per GPU a step, 1 and 2 GPUs alternating
 DDP_SHORT = "ddp_scaling_1b_16bit.json"  # 2048 x 4: steps too short to pin the scaling down
@@ -153,6 +154,13 @@ FIGURES: dict[str, tuple[Callable[[], float], str]] = {
     "display_overhead_pct": (lambda: _load(DISPLAY)["ratios"]["display_overhead"] * 100, "{:+.1f} %"),
     "display_on_tps": (_summary(DISPLAY, "nbkit", "tokens_per_s"), "{:,.0f}"),
     "display_off_tps": (_summary(DISPLAY, "nbkit-quiet", "tokens_per_s"), "{:,.0f}"),
+    # the notebook's live view: widgets, the curve redrawn every 2 s on its own thread (bench/throughput.py)
+    "live_on_tps": (_summary(LIVE, "nbkit-live", "tokens_per_s"), "{:,.0f}"),
+    "live_off_tps": (_summary(LIVE, "nbkit-quiet", "tokens_per_s"), "{:,.0f}"),
+    "live_on_range": (_span(LIVE, "nbkit-live"), "{}"),
+    "live_off_range": (_span(LIVE, "nbkit-quiet"), "{}"),
+    "live_redraws": (lambda: "–".join(str(n) for n in sorted({r["display"]["redraws"] for r in _load(LIVE)["rows"]
+                                                              if r["variant"] == "nbkit-live"})), "{}"),
     "import_gpu_check_s": (_import("background", "gpu_check_shown"), "{:.1f} s"),
     "import_form_s": (_import("background", "form_shown"), "{:.1f} s"),
     "import_engine_s": (_import("background", "engine_ready"), "{:.1f} s"),

@@ -10,12 +10,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${NBKIT_WHEELS:-}" ]; then
   site=${NBKIT_SITE:-/tmp/site}
-  if [ ! -f "$site/.nbkit-installed" ]; then  # several device.sh runs on one machine share it
-    for dir in $NBKIT_WHEELS; do
+  for dir in $NBKIT_WHEELS; do  # each folder once per machine: several device.sh runs share it, and a later
+    marker="$site/.nbkit-installed-$(basename "$dir")"  # run may carry a folder an earlier one did not
+    if [ ! -f "$marker" ]; then
       python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$dir"/*.whl
-    done
-    touch "$site/.nbkit-installed"
-  fi
+      touch "$marker"
+    fi
+  done
   echo "export PYTHONPATH=$site:$PWD"
   exit 0
 fi

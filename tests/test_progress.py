@@ -1,3 +1,5 @@
+import time
+
 import pytest
 
 from nbkit.events import StepInfo
@@ -37,7 +39,7 @@ class Recorder(Display):
 
 def drive(steps, step_seconds, plot_cost, budget=0.01):
     clock = Clock()
-    cb = TrainingProgress(stats_interval=0.5, plot_budget=budget, clock=clock)
+    cb = TrainingProgress(stats_interval=0.5, plot_budget=budget, clock=clock, plot_thread=False)
     cb.display = Recorder(clock, plot_cost)
     cb.training_started(steps)
     for step in range(1, steps + 1):
@@ -53,6 +55,34 @@ def test_plot_redraws_cost_at_most_the_budget():
     assert cb.redraws >= 2
     assert cb.plot_seconds / clock.t < 0.02  # under 2% of the run's time
     assert len(cb.display.stats_calls) <= 2000 * 0.1 / 0.5 + 2  # stats at most every 0.5 s
+
+
+def test_the_curve_is_drawn_on_its_own_thread_every_few_seconds_and_never_holds_a_step_up():
+    """Live: a redraw every plot_interval; the training thread only hands over a copy of the losses, so a slow
+    drawing (0.3 s here) costs the steps nothing."""
+    import threading
+
+    class Slow(Recorder):
+        def plot(self, png):
+            assert png.startswith(b"\x89PNG") and threading.current_thread().name == "nbkit-plot" or self.final
+            time.sleep(0.3)
+            self.plots += 1
+
+    slow = Slow(Clock(), 0.0)
+    slow.final = False
+    cb = TrainingProgress(stats_interval=0.05, plot_interval=0.5)
+    cb.display = slow
+    cb.training_started(40)
+    longest = 0.0
+    for step in range(1, 41):
+        time.sleep(0.05)
+        t0 = time.perf_counter()
+        cb.step_finished(StepInfo(step, 40, 5.0 - step * 0.01, 1e-4, 1000 * step, 0.05 * step))
+        longest = max(longest, time.perf_counter() - t0)
+    slow.final = True
+    cb.run_finished()
+    assert cb.redraws >= 3  # about every 0.5 s of a 2 s run, and the last one at the end
+    assert longest < 0.1  # no step waited for a drawing
 
 
 def test_stats_summary_and_eta():

@@ -1,11 +1,15 @@
 """TrainingProgress: an observer of the run (nbkit.events) showing steps, ETA, tokens/s, loss, LR and a loss curve.
 
 It only reads what the run's events carry (values the trainer already brought to the host, the allocator's
-host-side counters), so it never forces a GPU synchronisation. Redraws are throttled by time: the plot is
-redrawn only when its last draw cost at most `plot_budget` of the time since.
+host-side counters), so it never forces a GPU synchronisation. The loss curve is redrawn every `plot_interval`
+seconds on a thread of its own (matplotlib's Agg, no pyplot state), from a copy of the losses: the training thread
+only hands the copy over, so the curve is live without the training waiting for it. With `plot_thread=False`
+(tests, or a caller that wants it) it draws on the calling thread, and then only when its last draw cost at most
+`plot_budget` of the time since.
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -34,10 +38,14 @@ def fmt_seconds(seconds: float) -> str:
 
 class TrainingProgress(RunObserver):
     def __init__(self, mode: str = "auto", stats_interval: float = 0.5, plot_budget: float = 0.01,
-                 text_interval: float = 10.0, clock=time.perf_counter, world_size: int | None = None):
+                 text_interval: float = 10.0, clock=time.perf_counter, world_size: int | None = None,
+                 plot_interval: float = 2.0, plot_thread: bool = True):
         self.mode = mode
         self.stats_interval = stats_interval
         self.plot_budget = plot_budget
+        self.plot_interval = plot_interval
+        self.plot_thread = plot_thread
+        self._plotting: threading.Thread | None = None
         self.text_interval = text_interval
         self.clock = clock
         self.display: Display | None = None
@@ -106,7 +114,7 @@ class TrainingProgress(RunObserver):
             # the run's own record (a resumed run's includes the steps before the resume): one set of numbers
             self.losses = list(getattr(result, "losses", None) or self.losses)
         self.finished = True
-        self._refresh(plot=True)
+        self._refresh(plot=True, wait=True)  # the final curve, drawn before the summary
         if self.display:
             self.display.end(self.summary())
 
@@ -190,21 +198,39 @@ class TrainingProgress(RunObserver):
         if now - self._last_stats < self.stats_interval:
             return
         since_plot = now - self._last_plot_end
-        plot_due = self._last_plot_cost <= self.plot_budget * since_plot
+        plot_due = since_plot >= self.plot_interval and (
+            self.plot_thread or self._last_plot_cost <= self.plot_budget * since_plot)
         self._refresh(plot=plot_due and self.display is not None and self.display.wants_plot)
 
-    def _refresh(self, plot: bool) -> None:
+    def _refresh(self, plot: bool, wait: bool = False) -> None:
         if self.display is None:
             return
         self._last_stats = self.clock()
         self.display.stats(self.stats_line(), self.stats())
-        if plot and self.display.wants_plot and (self.losses or self.eval_losses):
-            t0 = self.clock()
-            self.display.plot(loss_curve_png(self.losses, self.eval_losses))
+        if not (plot and self.display.wants_plot and (self.losses or self.eval_losses)):
+            return
+        busy = self._plotting is not None and self._plotting.is_alive()
+        if busy and not wait:
+            return  # one curve at a time: the next is due after this one
+        if busy:
+            self._plotting.join()
+        losses, evals = list(self.losses), list(self.eval_losses)  # a copy: the run goes on meanwhile
+        self._last_plot_end = self.clock()  # due again plot_interval after this one began
+        if self.plot_thread and not wait:
+            self._plotting = threading.Thread(target=self._draw, args=(losses, evals), name="nbkit-plot",
+                                              daemon=True)
+            self._plotting.start()
+        else:
+            self._draw(losses, evals)
+
+    def _draw(self, losses, evals) -> None:
+        t0 = self.clock()
+        self.display.plot(loss_curve_png(losses, evals))
+        self._last_plot_cost = self.clock() - t0
+        self.plot_seconds += self._last_plot_cost
+        self.redraws += 1
+        if not self.plot_thread:
             self._last_plot_end = self.clock()
-            self._last_plot_cost = self._last_plot_end - t0
-            self.plot_seconds += self._last_plot_cost
-            self.redraws += 1
 
 
 def _explain(exc: BaseException) -> str:
