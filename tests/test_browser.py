@@ -122,6 +122,14 @@ def browser_page(height: int = 1400):
             browser.close()
 
 
+def dismiss_news(page) -> None:
+    """JupyterLab asks once whether to fetch its news: answer No, so that no toast covers a screenshot."""
+    toast = page.locator(".Toastify__toast:has-text('notified about official Jupyter news')")
+    if toast.count():
+        toast.locator("button:has-text('No')").first.click()
+        page.wait_for_timeout(300)
+
+
 def run_cell(page, index: int) -> None:
     """Run one cell as a person would: click into it, Shift+Enter."""
     cell = page.locator(".jp-Cell .jp-InputArea-editor").nth(index)
@@ -198,6 +206,7 @@ def test_whole_flow_in_jupyterlab(tmp_path, shots):
         page.wait_for_selector("text=Training finished: 240 steps", timeout=60_000)
         curve = launcher.locator("img").first
         assert curve.evaluate("img => img.naturalWidth") > 100  # the loss curve was drawn
+        dismiss_news(page)
         launcher.screenshot(path=str(shots / "progress.png"))
         page.locator("button:has-text('LoRA adapters')").click()
         page.wait_for_selector("text=LoRA adapters saved:", timeout=60_000)
