@@ -76,12 +76,39 @@ def auto_config(model_id: str, candidates: Iterable[str] = ()):
     backend.ensure()  # Unsloth must be imported before transformers
     from transformers import AutoConfig
 
+    # without a network the libraries retry for 20-30 s before they give up: one quick request says so first,
+    # and then only the local cache is asked
+    local_only = not _offline() and not hub_reachable()
     try:
-        return AutoConfig.from_pretrained(model_id)
+        return AutoConfig.from_pretrained(model_id, local_files_only=local_only)
     except Exception as exc:  # OSError, HTTP errors, offline mode, remote code: told apart by explain()
         err = ModelNotFoundError(explain(model_id, exc, candidates))
         err.kind = classify(exc)
         raise err from exc
+
+
+_reachable: list = []  # (answer, when): one quick request a minute at most
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers at all, in one request with a short timeout (remembered a minute)."""
+    import time
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    now = time.monotonic()
+    if _reachable and now - _reachable[1] < 60:
+        return _reachable[0]
+    try:
+        urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=timeout)
+        answer = True
+    except urllib.error.HTTPError:  # it answered, if not with 200
+        answer = True
+    except (OSError, ValueError):
+        answer = False
+    _reachable[:] = [answer, now]
+    return answer
 
 
 def check_dataset(dataset_id: str, timeout: float = 10.0) -> str:

@@ -194,3 +194,24 @@ def test_cli_interrupt_exits_130_and_records_the_run_as_interrupted(tmp_path, ti
     assert f"Training interrupted at step {m['step']}/400" in stderr
     assert (tmp_path / "run" / f"checkpoint-{m['step']}" / "nbkit_checkpoint.json").exists()
     assert not (tmp_path / "run" / "nbkit_report.json").exists()  # no report that says ok
+
+
+def test_without_a_network_an_unknown_model_id_fails_at_once(monkeypatch):
+    """Offline without HF_HUB_OFFLINE, the libraries retry for 20-30 s; one quick request to the Hub finds out
+    first, and then only the local cache is asked."""
+    import time
+
+    from huggingface_hub import constants
+
+    from nbkit import ModelNotFoundError, hub
+    from nbkit.specs import spec_for
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setattr(hub, "_reachable", [])
+    start = time.perf_counter()
+    assert hub.hub_reachable() is False
+    with pytest.raises(ModelNotFoundError, match="could not be asked whether it exists"):
+        spec_for("nobody/no-such-model")
+    assert time.perf_counter() - start < 10

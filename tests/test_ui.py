@@ -232,6 +232,9 @@ def test_launcher_trains_twice_into_fresh_folders_and_exports_an_earlier_kernels
     second = Path(ui.report.config.output_dir)
     assert ui.error is None and second != first and ui.report.train.steps == 3
     assert tree_digest(first) == done
+    table = ui.result_html()  # the session's two runs side by side, their curves on one plot
+    assert table.count("<tr><td>") == 2 and first.name in table and second.name in table and "finished 3/3" in table
+    assert "alt='loss curves'" in table
     later = Launcher(RunConfig(**{**cfg.to_dict(), "output_dir": str(first)}), CPU)  # as in a new kernel
     assert not any(b.disabled for b in later.export_buttons.values())
     later.export("merged", wait=True)

@@ -21,6 +21,7 @@ from .form import ConfigForm
 from .frontend import main_thread
 from .gauge import MemoryGauge
 from .progress import TrainingProgress
+from .session_runs import runs_table_html
 
 EXPORTS = {"lora": "LoRA adapters", "merged": "merged 16-bit", "gguf": "GGUF (q8_0)"}
 
@@ -52,6 +53,7 @@ class Launcher(w.VBox):
         self.report = None
         self.error: BaseException | None = None
         self.result_handle = None  # a plain-HTML output beside the widgets (launch() makes it): what survives
+        self.reports: list = []  # every run this launcher made, for the table of the session's runs
         self.stop = StopControl()
         self._thread: threading.Thread | None = None
         self._base = config
@@ -129,6 +131,7 @@ class Launcher(w.VBox):
             backend.ensure()  # the engine first (Unsloth before transformers), then the libraries' bars off
             with backend.library_bars_off():  # loading too: this launcher's own progress shows the run
                 self.report = workflow.run(config, observers=[progress, self.gauge], stop=self.stop, resume=resume)
+            self.reports.append(self.report)
             state = "stopped early — press Resume to continue" if self.report.train.stopped else "done"
             message = f"<pre>{html.escape(self.report.summary())}</pre><b>{state}</b>"
         except NbkitError as exc:  # the user's to fix: a message, not a traceback
@@ -168,7 +171,7 @@ class Launcher(w.VBox):
         answers = (f"<br><b>Before:</b> <code>{html.escape(r.sample_before[:300])!r}</code><br><b>After:</b> "
                    f"<code>{html.escape(r.sample_after[:300])!r}</code>")
         return (f"<div class='nbkit-result'><b>nbkit run {state}</b><pre>{html.escape(r.summary())}</pre>"
-                f"{answers}{curve}</div>")
+                f"{answers}{curve}{runs_table_html(self.reports)}</div>")
 
     def _publish(self, progress=None) -> None:
         if self.result_handle is not None:

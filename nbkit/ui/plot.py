@@ -41,3 +41,21 @@ def bars_png(labels, values, ylabel: str, title: str) -> bytes:
     for i, v in enumerate(values):
         ax.annotate(f"{v:,.0f}" if v >= 100 else f"{v:.2f}", (i, v), ha="center", va="bottom")
     return _png(fig)
+
+
+def loss_curves_png(curves: dict, title: str = "Loss, run by run") -> bytes:
+    """Several runs' training losses on one plot, each labelled."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 3.0))
+    ax = fig.add_subplot()
+    for label, losses in curves.items():
+        if losses:
+            steps, values = zip(*losses)
+            ax.plot(steps, values, label=label, linewidth=1.0)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize="small")
+    return _png(fig)
