@@ -170,7 +170,12 @@ class Launcher(w.VBox):
         state = "finished" if t.finished else f"{t.state} at step {t.steps}/{t.total} (Resume continues it)"
         answers = (f"<br><b>Before:</b> <code>{html.escape(r.sample_before[:300])!r}</code><br><b>After:</b> "
                    f"<code>{html.escape(r.sample_after[:300])!r}</code>")
-        return (f"<div class='nbkit-result'><b>nbkit run {state}</b><pre>{html.escape(r.summary())}</pre>"
+        c = r.config
+        settings = (f"{c.model}, {c.quantization}, LoRA r={c.lora_r} alpha={c.lora_alpha}, {c.max_seq_length} tokens, "
+                    f"batch {c.batch_size}×{c.grad_accum}, {c.max_steps} steps, learning rate {c.learning_rate:g}, "
+                    f"data {c.dataset}")
+        return (f"<div class='nbkit-result'><b>nbkit run {state}</b><br><small>{html.escape(settings)}</small>"
+                f"<pre>{html.escape(r.summary())}</pre>"
                 f"{answers}{curve}{runs_table_html(self.reports)}</div>")
 
     def _publish(self, progress=None) -> None:
