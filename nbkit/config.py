@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .config_files import unique_key_loader, unique_keys
 from .errors import ConfigError
 
 # 8-bit (bitsandbytes LLM.int8) is not offered: its memory and speed were never measured, so nbkit could not
@@ -173,8 +174,8 @@ class RunConfig:
         import yaml
 
         try:
-            data = (yaml.load(text, Loader=_unique_key_loader()) or {}) if path.suffix in (".yaml", ".yml") else \
-                json.loads(text, object_pairs_hook=_unique_keys)
+            data = (yaml.load(text, Loader=unique_key_loader()) or {}) if path.suffix in (".yaml", ".yml") else \
+                json.loads(text, object_pairs_hook=unique_keys)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
         except (ValueError, yaml.YAMLError) as exc:
@@ -183,30 +184,6 @@ class RunConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a mapping of RunConfig fields.")
         return cls.from_dict(data)
-
-
-def _unique_keys(pairs):
-    """A mapping that names a key twice is a mistake (the last would silently win): refuse it, naming the key."""
-    seen = {}
-    for key, value in pairs:
-        if key in seen:
-            raise ConfigError(f"{key!r} is given twice: keep one (the file would otherwise silently use the last, "
-                              f"{value!r}).")
-        seen[key] = value
-    return seen
-
-
-def _unique_key_loader():
-    import yaml
-
-    class UniqueKeyLoader(yaml.SafeLoader):
-        def construct_mapping(self, node, deep=False):
-            pairs = [(self.construct_object(k, deep=deep), self.construct_object(v, deep=deep)) for k, v in node.value]
-            return _unique_keys(pairs)
-
-    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-                                    lambda loader, node: loader.construct_mapping(node, deep=True))
-    return UniqueKeyLoader
 
 
 # Where a run's folder outlives the notebook session: Google Drive once mounted in Colab, Kaggle's saved output
