@@ -1,4 +1,5 @@
-"""Where progress goes: ipywidgets in a notebook with a front end, plain text lines elsewhere.
+"""Where progress goes: ipywidgets in a notebook with a front end, one plain-HTML output where widgets are not
+reliable (Kaggle, VS Code), plain text lines elsewhere.
 
 A kernel cannot tell whether a widget front end is attached, so headless runs (papermill, CI, the
 README's command) set NBKIT_DISPLAY=text; `python -m nbkit notebook` does that for you.
@@ -8,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 
-from .frontend import detect, in_notebook, main_thread  # noqa: F401  (in_notebook: part of this module's API)
+from .frontend import detect, in_notebook, main_thread
 
 
 def enable_colab_widgets() -> bool:
