@@ -27,7 +27,17 @@ def _config(tmp_path, name, **changes):
 
 def _train(path, *launch, timeout=300):
     cmd = [TORCHRUN, *launch, "-m", "nbkit", "train", "--config", str(path)]
-    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout)
+    if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
+        # once in several CI runs of session 8 (never reproduced alone or under load), a gloo process aborted in
+        # C++ with no Python error; the same run is tried once more, and says so, so that a second abort fails
+        print("test_fsdp: a process aborted in C++ (terminate called without an active exception); trying again",
+              file=sys.stderr)
+        import shutil
+
+        shutil.rmtree(RunConfig.load(path).output_dir, ignore_errors=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout)
+    return proc
 
 
 def _first_loss(report):
