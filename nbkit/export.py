@@ -43,7 +43,7 @@ def save_lora(loaded: LoadedModel, directory: str | Path, rescue: bool = True,
     the ExportError says where (`err.saved_to`): a trained result is never lost to a full disk. A model whose
     run stopped or was interrupted is saved only with `allow_unfinished=True` (nbkit.runs.require_finished)."""
     directory = Path(directory)
-    runs.require_finished(loaded, "save its adapters", allow_unfinished)
+    runs.require_finished(loaded.trained, "save its adapters", allow_unfinished)
     _check_finite(loaded)
     try:
         with outputs.atomic_dir(directory) as tmp:
@@ -87,7 +87,7 @@ def save_merged(loaded: LoadedModel, directory: str | Path, adapter_dir: str | P
     saved adapters are merged into it, so 4-bit runs merge into exact 16-bit weights too.
     """
     directory = Path(directory)
-    runs.require_finished(loaded, "merge", allow_unfinished)
+    runs.require_finished(loaded.trained, "merge", allow_unfinished)
     if loaded.backend != "unsloth" and adapter_dir is None:
         raise ExportError("save_merged on the transformers backend needs adapter_dir: call save_lora() first "
                           "and pass its folder.")
@@ -128,7 +128,7 @@ def save_gguf(loaded: LoadedModel, directory: str | Path, quantization_method: s
     from . import gguf
 
     directory = Path(directory)
-    runs.require_finished(loaded, "export GGUF", allow_unfinished)
+    runs.require_finished(loaded.trained, "export GGUF", allow_unfinished)
     _check_finite(loaded)
     if loaded.backend == "unsloth":
         try:
@@ -194,8 +194,7 @@ def from_run(run_dir: str | Path, merged: bool = False, gguf: str | None = None,
     if not state.finished and state.status not in runs.UNFINISHED:
         raise ExportError(f"The run in {folder} {runs.describe(marker)}: there is no trained result to export. "
                           "Fix what it says and train again (the same call retries it).")
-    runs.require_finished(models.LoadedModel(None, None, "", "", None, False, trained=state), "export",
-                          allow_unfinished)
+    runs.require_finished(state, "export", allow_unfinished)  # before anything loads
     config = RunConfig.from_dict(marker["config"])
     print(f"nbkit: exporting {folder} ({runs.describe(marker)}) from {source.name}: loading {config.model}, "
           "no training")

@@ -42,14 +42,14 @@ class RunState:
         return self.status == FINISHED
 
 
-def require_finished(loaded, what: str, allow_unfinished: bool = False) -> None:
-    """Refuse to `what` (export, chat with) a model whose run did not finish, unless the caller chose to."""
-    state = getattr(loaded, "trained", None)
+def require_finished(state: RunState | None, what: str, allow_unfinished: bool = False) -> None:
+    """Refuse to `what` (export, chat with) a model whose run (`state`, e.g. `loaded.trained`; None: not trained
+    here) did not finish, unless the caller chose to."""
     if state is None or state.finished or allow_unfinished:
         return
     raise UnfinishedRunError(f"This model trained {state.step} of {state.total or '?'} steps ({state.status}), so "
-                      f"{what} would give a partial model. Finish the run first (resume=True, CLI: --resume), or "
-                      f"pass allow_unfinished=True (CLI: --allow-unfinished) to {what} it as it is.")
+                             f"{what} would give a partial model. Finish the run first (resume=True, CLI: --resume), "
+                             f"or pass allow_unfinished=True (CLI: --allow-unfinished) to {what} it as it is.")
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,7 @@ def test_unfinished_models_need_an_explicit_choice(tmp_path):
         trained = runs.RunState(runs.INTERRUPTED, 3, 15, str(tmp_path))
 
     with pytest.raises(ExportError, match=r"trained 3 of 15 steps \(interrupted\).*allow_unfinished=True"):
-        runs.require_finished(Loaded(), "merge")
-    runs.require_finished(Loaded(), "merge", allow_unfinished=True)
+        runs.require_finished(Loaded.trained, "merge")
+    runs.require_finished(Loaded.trained, "merge", allow_unfinished=True)
     Loaded.trained = runs.RunState(runs.FINISHED, 15, 15)
-    runs.require_finished(Loaded(), "merge")
+    runs.require_finished(Loaded.trained, "merge")

@@ -19,7 +19,7 @@ class Chat(w.VBox):
     def __init__(self, loaded, max_new_tokens: int = 128, allow_unfinished: bool = False):
         from ..runs import require_finished
 
-        require_finished(loaded, "chat with", allow_unfinished)  # a partial model is never presented as the result
+        require_finished(loaded.trained, "chat with", allow_unfinished)  # a partial model is never presented as the result
         self.loaded = loaded
         self.max_new_tokens = max_new_tokens
         self.prompt = chat_input("Ask the model something, then press Enter (Shift+Enter: a new line)")
