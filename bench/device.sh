@@ -60,6 +60,15 @@ for stage in "$@"; do
     display8b-live) python3 -c "from common import random_model; random_model('8b')"
                timeout 560 python3 throughput.py --arch 8b --quant 4bit --seq 2048 --batch 2 --steps 30 \
                --variants nbkit-live,nbkit-quiet --repeats 3 --part-timeout 170 --tag _display_live ;;
+    # packing (#28): one epoch, nbkit (packing auto) vs raw Unsloth default vs raw Unsloth packed; 1B on GPU 0 and
+    # 8B on GPU 1 at once (each GPU runs one process at a time), one repeat of the three variants per call (--add)
+    packing) python3 -c "from common import random_model; random_model('1b'); random_model('8b')"
+             for a in 1b:0 8b:1; do CUDA_VISIBLE_DEVICES=${a#*:} timeout 540 python3 packing.py --arch ${a%:*} \
+               --rows 400 --repeats 1 --add --part-timeout 250 > "$OUT/packing_${a%:*}.log" 2>&1 & done
+             wait; tail -n 12 "$OUT"/packing_*.log ;;
+    packing1b) python3 -c "from common import random_model; random_model('1b')"
+               timeout 540 python3 packing.py --arch 1b --rows 400 --repeats 3 --part-timeout 120 > "$OUT/packing_1b.log" 2>&1
+               tail -n 14 "$OUT/packing_1b.log" ;;
     # memory while loading (FP8 from bf16 loads the whole bf16 model), three loaders side by side
     load8b) timeout 560 python3 load_peak.py --arch 8b --quant 4bit,16bit,fp8 ;;
     # sharded QLoRA (two GPUs): the 8B shape against the plain FSDP-QLoRA recipe; 32B under two T4s; 70B under 2 x 40 GiB

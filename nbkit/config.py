@@ -23,6 +23,9 @@ TINY_MODEL = "nbkit/tiny-llama"
 DEFAULT_DATASET = "nbkit/instruct-mini"
 # Optimizer names are the HF Trainer's; "auto" resolves per device in resolved_optimizer().
 OPTIMIZERS = ("auto", "adamw_8bit", "adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "sgd", "adafactor")
+# Several short rows in one sequence of up to max_seq_length tokens (nbkit.packing): "auto" packs where a step then
+# holds clearly more real tokens (on a GPU), "on" always, "off" never.
+PACKINGS = ("auto", "on", "off")
 
 
 @dataclass
@@ -54,6 +57,7 @@ class RunConfig:
     save_minutes: float = 10.0  # also checkpoint whenever this long has passed (0: off): a dying session loses less
     backend: str = "auto"
     parallelism: str = "auto"  # several GPUs: "ddp", "fsdp" (sharded), or "auto" (the memory model chooses)
+    packing: str = "auto"  # "auto", "on", "off": short rows share a sequence (nbkit.packing); true/false read as on/off
     # more SFTConfig (TRL) settings, passed to the trainer as they are, e.g. {"max_grad_norm": 0.5}; checked
     # against SFTConfig's fields before anything loads (nbkit.train.check_extra)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -87,6 +91,9 @@ class RunConfig:
         if self.parallelism == "fsdp" and self.quantization == "fp8":
             raise ConfigError("parallelism='fsdp' shards 4-bit or 16-bit models (transformers + peft); FP8 LoRA "
                               "runs through Unsloth on one GPU. Use quantization='4bit'.")
+        if self.packing not in PACKINGS:
+            raise ConfigError(f"Unknown packing {self.packing!r}: choose one of {', '.join(PACKINGS)} ('auto' packs "
+                              "short rows together where that makes steps fuller).")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"Unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}.")
         _positive_int(self, "lora_r", "LoRA rank r must be a positive integer such as 8, 16 or 32.")
@@ -226,9 +233,10 @@ _INT_FIELDS = ("max_seq_length", "lora_r", "lora_alpha", "batch_size", "grad_acc
                "seed", "save_steps", "save_total_limit", "max_samples")
 _FLOAT_FIELDS = ("lora_dropout", "learning_rate", "num_epochs", "weight_decay", "eval_fraction", "save_minutes")
 _STR_FIELDS = ("model", "quantization", "dataset", "dataset_format", "output_dir", "backend", "optimizer",
-               "parallelism")
+               "parallelism", "packing")
 _NULLABLE = ("max_samples",)
-_CHOICE_FIELDS = ("quantization", "backend", "parallelism", "optimizer", "dataset_format")
+_CHOICE_FIELDS = ("quantization", "backend", "parallelism", "optimizer", "dataset_format", "packing")
+_ON, _OFF = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 _EXAMPLES = {"learning_rate": "2e-4", "max_steps": "60 (or 0 to train num_epochs)", "batch_size": "2",
              "max_seq_length": "2048", "num_epochs": "1"}
 
@@ -242,6 +250,10 @@ def _coerce_fields(cfg: "RunConfig") -> None:
             example = _EXAMPLES.get(name, "a number")
             raise ConfigError(f"{name} is empty (null/None); write a number, e.g. {name}: {example}.")
         setattr(cfg, name, _number(name, value, integer=name in _INT_FIELDS))
+    if isinstance(cfg.packing, bool):  # packing: true in YAML, packing=True in Python
+        cfg.packing = "on" if cfg.packing else "off"
+    elif isinstance(cfg.packing, str) and cfg.packing.strip().lower() in _ON + _OFF:
+        cfg.packing = "on" if cfg.packing.strip().lower() in _ON else "off"
     for name in _STR_FIELDS:
         value = getattr(cfg, name)
         if value is None and name == "output_dir":
@@ -253,8 +265,8 @@ def _coerce_fields(cfg: "RunConfig") -> None:
         if isinstance(value, str) and value != value.strip().lower():
             setattr(cfg, name, value.strip().lower())
     gc = cfg.gradient_checkpointing
-    if isinstance(gc, str) and gc.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-        cfg.gradient_checkpointing = gc.strip().lower() in ("true", "yes", "on", "1")
+    if isinstance(gc, str) and gc.strip().lower() in _ON + _OFF:
+        cfg.gradient_checkpointing = gc.strip().lower() in _ON
     elif isinstance(gc, int) and gc in (0, 1):
         cfg.gradient_checkpointing = bool(gc)
     else:

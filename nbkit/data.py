@@ -37,6 +37,7 @@ class PreparedData:
     dropped: int = 0
     notes: list[str] = field(default_factory=list)
     duplicated: int = 0  # rows identical to an earlier one (kept: each trains as often as it is written)
+    packing: Any = None  # nbkit.packing.PackingPlan, once the trainer decided (a packed run's summary says so)
 
     def summary(self) -> str:
         """What happened to the rows: kept for training, split off for eval, truncated, dropped, duplicated."""
@@ -44,7 +45,7 @@ class PreparedData:
         text = (f"{len(self.train)} training rows ({self.format} format), {n_eval} eval rows; "
                 f"{self.truncated} truncated to max_seq_length, {self.dropped} dropped, {self.duplicated} "
                 f"duplicated, of {self.rows_in} rows read.")
-        return " ".join([text, *self.notes])
+        return " ".join([text, *self.notes] + ([self.packing.describe()] if self.packing is not None else []))
 
 
 def missing_answer(row: dict[str, Any], fmt: str) -> bool:

@@ -33,6 +33,26 @@ class StepInfo:
     grad_norm: float | None = None
 
 
+@dataclass(frozen=True)
+class EpochPlan:
+    """What one epoch is, known when training starts: packing makes fewer, fuller steps of the same rows."""
+    steps_per_epoch: int  # optimizer steps in an epoch
+    total_steps: int  # this run's
+    rows: int  # training rows in an epoch
+    sequences: int  # what is batched: packed sequences, or the rows themselves
+    tokens: int  # real (non-padding) tokens in an epoch
+    packed: bool
+
+    @property
+    def epochs(self) -> float:
+        return self.total_steps / max(1, self.steps_per_epoch)
+
+    def describe(self) -> str:
+        what = (f"{self.rows} rows packed into {self.sequences} sequences" if self.packed else f"{self.rows} rows")
+        return (f"One epoch: {what}, {self.tokens:,} real tokens, {self.steps_per_epoch} optimizer steps; this run: "
+                f"{self.total_steps} steps = {self.epochs:.2f} epochs.")
+
+
 class RunObserver:
     """No-op base: override what you watch. Called on the training thread; keep each call short."""
 
@@ -44,6 +64,9 @@ class RunObserver:
 
     def training_started(self, total_steps: int, first_step: int = 0) -> None:
         """The trainer is about to run steps first_step+1 … total_steps (first_step > 0 when resuming)."""
+
+    def epoch_planned(self, plan: EpochPlan) -> None:
+        """Training starts: what an epoch holds and how many optimizer steps it takes."""
 
     def step_finished(self, info: StepInfo) -> None:
         """An optimizer step ended."""
@@ -85,6 +108,9 @@ class RunEvents(RunObserver):
 
     def training_started(self, total_steps: int, first_step: int = 0) -> None:
         self._emit("training_started", total_steps, first_step)
+
+    def epoch_planned(self, plan: EpochPlan) -> None:
+        self._emit("epoch_planned", plan)
 
     def step_finished(self, info: StepInfo) -> None:
         self._emit("step_finished", info)

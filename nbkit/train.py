@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import backend, fsdp, outputs, runs
+from . import backend, fsdp, outputs, packing, runs
 from .data import PreparedData
 from .errors import TrainingInterrupted
 from .events import RunObserver, StopControl, as_events
@@ -60,7 +60,11 @@ def sft_config(loaded: LoadedModel, data: PreparedData, **overrides: Any):
         fp16=on_cuda and not bf16,
         use_cpu=not on_cuda,
         max_length=cfg.max_seq_length,
-        packing=False,
+        # rows packed whole (never cut), each attending to itself (nbkit.packing); eval unpacked, so its loss means
+        # the same with packing on or off
+        packing=packing.for_run(loaded, data).on,
+        packing_strategy="bfd",
+        eval_packing=False,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,  # LoRA uses every adapter each step; the search costs time
         disable_tqdm=True,  # nbkit's observers replace tqdm
@@ -84,7 +88,7 @@ _FROM_FIELDS = {"output_dir": "output_dir", "per_device_train_batch_size": "batc
                 "learning_rate", "gradient_accumulation_steps": "grad_accum", "max_steps": "max_steps",
                 "num_train_epochs": "num_epochs", "warmup_steps": "warmup_steps", "seed": "seed", "max_length":
                 "max_seq_length", "weight_decay": "weight_decay", "optim": "optimizer", "save_steps": "save_steps",
-                "save_total_limit": "save_total_limit"}
+                "save_total_limit": "save_total_limit", "packing": "packing"}
 
 
 def check_extra(extra: dict) -> dict:
@@ -139,6 +143,7 @@ def build_trainer(loaded: LoadedModel, data: PreparedData, callbacks=(), events:
     """The trainer for `loaded` on `data`; with `events`, observers watch it through the bridge
     (`trainer.nbkit_bridge`) and `stop` can end it at a step boundary."""
     backend.ensure(loaded.backend)
+    packing.quiet_checked_warnings()
     # No data_collator of nbkit's own: the trainer builds the one raw Unsloth gets. A custom collator makes
     # Unsloth turn padding-free batching off and compile every transformer block for padded batches, which cost
     # ~18 s more on the first step (H100, 1B 4-bit) than raw Unsloth's padding-free run. The collator is wrapped
@@ -153,11 +158,13 @@ def build_trainer(loaded: LoadedModel, data: PreparedData, callbacks=(), events:
     )
     if loaded.on_cuda and loaded.gpu is not None and not loaded.gpu.bf16:
         _adapters_to_fp32(trainer.model)
+    data.packing = packing.packed_by(trainer, data.packing)
     collator = trainer.data_collator = TokenCounter(trainer.data_collator)
     trainer.nbkit_token_counter = collator
     trainer.nbkit_bridge = None
     if events is not None:
-        trainer.nbkit_bridge = bridge(as_events(events), stop, collator, loaded.config.save_minutes)
+        trainer.nbkit_bridge = bridge(as_events(events), stop, collator, loaded.config.save_minutes,
+                                      packing=data.packing)
         trainer.add_callback(trainer.nbkit_bridge)
     # with tqdm off the trainer prints every log dict; the history stays in trainer.state.log_history
     from transformers.trainer_callback import PrinterCallback

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 
-from .events import RunEvents, StepInfo, StopControl
+from .events import EpochPlan, RunEvents, StepInfo, StopControl
 from .hardware import live_vram
 
 
@@ -36,9 +36,10 @@ def _finite(value) -> bool:
 
 
 def bridge(events: RunEvents, stop: StopControl | None = None, counter: TokenCounter | None = None,
-           save_minutes: float = 0.0, clock=time.perf_counter):
+           save_minutes: float = 0.0, clock=time.perf_counter, packing=None):
     """The TrainerCallback that publishes the run (see module doc), for any HF Trainer. `save_minutes` > 0 also
-    saves a checkpoint whenever that long has passed since the last one. Without `counter`, tokens read 0."""
+    saves a checkpoint whenever that long has passed since the last one. Without `counter`, tokens read 0.
+    `packing` (nbkit.packing.PackingPlan) says what an epoch holds; without it the epoch is not described."""
     from transformers import TrainerCallback
 
     stop = stop or StopControl()
@@ -58,6 +59,11 @@ def bridge(events: RunEvents, stop: StopControl | None = None, counter: TokenCou
             self.start = self.last_save = clock()
             self.first_step = state.global_step
             events.training_started(state.max_steps, state.global_step)
+            loader = kwargs.get("train_dataloader")
+            if packing is not None and loader is not None:
+                per_epoch = max(1, math.ceil(len(loader) / args.gradient_accumulation_steps))
+                events.epoch_planned(EpochPlan(per_epoch, state.max_steps, packing.rows, packing.sequences,
+                                               packing.tokens, packing.on))
             events.phase_changed("warming_up", "first step: kernels compile and the allocator grows")
 
         def on_step_end(self, args, state, control, **kwargs):

@@ -24,6 +24,9 @@ def test_form_produces_a_validated_config():
     assert "batch_size=0 is invalid" in form.error.value
     form.batch_size.value = 2
     assert form.config.batch_size == 2 and form.error.value == ""
+    assert form.config.packing == "auto"
+    form.packing.value = "off"  # under Advanced
+    assert form.config.packing == "off"
 
 
 def test_fp8_is_disabled_with_its_reason(fake_gpu):

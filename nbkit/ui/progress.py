@@ -72,6 +72,7 @@ class TrainingProgress(RunObserver):
         self.error: str | None = None
         self.notes: list[str] = []
         self.phase = ""
+        self.epoch = None  # nbkit.events.EpochPlan: what an epoch is (packing makes fewer, fuller steps)
         # (clock, tokens, step) when the first step ended: that step includes one-off compilation (minutes
         # for FP8), so speed and ETA are measured from there once a second step exists
         self._first: tuple[float, int, int] | None = None
@@ -83,6 +84,10 @@ class TrainingProgress(RunObserver):
         self._first = None
         self.display = self.display or make_display(self.mode, self.text_interval)
         self.display.begin(self.total)
+
+    def epoch_planned(self, plan) -> None:
+        self.epoch = plan
+        self._note(plan.describe())
 
     def phase_changed(self, phase: str, detail: str = "") -> None:
         self.phase = phase
@@ -161,6 +166,8 @@ class TrainingProgress(RunObserver):
     def stats_line(self) -> str:
         s = self.stats()
         parts = [f"step {s['step']}/{s['total']}", f"elapsed {fmt_seconds(s['elapsed'])}"]
+        if self.epoch is not None:
+            parts.insert(1, f"epoch {s['step'] / self.epoch.steps_per_epoch:.2f}/{self.epoch.epochs:.2f}")
         if s["warming_up"]:
             parts.append("compiling / warming up (ETA after the next step)")
         elif s["eta"] is not None:
@@ -182,6 +189,8 @@ class TrainingProgress(RunObserver):
         s = self.stats()
         text = (f"Training finished: {s['step']} steps in {fmt_seconds(s['elapsed'])}" if self.state == "finished"
                 else f"Training {self.state} at step {s['step']}/{s['total']} after {fmt_seconds(s['elapsed'])}")
+        if self.epoch is not None:
+            text += f" ({s['step'] / self.epoch.steps_per_epoch:.2f} epochs, {self.tokens:,} real tokens)"
         if self.losses:
             text += f", loss {self.losses[0][1]:.4f} → {self.losses[-1][1]:.4f}"
         whole = self.tokens / s["elapsed"] if s["elapsed"] > 0 else 0.0
