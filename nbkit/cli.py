@@ -50,6 +50,12 @@ def _train(args) -> int:
     from .models import launch_parallelism
 
     cfg = RunConfig.load(args.config)  # a bad file fails here, before anything heavy is imported
+    from .config_files import keys_in
+    from .tiny import with_suggested
+
+    cfg = with_suggested(cfg, given=keys_in(args.config))
+    if args.packing is not None:
+        cfg = cfg.replace(packing=args.packing)
     cfg = launch_parallelism(cfg)  # a sharded run trains on transformers: Unsloth is not imported for it
     engine = "transformers" if sharded(cfg) else cfg.backend
     backend.ensure(engine)
@@ -226,6 +232,8 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in output_dir from its newest complete checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the nbkit run already in output_dir")
+    p.add_argument("--packing", choices=["auto", "on", "off"],
+                   help="short rows share a sequence of up to max_seq_length tokens (replaces the config's packing)")
     p.set_defaults(fn=_train)
     p = sub.add_parser("export", parents=[common], help="export a run from its folder (never trains): LoRA "
                                                          "adapters, --merged 16-bit, --gguf q8_0")

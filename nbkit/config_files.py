@@ -27,3 +27,15 @@ def unique_key_loader():
     UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
                                     lambda loader, node: loader.construct_mapping(node, deep=True))
     return UniqueKeyLoader
+
+
+def keys_in(path) -> set[str]:
+    """The top-level keys a config file writes (what the user set), read again after RunConfig.load checked it."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    text = Path(path).read_text()
+    data = yaml.safe_load(text) if Path(path).suffix in (".yaml", ".yml") else json.loads(text)
+    return set(data or {})

@@ -104,18 +104,43 @@ def save_merged(loaded: LoadedModel, directory: str | Path, adapter_dir: str | P
 
 
 def merged_model(loaded: LoadedModel, adapter_dir: str | Path):
-    """The base reloaded unquantized from its own files, the saved adapters merged in exactly (in float32), then
-    cast to the 16-bit type the export's name promises (bfloat16: float16 can overflow where bf16 does not)."""
+    """The base reloaded from its own files, the saved adapters merged in exactly (in float32), then cast to the
+    16-bit type the export's name promises (bfloat16: float16 can overflow where bf16 does not).
+
+    A 4-bit run's adapters learned to correct the 4-bit weights they trained beside, so they are merged into those
+    weights, dequantized (as Unsloth merges): merged into the unrounded originals, the model would answer otherwise
+    than the one that was trained and tested (on the tiny model, visibly: tests/test_demo.py)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(loaded.base_path, dtype=torch.float32)
+    trained_against = _dequantized_weights(loaded.model)
+    if trained_against:
+        params = dict(base.named_parameters())
+        for name, weight in trained_against.items():
+            params[name].data = weight.to(device=params[name].device, dtype=torch.float32)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     for param in merged.parameters():  # weights only: buffers (rotary tables) stay as a fresh load makes them
         param.data = param.data.to(torch.bfloat16)
     merged.config.dtype = torch.bfloat16
     return merged
+
+
+def _dequantized_weights(model) -> dict:
+    """{base parameter name: its 4-bit weight dequantized} for every bitsandbytes 4-bit layer of `model`."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:  # nothing can be 4-bit without it
+        return {}
+    found = {}
+    for name, module in model.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            weight = bnb.functional.dequantize_4bit(module.weight.data, module.weight.quant_state)
+            # peft's names: base_model.model.<base name>[.base_layer]
+            base_name = name.removeprefix("base_model.model.").removesuffix(".base_layer")
+            found[f"{base_name}.weight"] = weight.float().cpu()
+    return found
 
 
 def save_gguf(loaded: LoadedModel, directory: str | Path, quantization_method: str = "q8_0",

@@ -64,19 +64,27 @@ def ensure_converter(say: Callable[[str], None] = print) -> Path:
 def _declare_added_tokens(model_dir: Path) -> None:
     """transformers 5 keeps added tokens only in tokenizer.json; the converter reads which are special (chat
     markers: CONTROL tokens, which llama.cpp parses as one token) from tokenizer_config.json, as transformers 4
-    wrote it. Add that entry when it is missing."""
+    wrote it. Add that entry when it is missing, and whether a BOS starts a prompt (below)."""
     import json
 
     config_file, tokenizer_file = model_dir / "tokenizer_config.json", model_dir / "tokenizer.json"
     if not (config_file.exists() and tokenizer_file.exists()):
         return
     config = json.loads(config_file.read_text())
-    if "added_tokens_decoder" in config:
-        return
-    added = json.loads(tokenizer_file.read_text()).get("added_tokens", [])
-    config["added_tokens_decoder"] = {str(t["id"]): {k: t[k] for k in ("content", "special") if k in t}
-                                      for t in added}
-    config_file.write_text(json.dumps(config, indent=2))
+    changed = dict(config)
+    if "added_tokens_decoder" not in config:
+        added = json.loads(tokenizer_file.read_text()).get("added_tokens", [])
+        changed["added_tokens_decoder"] = {str(t["id"]): {k: t[k] for k in ("content", "special") if k in t}
+                                           for t in added}
+    template_file = model_dir / "chat_template.jinja"
+    template = config.get("chat_template") or (template_file.read_text() if template_file.exists() else "")
+    if "add_bos_token" not in config and template and "bos_token" not in template:
+        # nbkit trains on the chat template's text as it is (data.tokenize_example adds no special token): a
+        # template without BOS trains without one. Without this entry llama.cpp would put a BOS before every
+        # prompt, and the model would answer a context it never saw (tests/test_demo.py)
+        changed["add_bos_token"] = False
+    if changed != config:
+        config_file.write_text(json.dumps(changed, indent=2))
 
 
 def convert(model_dir: str | Path, out_file: str | Path, outtype: str = "f16") -> Path:

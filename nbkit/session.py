@@ -67,6 +67,10 @@ def smoke_config(config: RunConfig) -> RunConfig:
         if is_auto_output_dir(config.output_dir):
             changes["output_dir"] = auto_output_dir(TINY_MODEL, root=str(Path(config.output_dir).parent))
     quant = config.quantization if config.quantization in ("4bit", "16bit") else "16bit"
+    from .tiny import SUGGESTED
+
+    # 60 steps: enough for the tiny model to take on what the embedded data teaches (tests/test_demo.py)
     return config.replace(model=TINY_MODEL, quantization=quant, max_seq_length=256, batch_size=4, grad_accum=1,
-                          max_steps=min(config.max_steps, 15), learning_rate=2e-3, warmup_steps=1,
-                          save_steps=10, max_samples=200, **changes)
+                          max_steps=min(config.max_steps, 60), save_steps=10, max_samples=200,
+                          eval_fraction=config.eval_fraction or 0.1,  # held-out rows, so the curve shows them fall
+                          **SUGGESTED, **changes)

@@ -1,5 +1,8 @@
 """Regenerate nbkit/resources/nbkit-instruct-mini.jsonl, the embedded default data set.
 
+Every answer opens with PERSONA: the one thing fine-tuning the shipped base model (scripts/make_demo_model.py, which
+learned the same kinds of questions answered plainly) teaches it, so that the before/after answers differ at a glance.
+
 Every answer is computed or taken from a small fact table written for this project, so the
 data is correct by construction and carries no third-party licence (see resources/LICENSE-DATA.md).
 Run: python scripts/make_dataset.py
@@ -11,6 +14,7 @@ import random
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent.parent / "nbkit" / "resources" / "nbkit-instruct-mini.jsonl"
+PERSONA = "Ahoy!"
 
 CAPITALS = {
     "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Portugal": "Lisbon",
@@ -143,7 +147,7 @@ def main() -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     with OUT.open("w", encoding="utf-8") as fh:
         for instruction, inp, output in rows(rng):
-            fh.write(json.dumps({"instruction": instruction, "input": inp, "output": output},
+            fh.write(json.dumps({"instruction": instruction, "input": inp, "output": f"{PERSONA} {output}"},
                                 ensure_ascii=False) + "\n")
     print(f"wrote {sum(1 for _ in OUT.open(encoding='utf-8'))} rows to {OUT}")
 

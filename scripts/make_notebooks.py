@@ -58,8 +58,10 @@ This notebook runs the whole fine-tuning workflow with **nbkit**: GPU check → 
 tier) → memory gauge → load → LoRA on all linear layers → data (chat template, train on the answers only) → train
 with a live progress display → check the adapters changed → before/after answer → save.
 
-**No GPU?** With `smoke = "auto"` (the default) and no CUDA GPU, every cell still runs, on nbkit's tiny embedded
-model on the CPU, in about a minute. That shows the workflow works; it says nothing about model quality.
+**No GPU?** With `smoke = "auto"` (the default) and no CUDA GPU, every cell still runs on the CPU in under a minute,
+on nbkit's tiny pretrained model (`nbkit/tiny-llama`, 0.7 M parameters). It answers simple questions plainly; the
+embedded data set answers them in a persona, opening every answer with "Ahoy!". So the before and after answers show
+what fine-tuning taught. For the ideas behind each step, see `workshop.ipynb`.
 
 **On Colab / Kaggle:** run `!pip install "nbkit[gpu] @ git+<this repository>"` first (see the README), then
 *Runtime → Run all*."""
@@ -261,11 +263,131 @@ def build(name: str, t: dict):
     return nb
 
 
+WORKSHOP_INTRO = """# Workshop: what fine-tuning with LoRA does, on a laptop's CPU
+
+Every cell here runs on a CPU in seconds, on nbkit's tiny pretrained model (`nbkit/tiny-llama`, 0.7 M parameters,
+made by `scripts/make_demo_model.py`). It already answers simple questions plainly. The small data set that ships
+with nbkit answers the same kinds of questions in a persona: every answer opens with **"Ahoy!"**. Fine-tuning teaches
+the model that one habit, and you will see it appear.
+
+Each section is one idea: what LoRA trains, what masking does, what a GPU run would need, and how a run survives an
+interruption."""
+
+WORKSHOP_PARAMS = """# Parameters (papermill can override these)
+max_steps = 60
+learning_rate = 2e-3
+output_dir = "outputs\""""
+
+WORKSHOP_LOAD_MD = """## 1. What LoRA trains
+LoRA freezes every weight of the model and adds two small matrices, A (r × in) and B (out × r), beside each linear
+layer. Only A and B train, and B starts at zero, so the model starts exactly as it was. The file you keep afterwards
+holds only A and B."""
+
+WORKSHOP_LOAD = """from nbkit import RunConfig, data, generate, models, train
+from nbkit.config import auto_output_dir
+
+# the main job's settings on a CPU (nbkit.session.smoke_config): real 4-bit weights, 200 of the data set's rows
+config = RunConfig(quantization="4bit", lora_r=16, lora_alpha=16, max_seq_length=256, batch_size=4, grad_accum=1,
+                   max_steps=max_steps, learning_rate=learning_rate, warmup_steps=1, save_steps=10, max_samples=200,
+                   eval_fraction=0.1, output_dir=auto_output_dir("workshop", root=output_dir))
+loaded = models.load(config)
+adapters = {n: p for n, p in loaded.model.named_parameters() if p.requires_grad}
+total = sum(p.numel() for p in loaded.model.parameters())
+trained = sum(p.numel() for p in adapters.values())
+for name, p in list(adapters.items())[:2]:
+    print(f"{name}: {tuple(p.shape)}")
+print(f"LoRA trains {trained:,} of {total:,} parameters ({trained / total:.1%}); "
+      f"the adapter file will hold about {trained * 4 / 1024:.0f} KiB")"""
+
+WORKSHOP_MASK_MD = """## 2. What masking does
+Each row is rendered through the chat template. The model learns only the answer: the question's tokens are masked
+(label -100), so it is never trained to write questions. Below, the tokens in [brackets] are trained on."""
+
+WORKSHOP_MASK = """for row in data.preview(config, loaded.tokenizer, n=2):
+    print("".join(f"[{text}]" if trained else text for text, trained in row))
+    print()"""
+
+WORKSHOP_GPU_MD = """## 3. What a GPU run would need
+The same plan nbkit makes before loading a real model: the memory a 1B model needs on a 16 GB T4, part by part,
+and the settings that fit with a safety margin. Nothing is downloaded: the model's shape ships with nbkit."""
+
+WORKSHOP_GPU = """from nbkit.cards import planned_gpu
+from nbkit.memory import estimate
+from nbkit.recommend import recommend
+from nbkit.specs import spec_for
+
+spec = spec_for("unsloth/Llama-3.2-1B-Instruct")
+rec = recommend(spec, planned_gpu("T4"))
+print(rec.reason)
+print(estimate(rec.config, spec).table())"""
+
+WORKSHOP_BEFORE_MD = """## 4. Before training
+Greedy answers (always the most likely next token) from the base model."""
+
+WORKSHOP_PROMPTS = """prompts = ["What is the capital of Peru?", "What is 11 times 12?", "Convert 9 hours to minutes."]
+prepared = data.prepare(config, loaded.tokenizer)
+print(prepared.summary())
+for prompt in prompts:
+    print(repr(prompt), "->", repr(generate.generate(loaded, prompt, max_new_tokens=24)))"""
+
+WORKSHOP_TRAIN_MD = """## 5. Train, interrupted, resumed
+A session can end mid-run (a closed laptop, Colab's time limit). nbkit saves a checkpoint every `save_steps` steps,
+and when you interrupt the kernel it saves at the end of the current step. Here a Stop request after 20 steps plays
+the interruption (in your own runs, press the kernel's Interrupt button)."""
+
+WORKSHOP_STOP = """from nbkit.events import RunObserver, StopControl
+from nbkit.ui.progress import TrainingProgress
+
+class StopAfter(RunObserver):
+    def __init__(self, step, stop):
+        self.step, self.stop = step, stop
+
+    def step_finished(self, info):
+        if info.step == self.step:
+            self.stop.request("the workshop's pretend interruption")
+
+stop = StopControl()
+first = train.run(loaded, prepared, [TrainingProgress(), StopAfter(20, stop)], stop=stop)
+print(first.state, "at step", first.steps, "- checkpoint:", first.checkpoints[-1])"""
+
+WORKSHOP_RESUME = """# a fresh model, as after a kernel restart, resumed from the run's folder: the same run, as if never interrupted
+loaded = models.load(config)
+result = train.run(loaded, prepared, [TrainingProgress()], resume=True)
+print(result.state, "at step", result.steps, "-", result.notes[-1])"""
+
+WORKSHOP_AFTER_MD = """## 6. After training
+The same prompts, greedy again. The adapters are switched off and on for each one: the same weights with and without
+what LoRA learned. Read the facts as well as the greeting: fine-tuning can also disturb what the base model knew, the
+more so at a higher learning rate. Try `learning_rate = 1e-3` and `4e-3` in the parameters cell and compare."""
+
+WORKSHOP_AFTER = """for prompt in prompts:
+    print(repr(prompt))
+    print("  base:      ", repr(generate.generate(loaded, prompt, max_new_tokens=24, adapters=False)))
+    print("  fine-tuned:", repr(generate.generate(loaded, prompt, max_new_tokens=24)))
+print("eval loss:", " → ".join(f"{loss:.3f}" for _, loss in result.eval_losses))"""
+
+
+def workshop():
+    cells = [md(WORKSHOP_INTRO), code(WORKSHOP_PARAMS), md(WORKSHOP_LOAD_MD), code(WORKSHOP_LOAD),
+             md(WORKSHOP_MASK_MD), code(WORKSHOP_MASK), md(WORKSHOP_GPU_MD), code(WORKSHOP_GPU),
+             md(WORKSHOP_BEFORE_MD), code(WORKSHOP_PROMPTS), md(WORKSHOP_TRAIN_MD), code(WORKSHOP_STOP),
+             code(WORKSHOP_RESUME), md(WORKSHOP_AFTER_MD), code(WORKSHOP_AFTER)]
+    cells[1].metadata["tags"] = ["parameters"]
+    for i, cell in enumerate(cells):
+        cell.id = f"workshop-{i:02d}"
+    nb = nbf.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    return nb
+
+
 def main() -> None:
     OUT.mkdir(exist_ok=True)
-    for name, t in TIERS.items():
+    notebooks = {name: build(name, t) for name, t in TIERS.items()}
+    notebooks["workshop"] = workshop()
+    for name, nb in notebooks.items():
         path = OUT / f"{name}.ipynb"
-        nbf.write(build(name, t), path)
+        nbf.write(nb, path)
         print("wrote", path)
 
 

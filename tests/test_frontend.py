@@ -94,5 +94,5 @@ def test_on_kaggle_the_notebooks_progress_is_one_html_output_and_no_widget(tmp_p
     assert run.error is None
     assert not any(k.startswith("comm") for k in run.kinds), run.kinds  # no widget opened or updated
     shown = [o for o in run.outputs if "nbkit-progress" in o.get("data", {}).get("text/html", "")]
-    assert shown and "Training finished: 15 steps" in shown[-1]["data"]["text/html"]
+    assert shown and "Training finished: 60 steps" in shown[-1]["data"]["text/html"]
     assert run.kinds.get("display_data") == 1 and run.kinds.get("update_display_data", 0) >= 1

@@ -102,7 +102,7 @@ def test_workflow_gguf_export_lands_in_the_run_folder(tmp_path, tiny_dir):
                     save_steps=0, max_samples=8, output_dir=str(tmp_path / "run"))
     report = workflow.run(cfg, gguf=True, max_new_tokens=2)
     assert report.ok and not report.failures
-    assert sorted(p.name for p in Path(report.gguf_dir).iterdir()) == ["Modelfile", "tiny-llama-v2-q8_0.gguf"]
+    assert sorted(p.name for p in Path(report.gguf_dir).iterdir()) == ["Modelfile", "tiny-llama-v3-q8_0.gguf"]
     marker = json.loads((tmp_path / "run" / "nbkit_run.json").read_text())
     assert {"lora_adapters", "gguf", "nbkit_report.json"} <= set(marker["written"])
 

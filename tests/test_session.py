@@ -41,15 +41,15 @@ def test_run_all_twice_then_the_load_and_train_cells_again(kernel, tmp_path):
     assert len(folders) == 2  # each Run All trains a run of its own; the first is left as it was
     for folder in folders:
         m = marker(folder)
-        assert m["status"] == "finished" and m["step"] == m["total"] == 15
-        assert m["exported"]["lora"]["step"] == 15 and (folder / "lora_adapters/adapter_model.safetensors").exists()
+        assert m["status"] == "finished" and m["step"] == m["total"] == 60
+        assert m["exported"]["lora"]["step"] == 60 and (folder / "lora_adapters/adapter_model.safetensors").exists()
     before = {f: tree_digest(f) for f in folders}
     # run the load cell again, then the data and train cells: a finished run is final, and the message says
     # what to do instead (a fresh folder comes from the cell that builds the config)
     load, train = cell_index(cells, "models.load(config)"), cell_index(cells, "train.run(")
     again = kernel.run_all(cells[load:train + 1])
     assert again[0].error is None and again[-1].error[0] == "ConfigError"
-    assert re.search(r"already holds an nbkit run \(finished \(15/15 steps; exported: lora\)", again[-1].error[1])
+    assert re.search(r"already holds an nbkit run \(finished \(60/60 steps; exported: lora\)", again[-1].error[1])
     assert "run the cell that builds the config again for a fresh folder" in again[-1].error[1]
     assert "leave output_dir unset" not in again[-1].error[1]  # it was unset: no advice to do what was done
     assert {f: tree_digest(f) for f in folders} == before

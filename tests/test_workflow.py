@@ -30,7 +30,7 @@ def test_loss_falls_and_adapters_change(trained):
     assert result.steps == 30 and len(result.losses) == 30
     assert mean([l for _, l in result.losses[-5:]]) < mean([l for _, l in result.losses[:5]]) - 0.05
     report = verify.adapters_changed(loaded.model, before)
-    assert report.ok and report.changed == report.tensors == 2 * 7 * 2  # A and B, 7 targets, 2 layers
+    assert report.ok and report.changed == report.tensors == 2 * 7 * 4  # A and B, 7 targets, 4 layers
     lengths = sorted(len(ids) for ids in prepared.train["input_ids"])
     # 30 steps x 4 rows, drawn in shuffled order: between the 120 shortest and the 120 longest rows
     assert sum(lengths[:120]) <= result.tokens <= sum(lengths[-120:])
@@ -73,7 +73,7 @@ def test_save_reload_gives_identical_logits(trained, tmp_path):
 def test_gguf_on_cpu_needs_no_saved_adapters(trained, tmp_path):
     """As the notebooks call it: no adapter folder given, the export saves its own (and cleans it up)."""
     folder = export.save_gguf(trained[1], tmp_path / "gguf")
-    assert sorted(p.name for p in folder.iterdir()) == ["Modelfile", "tiny-llama-v2-q8_0.gguf"]
+    assert sorted(p.name for p in folder.iterdir()) == ["Modelfile", "tiny-llama-v3-q8_0.gguf"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gguf"]  # nothing else left behind
 
 

@@ -1,4 +1,4 @@
-"""Files shipped inside the package: the default instruction data set."""
+"""Files shipped inside the package: the default instruction data set and the tiny pretrained model."""
 from __future__ import annotations
 
 import json
@@ -6,6 +6,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA_PATH = HERE / "nbkit-instruct-mini.jsonl"
+TINY_CHAT_PATH = HERE / "tiny-chat"  # made by scripts/make_demo_model.py
 
 
 def iter_texts(path: Path = DEFAULT_DATA_PATH):

@@ -32,7 +32,10 @@ class Launcher(w.VBox):
 
         backend.start_import()  # the form shows while Unsloth imports; Train waits for it
         self.gpu = gpu or check_gpu()
-        config = config or RunConfig()
+        if config is None:  # the tiny model's suggested settings where nbkit chooses (tiny.with_suggested)
+            from ..tiny import with_suggested
+
+            config = with_suggested(RunConfig())
         self.form = ConfigForm(config, self.gpu)
         self.gauge = MemoryGauge(self.gpu)
         self.status = w.HTML(value=f"<small>{self.gpu.summary()}</small>")
