@@ -20,6 +20,7 @@ Writes bench/results/calibration_fit.json.
 from __future__ import annotations
 
 import json
+import math
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -110,15 +111,17 @@ def predicted_gib(rec: dict) -> float:
 
 
 @contextmanager
-def constants(act_gc: dict[str, float] | None = None, **values):
-    """nbkit.memory with these act_gc values (per calibration) and module constants (SCORE_BYTES=...) in place,
-    restored afterwards."""
+def constants(act_gc: dict[str, float] | None = None, fields: dict[str, dict] | None = None, **values):
+    """nbkit.memory with these act_gc values (per calibration), other calibration fields ({key: {field: value}}) and
+    module constants (SCORE_BYTES=...) in place, restored afterwards."""
     from nbkit import memory
 
     saved_calibration = dict(memory.CALIBRATION)
     saved = {name: getattr(memory, name) for name in values}
     for key, act in (act_gc or {}).items():
         memory.CALIBRATION[key] = replace(saved_calibration[key], act_gc=act)
+    for key, changes in (fields or {}).items():
+        memory.CALIBRATION[key] = replace(memory.CALIBRATION[key], **changes)
     for name, value in values.items():
         setattr(memory, name, value)
     try:
@@ -165,6 +168,36 @@ def fit_score_bytes(recs: list[dict], fitted: dict[str, float]) -> float | None:
     return next(b for b in SCORE_GRID if min(_errors_with(group, fitted, SCORE_BYTES=b)) >= 0)
 
 
+def _round_up(x: float, step: float = 0.01) -> float:
+    return round(math.ceil(round(x / step, 6)) * step, 2)
+
+
+def unscaled_peaks(results: Path = RESULTS) -> list[dict]:
+    """Every stored peak (bench/stored_peaks.py) beside a plan made with both factors at 1: what they are fitted on."""
+    from nbkit import memory
+    from stored_peaks import stored
+
+    unity = {key: {"reserve_factor": 1.0, "load_factor": 1.0} for key in memory.CALIBRATION}
+    with constants(fields=unity):
+        return stored(results)
+
+
+def fit_factors(rows: list[dict] | None = None) -> dict[str, dict[str, float]]:
+    """Per calibration, {"reserve_factor", "load_factor"}: the smallest multiples (0.01 grid, at least 1) of the
+    planned allocation that cover every stored peak's reservation, training and loading, and every load's allocation.
+    Gemma 2's training reservations are left to SCORE_FRAGMENTATION (fitted on them)."""
+    rows = unscaled_peaks() if rows is None else rows
+    out = {}
+    for key in sorted({r["calibration"] for r in rows}):
+        train = [r["reserved_gib"] / r["planned_allocated_gib"] for r in rows
+                 if r["calibration"] == key and r["phase"] == "train" and not r["softcapped"]]
+        load = [max(r["reserved_gib"], r["allocated_gib"]) / r["planned_reserved_gib"] for r in rows
+                if r["calibration"] == key and r["phase"] == "load"]
+        out[key] = {"reserve_factor": max(1.0, _round_up(max(train, default=1.0))),
+                    "load_factor": max(1.0, _round_up(max(load, default=1.0)))}
+    return out
+
+
 FRAGMENTATION_GRID = [round(0.1 * i, 1) for i in range(0, 40)]
 
 
@@ -188,17 +221,28 @@ def fit_fragmentation(results: Path = RESULTS) -> float | None:
     return None
 
 
-def leave_one_out(recs: list[dict]) -> list[dict]:
-    """Each grid architecture predicted by act_gc fitted on the others (the score term stays as fitted: Gemma 2
-    is the only architecture that has it)."""
+def leave_one_out(recs: list[dict], peaks: list[dict] | None = None) -> list[dict]:
+    """Each grid architecture predicted by constants fitted without it: act_gc per calibration, SCORE_BYTES (Gemma 2
+    is the only architecture with materialised scores, so without it there is nothing to fit: 0), and the reserve
+    factors (from every stored peak but its own). Errors are on the allocated peak of its probes; `reserved_over_plan`
+    is its largest stored reservation (probe or real-length rows) over the reservation planned without it."""
+    peaks = unscaled_peaks() if peaks is None else peaks
     rows = []
     grid = [r for r in recs if r.get("grid")]
     for arch in sorted({r["arch"] for r in grid}):
-        others = fit([r for r in recs if r.get("arch") != arch or not r.get("grid")])
+        others = [r for r in recs if r.get("arch") != arch or not r.get("grid")]
+        fitted = fit(others)
+        score = fit_score_bytes(others, fitted) or 0.0
         held = [r for r in grid if r["arch"] == arch]
-        e = _errors_with(held, others)
-        rows.append({"arch": arch, "records": len(held), "act_gc_without_it": others,
-                     "min_error_pct": min(e), "max_error_pct": max(e)})
+        e = _errors_with(held, fitted, SCORE_BYTES=score)
+        tag = f": {arch} on "
+        factors = fit_factors([p for p in peaks if tag not in p["source"]])
+        mine = [p for p in peaks if tag in p["source"] and p["phase"] == "train"]
+        over = max(p["reserved_gib"] / (p["planned_allocated_gib"] * factors.get(p["calibration"], {})
+                                        .get("reserve_factor", 1.0)) for p in mine if not p["softcapped"]) \
+            if any(not p["softcapped"] for p in mine) else None
+        rows.append({"arch": arch, "records": len(held), "act_gc_without_it": fitted, "score_bytes_without_it": score,
+                     "min_error_pct": min(e), "max_error_pct": max(e), "reserved_over_plan": over})
     return rows
 
 
@@ -258,9 +302,14 @@ def main() -> None:
     print_table(in_sample, ["calibration", "act_gc", "records", "min_error_pct", "max_error_pct"])
     fragmentation = fit_fragmentation()
     print(f"\nSCORE_BYTES (Gemma 2's materialised attention scores): {score}; SCORE_FRAGMENTATION: {fragmentation}")
-    print("\neach architecture predicted by a fit on the others (records the fit did not see):")
-    loo = leave_one_out(recs)
-    print_table(loo, ["arch", "records", "min_error_pct", "max_error_pct"])
+    peaks = unscaled_peaks()
+    factors = fit_factors(peaks)
+    print("\nreservation factors (every stored peak, bench/stored_peaks.py):")
+    print_table([{"calibration": k, **v} for k, v in factors.items()], ["calibration", "reserve_factor", "load_factor"])
+    print("\neach architecture predicted by constants fitted without it (records the fit did not see):")
+    loo = leave_one_out(recs, peaks)
+    print_table(loo, ["arch", "records", "score_bytes_without_it", "min_error_pct", "max_error_pct",
+                      "reserved_over_plan"])
     print("\nloading (counted, not fitted):")
     load = loads()
     print_table(load, ["arch", "quant", "measured_allocated_gib", "predicted_gib", "error_pct"])
@@ -268,7 +317,7 @@ def main() -> None:
     real = real_lengths()
     print_table(real, ["arch", "quant", "batch", "planned_gib", "allocated_gib", "reserved_gib", "usable_gib",
                        "below_plan_pct", "oom_recoveries"])
-    write_json("calibration_fit.json", {"fitted_act_gc": fitted, "score_bytes": score,
+    write_json("calibration_fit.json", {"fitted_act_gc": fitted, "score_bytes": score, "factors": factors,
                                         "score_fragmentation": fragmentation, "in_sample": in_sample,
                                         "leave_one_architecture_out": loo, "load": load, "real_lengths": real,
                                         "held_out": held_out()})

@@ -29,7 +29,8 @@ SETUPS = {
     "nbkit": {"loader": "nbkit.models.load(RunConfig(parallelism='fsdp')): NF4 with bnb_4bit_quant_storage=bf16 "
                         "into CPU memory, LoRA r=16 all linear, no k-bit preparation",
               "trainer": "nbkit.train.run: SFTTrainer with fsdp=True, fsdp_config={version: 2, "
-                         "reshard_after_forward: True, activation_checkpointing: True}, optim adamw_torch"},
+                         "reshard_after_forward: True, activation_checkpointing: False} with the model's own gradient "
+                         "checkpointing (nbkit.fsdp.trainer_args), optim adamw_torch"},
     "plain": {"loader": "AutoModelForCausalLM.from_pretrained(quantization_config=BitsAndBytesConfig(nf4, double "
                         "quant, compute bf16, quant_storage bf16), dtype=bf16)",
               "peft": "get_peft_model(LoraConfig(r=16, lora_alpha=16, target_modules='all-linear'))",

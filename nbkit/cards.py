@@ -16,8 +16,10 @@ from .hardware import GpuInfo
 # The CUDA context measured on the H100 (bench/memory_accuracy.py records: 0.75 GiB with transformers, up to
 # 0.85 with Unsloth's kernels loaded). Smaller data-centre cards have smaller contexts, so this is an upper bound.
 DATACENTER_SHARE = 0.85
-# A desktop card also drives the display: 8 GB cards leave torch about 7.2-7.4 GiB (user reports, not measured
-# here); the low end is planned for.
+# A desktop card's share is an assumption, not a measurement (no desktop card was measured for nbkit): its CUDA
+# context, smaller than the H100's above because the context grows with the number of SMs (a 4060 has 24, an H100
+# 132), plus what the desktop's display takes. 0.8 GiB is the low end of what users report torch gets on 8 GB cards
+# (7.2-7.4 GiB). docs/memory-model.md lists it with the other assumptions; a rehearsal caps torch at total - 0.8.
 DESKTOP_SHARE = 0.8
 
 

@@ -37,6 +37,11 @@ class Calibration:
     slack: float  # allocator caching, as a fraction of activations + logits
     fixed_gib: float  # workspaces, compiled graphs, small buffers inside the reservation
     context_gib: float  # CUDA context + loaded kernels: outside torch's reservation, inside the card
+    # torch's allocator reserves more than it hands out (cached blocks of freed tensors of other sizes); these bound
+    # the reservation as a multiple of what the plan allocates, training and loading, and are fitted by
+    # bench/fit_memory.py to every stored peak (bench/stored_peaks.py), so the plan checks what will be reserved
+    reserve_factor: float = 1.0
+    load_factor: float = 1.0
 
 
 # `act_gc` (layers of activations live at the peak with gradient checkpointing) is not set by hand: it is what
@@ -49,18 +54,19 @@ class Calibration:
 # The CUDA context is measured, not assumed: the largest seen in the H100 records (bench/memory_accuracy.py's
 # `context_gib`, GPU in use minus torch's reservation), rounded up to 0.05 GiB; tests/test_memory.py re-derives it.
 _UNSLOTH = Calibration(act_gc=1.0, act_no_gc=1.0, keeps_checkpoints=0.0, logits_bytes=0.0,
-                       quantized_embed_bytes=2.0, lora_bytes=4.0, slack=0.05, fixed_gib=0.25, context_gib=0.85)
+                       quantized_embed_bytes=2.0, lora_bytes=4.0, slack=0.05, fixed_gib=0.25, context_gib=0.85,
+                       reserve_factor=1.04)
 _HF = Calibration(act_gc=1.8, act_no_gc=1.0, keeps_checkpoints=1.0, logits_bytes=0.0,
                   quantized_embed_bytes=4.0, lora_bytes=4.0, slack=0.05, fixed_gib=0.25, context_gib=0.8)
 CALIBRATION = {
     "unsloth": _UNSLOTH,
     "transformers": _HF,
-    "transformers-kbit": replace(_HF, act_gc=2.6, keeps_checkpoints=2.2),
-    "unsloth-kbit": replace(_UNSLOTH, act_gc=1.05),
-    "unsloth-fp8": replace(_UNSLOTH, act_gc=1.95, fixed_gib=0.15),
+    "transformers-kbit": replace(_HF, act_gc=2.6, keeps_checkpoints=2.2, load_factor=1.1),
+    "unsloth-kbit": replace(_UNSLOTH, act_gc=1.05, reserve_factor=1.06, load_factor=1.04),
+    "unsloth-fp8": replace(_UNSLOTH, act_gc=1.95, fixed_gib=0.15, reserve_factor=1.02),
     # sharded (FSDP2 + transformers + peft, no k-bit preparation: embeddings stay 16-bit): fitted to two H200
     # runs with nbkit.sharding.ROOT_GATHERED (see there), about half the activations of a one-GPU transformers run
-    "transformers-fsdp": replace(_HF, act_gc=1.0, keeps_checkpoints=0.55),
+    "transformers-fsdp": replace(_HF, act_gc=1.0, keeps_checkpoints=0.55, reserve_factor=1.23),
 }
 
 
@@ -86,7 +92,8 @@ class Breakdown:
     load: float = 0.0  # reserved while the model loads (before training); see load_peak()
     load_note: str = ""  # what loading holds, when it is more than the weights
     gathered: float = 0.0  # sharded runs: weights gathered whole while they compute (nbkit.sharding)
-    fragmentation: float = 0.0  # reserved beyond what is allocated (see SCORE_FRAGMENTATION)
+    fragmentation: float = 0.0  # reserved beyond what is allocated where scores are materialised (SCORE_FRAGMENTATION)
+    cache: float = 0.0  # reserved beyond what is allocated: the allocator's cache (Calibration.reserve_factor)
 
     @property
     def trainable(self) -> float:
@@ -100,15 +107,15 @@ class Breakdown:
     @property
     def allocated(self) -> float:
         """What tensors hold at the peak (torch.cuda.max_memory_allocated): the part the constants are fitted to.
-        With expandable segments the reservation ran 1-8 % above it on the grid, which recommend()'s safety margin
-        leaves room for; materialised attention scores fragment more, and that is counted (`fragmentation`)."""
-        return self.reserved - self.fragmentation
+        The reservation is planned above it: the allocator's cache (`cache`, Calibration.reserve_factor) and, where
+        attention scores are materialised, their fragmentation (`fragmentation`)."""
+        return self.reserved - self.fragmentation - self.cache
 
     @property
     def total(self) -> float:
         """What the card must hold: the reservation plus the CUDA context."""
         return (self.weights + self.gathered + self.lora + self.gradients + self.optimizer + self.activations
-                + self.logits + self.overhead + self.fragmentation + self.cuda_context)
+                + self.logits + self.overhead + self.fragmentation + self.cache + self.cuda_context)
 
     @property
     def limiting_phase(self) -> str:
@@ -129,7 +136,8 @@ class Breakdown:
     def groups(self) -> dict[str, float]:
         """The parts a gauge draws: weights, LoRA+optimizer, activations, logits, overhead."""
         return {"weights": self.weights + self.gathered, "LoRA + optimizer": self.trainable, "activations": self.activations,
-                "logits": self.logits, "overhead": self.overhead + self.fragmentation + self.cuda_context}
+                "logits": self.logits,
+                "overhead": self.overhead + self.fragmentation + self.cache + self.cuda_context}
 
     def as_dict(self) -> dict:
         return {**asdict(self), "total": self.total, "reserved": self.reserved, "peak_total": self.peak_total,
@@ -198,7 +206,9 @@ def estimate(config: RunConfig, spec: ModelSpec, backend: str = "unsloth", on_cu
         optimizer_bytes = OPTIMIZER_BYTES.get(config.resolved_optimizer(on_cuda, sharded=True), 8.0)
     else:
         embed_bytes = cal.quantized_embed_bytes if config.quantization == "4bit" else 2.0
-        weights = WEIGHT_BYTES[config.quantization] * spec.linear_params + embed_bytes * spec.embedding_params
+        kept = spec.unquantized_params if config.quantization == "4bit" else 0  # a dynamic quant's 16-bit layers
+        weights = (WEIGHT_BYTES[config.quantization] * (spec.linear_params - kept) + 2.0 * kept
+                   + embed_bytes * spec.embedding_params)
         gathered = 0.0
         optimizer_bytes = OPTIMIZER_BYTES.get(config.resolved_optimizer(on_cuda), 8.0)
     lora = sharding.per_gpu(n_lora * cal.lora_bytes, n)
@@ -218,9 +228,12 @@ def estimate(config: RunConfig, spec: ModelSpec, backend: str = "unsloth", on_cu
     dequant = 2.0 * 2 * spec.largest_projection if config.quantization != "16bit" else 0.0
     overhead = cal.fixed_gib * GIB + dequant + cal.slack * (activations + logits)
     load, note = load_peak(config.quantization, spec, weights, lora)
+    allocated = weights + gathered + 2 * lora + optimizer + activations + logits + overhead
+    # where attention scores are materialised (Gemma 2) their fragmentation, fitted on those runs, stands for the cache
+    cache = 0.0 if scores else (cal.reserve_factor - 1.0) * allocated
     return Breakdown(*(x / GIB for x in (weights, lora, lora, optimizer, activations, logits, overhead)),
-                     cuda_context=cal.context_gib, load=load / GIB, load_note=note, gathered=gathered / GIB,
-                     fragmentation=scores * SCORE_FRAGMENTATION / GIB)
+                     cuda_context=cal.context_gib, load=load * cal.load_factor / GIB, load_note=note,
+                     gathered=gathered / GIB, fragmentation=scores * SCORE_FRAGMENTATION / GIB, cache=cache / GIB)
 
 
 LOAD_BUFFERS = 16 * 1024**2
@@ -255,14 +268,17 @@ def usage_vs_capacity(gpu: GpuInfo, part: Breakdown) -> tuple[float, float]:
     return part.peak_total, max(0.0, gpu.total_gib - gpu.held_gib)
 
 
-# Plan to use at most this share of the GPU: sequences longer than the data's typical ones, and
-# fragmentation over long runs, eat into the rest.
+# recommend() plans to allocate at most this share of the GPU, for what no stored run measured (longer runs, other
+# processes starting later); what the allocator reserves beyond the allocation is planned for itself (see fits)
 SAFETY_MARGIN = 0.85
 
 
 def fits(part: Breakdown, gpu: GpuInfo, margin: float = SAFETY_MARGIN) -> bool:
-    predicted, capacity = usage_vs_capacity(gpu, part)
-    return predicted <= capacity * margin
+    """What the allocator is planned to reserve (Calibration.reserve_factor and load_factor: at least every stored
+    run's reservation) fits the GPU, and what the plan allocates stays within `margin` of it (check_fits passes 1.0:
+    the reservation alone)."""
+    reserved, capacity = usage_vs_capacity(gpu, part)
+    return reserved <= capacity and reserved - part.cache <= capacity * margin
 
 
 def largest_batch(config: RunConfig, spec: ModelSpec, gpu: GpuInfo, backend: str = "unsloth",

@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT / "bench"))
 
-from fit_memory import (errors, fit, fit_fragmentation, fit_score_bytes, grid_files, grid_records,  # noqa: E402
-                        grid_runs, leave_one_out, loads, real_lengths, records)
+from fit_memory import (_errors_with, fit, fit_factors, fit_fragmentation, fit_score_bytes,  # noqa: E402
+                        grid_files, grid_runs, leave_one_out, loads, real_lengths, records)
+from stored_peaks import stored  # noqa: E402
 from grid import ARCHS, GRID_ARCHS, GRID_CARDS  # noqa: E402
 
 
@@ -38,9 +39,9 @@ def test_the_grid_is_nine_architectures_on_five_cards(runs):
 
 
 def test_what_recommend_picks_today_was_shown_to_train(runs):
-    """Every (architecture, card) pick is either "does not fit" or covered by a run that trained: same model,
-    precision and length, at least the same rank and batch (memory grows with both), under a cap no larger than
-    the card's."""
+    """Every (architecture, card) pick is either "does not fit" or covered by a run that trained: same model and
+    precision, at least the same length, rank and batch (memory grows with each), under a cap no larger than the
+    card's."""
     for arch in GRID_ARCHS:
         spec = spec_for(ARCHS[arch])
         for name in GRID_CARDS:
@@ -51,19 +52,35 @@ def test_what_recommend_picks_today_was_shown_to_train(runs):
                 continue
             c = rec.config
             covered = [r for r in runs if r["arch"] == arch and r["bf16"] == gpu.bf16
-                       and (r["config"]["quantization"], r["config"]["max_seq_length"])
-                       == (c.quantization, c.max_seq_length)
+                       and r["config"]["quantization"] == c.quantization
+                       and r["config"]["max_seq_length"] >= c.max_seq_length
                        and r["config"]["batch_size"] >= c.batch_size and r["config"]["lora_r"] >= c.lora_r
                        and card(r["card"]).usable_gib <= gpu.usable_gib + 1e-9]
             assert covered, (arch, name, rec.summary())
 
 
-def test_every_probe_peak_is_predicted_within_12_percent():
-    """Training on rows that fill max_seq_length (the plan's case): +0...+12 % of the allocated peak."""
-    recs = grid_records()
-    assert len(recs) >= 30
-    e = errors(recs)
-    assert min(e) >= 0 and max(e) <= 12, (min(e), max(e))
+@pytest.mark.parametrize("half", [0, 1])
+def test_a_fit_on_half_the_architectures_predicts_the_other_half(half):
+    """act_gc fitted on every other grid architecture (and the transformers records) predicts the allocated probe
+    peaks of the rest within -5 % ... +15 % (Gemma 2 aside: its score term is fitted on itself alone)."""
+    recs = records()
+    archs = sorted({r["arch"] for r in recs if r.get("grid") and r["arch"] != "gemma2-9b"})
+    held_archs = set(archs[half::2])
+    fitted = fit([r for r in recs if not (r.get("grid") and r["arch"] in held_archs)])
+    held = [r for r in recs if r.get("grid") and r["arch"] in held_archs]
+    e = _errors_with(held, fitted)
+    assert len(held) >= 10 and -5 <= min(e) and max(e) <= 15, (sorted(held_archs), min(e), max(e))
+
+
+def test_every_stored_peak_is_inside_its_plan():
+    """Every peak stored in bench/results (the grid, the sharded runs, the packed runs, the speed runs, the loaders):
+    what the allocator reserved is within the planned reservation, what tensors held within the planned allocation,
+    and no load took more than its planned load."""
+    rows = stored()
+    assert len(rows) >= 130 and {r["calibration"] for r in rows} >= {"unsloth", "unsloth-kbit", "transformers-fsdp"}
+    for r in rows:
+        assert r["reserved_gib"] <= r["planned_reserved_gib"] + 1e-9, r
+        assert r["allocated_gib"] is None or r["allocated_gib"] <= r["planned_allocated_gib"] + 1e-9, r
 
 
 def test_every_load_is_predicted_within_12_percent():
@@ -99,6 +116,9 @@ def test_the_constants_are_what_the_fitting_script_fits():
     assert fitted == {key: memory.CALIBRATION[key].act_gc for key in fitted}
     assert fit_score_bytes(recs, fitted) == memory.SCORE_BYTES
     assert fit_fragmentation() == memory.SCORE_FRAGMENTATION
+    factors = fit_factors()
+    assert factors == {key: {"reserve_factor": memory.CALIBRATION[key].reserve_factor,
+                             "load_factor": memory.CALIBRATION[key].load_factor} for key in factors}
 
 
 def test_the_stated_accuracy_is_recomputed_from_the_records():
@@ -106,9 +126,15 @@ def test_the_stated_accuracy_is_recomputed_from_the_records():
     the records give today."""
     saved = json.loads((RESULTS / "calibration_fit.json").read_text())["leave_one_architecture_out"]
     now = leave_one_out(records())
-    assert [(r["arch"], round(r["min_error_pct"], 6), round(r["max_error_pct"], 6)) for r in now] == \
-        [(r["arch"], round(r["min_error_pct"], 6), round(r["max_error_pct"], 6)) for r in saved]
-    assert min(r["min_error_pct"] for r in now) > -1.0  # the worst unseen architecture: under by less than 1 %
+
+    def key(r):
+        over = r["reserved_over_plan"]
+        return r["arch"], round(r["min_error_pct"], 6), round(r["max_error_pct"], 6), over and round(over, 6)
+
+    assert [key(r) for r in now] == [key(r) for r in saved]
+    # every constant refitted per fold: Gemma 2, alone in materialising scores, is under-predicted without itself
+    gemma = next(r for r in now if r["arch"] == "gemma2-9b")
+    assert gemma["score_bytes_without_it"] == 0.0 and gemma["min_error_pct"] < -10
 
 
 def test_the_grid_plans_are_what_the_cards_give():

@@ -49,8 +49,11 @@ def test_sharded_estimate_divides_what_fsdp_divides():
     # what is per GPU does not shrink: activations, the gathered weights, the CUDA context
     assert (two.activations, two.gathered, two.cuda_context) == (four.activations, four.gathered,
                                                                   four.cuda_context)
-    assert two.total == pytest.approx(two.weights + two.gathered + two.lora + two.gradients + two.optimizer
-                                      + two.activations + two.logits + two.overhead + two.cuda_context)
+    held = (two.weights + two.gathered + two.lora + two.gradients + two.optimizer + two.activations + two.logits
+            + two.overhead)
+    assert two.allocated == pytest.approx(held)
+    # FSDP's allocator keeps much more cached than a one-GPU run does (sharded 8B: 7.04 GiB reserved for 5.41)
+    assert two.total == pytest.approx(held * CALIBRATION["transformers-fsdp"].reserve_factor + two.cuda_context)
     # data parallel: every GPU holds the whole model, whatever the number of processes
     ddp = cfg.replace(parallelism="ddp")
     assert estimate(ddp, SPEC, "transformers", processes=4) == estimate(ddp, SPEC, "transformers", processes=1)
@@ -69,16 +72,21 @@ def _measured():
 @pytest.mark.parametrize("name,data,run", list(_measured()),
                          ids=lambda v: v if isinstance(v, str) else "")
 def test_measured_sharded_peaks_are_predicted_within_12_percent_never_under(name, data, run):
-    """Re-predicts every measured nbkit run (sharded and one-GPU) with the current code, as CI does for the
-    one-GPU calibration: the prediction may not fall under what was allocated, nor exceed it by more than 12 %,
-    and the reservation stayed within the GPU's cap."""
+    """Re-predicts every measured nbkit run (sharded and one-GPU) with the current code: the planned allocation may
+    not fall under what was allocated, nor exceed it by more than 12 %; the planned reservation covers what was
+    reserved; and the reservation stayed within the GPU's cap."""
+    from nbkit.memory import CALIBRATION
+
     spec = spec_for(data["model_shape"])
     cfg = RunConfig(model=data["model_shape"], quantization="4bit", max_seq_length=run["seq"],
                     batch_size=run["batch"], lora_r=16, parallelism=run["parallelism"])
     part = estimate(cfg, spec, run["backend"], processes=run["processes"])
-    ratio = part.peak_reserved / run["peak_allocated_gib"]
-    assert 1.0 <= ratio <= 1.12, f"{name} {run['variant']}: predicted {part.peak_reserved:.2f} GiB for " \
+    key = "transformers-fsdp" if run["parallelism"] == "fsdp" else "transformers-kbit"
+    allocated = max(part.allocated, part.load / CALIBRATION[key].load_factor)  # the larger phase, cache left out
+    ratio = allocated / run["peak_allocated_gib"]
+    assert 1.0 <= ratio <= 1.12, f"{name} {run['variant']}: planned {allocated:.2f} GiB for " \
                                  f"{run['peak_allocated_gib']:.2f} allocated"
+    assert run["peak_reserved_gib"] <= part.peak_reserved
     if run.get("cap_gib"):
         assert run["peak_reserved_gib"] <= run["cap_gib"] + 1e-6
 

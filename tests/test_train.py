@@ -173,25 +173,43 @@ def test_resume_refuses_changed_settings(tmp_path, tiny_dir):
 
 
 class OutOfMemoryAt(RunObserver):
-    """Fails step `step` with the error a GPU raises when the batch does not fit (only at the large batch)."""
+    """Fails step `step` with the error a GPU raises when the batch does not fit (only at the large batch), where a
+    GPU raises it: as the step begins, inside the backward pass (a gradient that does not fit), or inside the
+    optimizer's step (its states)."""
 
-    def __init__(self, step: int, loaded):
-        self.step, self.loaded = step, loaded
+    def __init__(self, step: int, loaded, where: str = "step_begin"):
+        self.step, self.loaded, self.where = step, loaded, where
 
     def as_callback(self):
         from transformers import TrainerCallback
 
         outer = self
 
+        def oom(*_args, **_kwargs):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
         class Raise(TrainerCallback):
-            def on_step_begin(self, args, state, control, **kwargs):
-                if state.global_step + 1 == outer.step and args.per_device_train_batch_size == 4:
-                    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            hooks = []
+
+            def on_step_begin(self, args, state, control, optimizer=None, model=None, **kwargs):
+                for hook in self.hooks:  # armed for one step only
+                    hook.remove()
+                self.hooks.clear()
+                if state.global_step + 1 != outer.step or args.per_device_train_batch_size != 4:
+                    return
+                if outer.where == "step_begin":
+                    oom()
+                elif outer.where == "backward":  # when the first adapter's gradient is computed
+                    param = next(p for p in model.parameters() if p.requires_grad)
+                    self.hooks.append(param.register_hook(oom))
+                else:  # before the optimizer updates anything
+                    self.hooks.append(getattr(optimizer, "optimizer", optimizer).register_step_pre_hook(oom))
 
         return Raise()
 
 
-def test_an_oom_step_is_recovered_with_half_the_batch(tmp_path, reference_here):
+@pytest.mark.parametrize("where", ["step_begin", "backward", "optimizer"])
+def test_an_oom_step_is_recovered_with_half_the_batch(tmp_path, reference_here, where):
     ref, ref_dir = reference_here
     cfg = config(tmp_path / "run")
     loaded = models.load(cfg)
@@ -202,7 +220,7 @@ def test_an_oom_step_is_recovered_with_half_the_batch(tmp_path, reference_here):
         def phase_changed(self, phase, detail=""):
             phases.append((phase, detail))
 
-    result = train.run(loaded, prepared, [Phases()], callbacks=[OutOfMemoryAt(5, loaded).as_callback()])
+    result = train.run(loaded, prepared, [Phases()], callbacks=[OutOfMemoryAt(5, loaded, where).as_callback()])
     assert result.steps == STEPS and loaded.config.batch_size == 2 and loaded.config.grad_accum == 2
     note = ("out of GPU memory at step 5 with batch 4 × 1: continuing from step 4 with batch 2 × 2 "
             "(same effective batch 4)")

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,6 +31,9 @@ class ModelSpec:
     # bitsandbytes) or "fp8"; it decides what loading costs (memory.load_peak)
     checkpoint: str = "bf16"
     max_positions: int = 0  # the context it was trained for (max_position_embeddings); 0 when not known
+    # decoder projections a 4-bit checkpoint keeps in 16-bit (its quantization_config's llm_int8_skip_modules, as
+    # Unsloth's dynamic 4-bit quants do): they cost 2 bytes a weight, not half a byte
+    unquantized_params: int = 0
 
     @property
     def softcapped_attention(self) -> bool:
@@ -101,7 +105,7 @@ def from_config_dict(data: dict, name: str = "") -> ModelSpec:
     data = data.get("text_config", data) if "hidden_size" not in data else data
     try:
         heads = data["num_attention_heads"]
-        return ModelSpec(
+        spec = ModelSpec(
             model_type=data.get("model_type", "unknown"),
             hidden_size=data["hidden_size"],
             intermediate_size=data["intermediate_size"],
@@ -118,9 +122,30 @@ def from_config_dict(data: dict, name: str = "") -> ModelSpec:
             checkpoint=checkpoint_kind(data, name),
             max_positions=int(data.get("max_position_embeddings") or 0),
         )
+        return replace(spec, unquantized_params=skipped_params(spec, data))
     except KeyError as exc:
         raise ModelNotFoundError(f"{name or 'config'} lacks {exc} needed to predict memory; "
                                  "it may not be a decoder-only language model.") from exc
+
+
+def skipped_params(spec: ModelSpec, config: dict) -> int:
+    """Weights of the decoder projections the checkpoint's quantization config leaves unquantized. An entry matches
+    a module as transformers 5 matches it (quantizers_utils.should_convert_module, restated here so that planning
+    imports no transformers): a pattern matching from the start of the module's full name, or its ending
+    ("model.layers.3.mlp.down_proj", "model.layers.*.mlp", "down_proj")."""
+    quant = config.get("quantization_config") or {}
+    skip = quant.get("llm_int8_skip_modules") or []
+    if not skip or spec.checkpoint != "bnb-4bit":
+        return 0
+    where = {name: "mlp" if name in ("gate_proj", "up_proj", "down_proj", "gate_up_proj") else "self_attn"
+             for name in spec.projection_shapes()}
+    total = 0
+    for layer in range(spec.num_hidden_layers):
+        for proj, (a, b) in spec.projection_shapes().items():
+            module = f"model.layers.{layer}.{where[proj]}.{proj}"
+            if any(re.match(f"{key}\\.", module) or re.match(key, module) or module.endswith(key) for key in skip):
+                total += a * b
+    return total
 
 
 def checkpoint_kind(config: dict, name: str = "") -> str:
