@@ -42,6 +42,17 @@ def _new_checkpoint(target: Path, arch: str):
     return spec_for(ARCHS.get(arch, arch)), build_tokenizer(target)
 
 
+def plain_spec(model: str):
+    """The spec of `model` as the benchmarks' checkpoints load: random weights saved in bf16 (or pre-quantized by
+    prequantized_model), quantized to plain 4-bit. A Hub id's spec otherwise plans for Unsloth's dynamic quant of
+    it (nbkit.specs.as_unsloth_loads_it), which these runs never load."""
+    from dataclasses import replace
+
+    from nbkit.specs import spec_for
+
+    return replace(spec_for(model), dynamic_4bit="")
+
+
 def random_model(arch: str, root: str = MODELS) -> str:
     """Save a random-weight model with `arch`'s real config and model class (Llama, Qwen2 with its q/k/v biases,
     Qwen3 with its q/k norms, Mistral, Gemma 2 with its extra norms and soft-capping): speed and memory don't

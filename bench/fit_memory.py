@@ -72,7 +72,7 @@ def real_lengths(results: Path = RESULTS) -> list[dict]:
     from nbkit.cards import card
     from nbkit.config import RunConfig
     from nbkit.memory import estimate
-    from nbkit.specs import spec_for
+    from common import plain_spec as spec_for
 
     rows = []
     for run in grid_runs(results):
@@ -104,7 +104,7 @@ def predicted_gib(rec: dict) -> float:
         return predict(rec)["predicted_gib"]
     from nbkit.config import RunConfig
     from nbkit.memory import estimate
-    from nbkit.specs import spec_for
+    from common import plain_spec as spec_for
 
     cfg = RunConfig.from_dict(rec["config"])
     return estimate(cfg, spec_for(rec["model"]), rec["backend"], batch_size=rec["batch"], seq_len=rec["seq"]).allocated
@@ -139,7 +139,7 @@ def errors(recs: list[dict]) -> list[float]:
 
 
 def softcapped(rec: dict) -> bool:
-    from nbkit.specs import spec_for
+    from common import plain_spec as spec_for
 
     return rec.get("grid", False) and spec_for(rec["model"]).softcapped_attention
 
@@ -206,7 +206,7 @@ def fit_fragmentation(results: Path = RESULTS) -> float | None:
     of every run whose attention scores are materialised."""
     from nbkit import memory
     from nbkit.config import RunConfig
-    from nbkit.specs import spec_for
+    from common import plain_spec as spec_for
 
     runs = [r for r in grid_runs(results) if spec_for(r["model"]).softcapped_attention]
 
@@ -250,7 +250,7 @@ def loads(results: Path = RESULTS) -> list[dict]:
     """The load phase of every grid run against memory.load_peak (not fitted: counted bytes)."""
     from nbkit.config import RunConfig
     from nbkit.memory import estimate
-    from nbkit.specs import spec_for
+    from common import plain_spec as spec_for
 
     rows = []
     for run in grid_runs(results):
@@ -270,7 +270,7 @@ def held_out(results: Path = RESULTS) -> list[dict]:
     and real-length rows), against the plan for rows that fill max_seq_length."""
     from nbkit.config import RunConfig
     from nbkit.memory import estimate
-    from nbkit.specs import spec_for
+    from common import plain_spec as spec_for
 
     rows = []
     for name in HELD_OUT:

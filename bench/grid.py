@@ -40,7 +40,7 @@ QUANTIZED_WHILE_LOADING = {"1b", "3b", "phi3.5"}
 def plan(arch: str, card: str) -> dict:
     from nbkit.cards import planned_gpu
     from nbkit.recommend import recommend
-    from nbkit.specs import spec_for
+    from common import plain_spec as spec_for
 
     gpu = planned_gpu(card)
     rec = recommend(spec_for(ARCHS[arch]), gpu)
@@ -60,7 +60,7 @@ def build(arch: str, kind: str, for_fp8: bool = False) -> None:
     """Build one checkpoint once the disk has room for it (and for the FP8 copy, when an FP8 run converts it;
     FP8 runs delete both after loading)."""
     from nbkit.fp8 import fp8_copy_gib
-    from nbkit.specs import spec_for
+    from common import plain_spec as spec_for
 
     spec = spec_for(ARCHS[arch])
     need = 2.0 * spec.total_params if kind == "bf16" else 0.52 * spec.linear_params + 2.0 * spec.embedding_params
@@ -97,7 +97,7 @@ def one(task: dict) -> dict:
     from nbkit.config import RunConfig
     from nbkit.probe import probe_batch
     from nbkit.recommend import recommend
-    from nbkit.specs import spec_for
+    from common import plain_spec as spec_for
 
     gpu = emulate(task["card"])
     spec = spec_for(task["model"])

@@ -70,7 +70,7 @@ def measure(args) -> list[dict]:
 
     from nbkit import models, train
     from nbkit.config import RunConfig
-    from nbkit.specs import spec_for
+    from common import plain_spec as spec_for
 
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
     records = []

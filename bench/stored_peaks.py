@@ -28,14 +28,14 @@ SPEED_MODELS = {"1b": "unsloth/Llama-3.2-1B-Instruct", "8b": "unsloth/Meta-Llama
 def _plan(config: dict, model: str, backend: str = "unsloth", processes: int = 1):
     from nbkit.config import RunConfig
     from nbkit.memory import estimate
-    from nbkit.specs import spec_for
+    from common import plain_spec as spec_for
 
     cfg = RunConfig.from_dict({**config, "output_dir": config.get("output_dir") or "x"})
     return estimate(cfg, spec_for(model), backend, processes=processes)
 
 
 def _row(source, phase, calibration, allocated, reserved, plan, note="", model="") -> dict:
-    from nbkit.specs import spec_for
+    from common import plain_spec as spec_for
 
     planned_allocated = plan.load if phase == "load" else plan.allocated
     planned_reserved = plan.load if phase == "load" else plan.reserved

@@ -206,9 +206,7 @@ def estimate(config: RunConfig, spec: ModelSpec, backend: str = "unsloth", on_cu
         optimizer_bytes = OPTIMIZER_BYTES.get(config.resolved_optimizer(on_cuda, sharded=True), 8.0)
     else:
         embed_bytes = cal.quantized_embed_bytes if config.quantization == "4bit" else 2.0
-        kept = spec.unquantized_params if config.quantization == "4bit" else 0  # a dynamic quant's 16-bit layers
-        weights = (WEIGHT_BYTES[config.quantization] * (spec.linear_params - kept) + 2.0 * kept
-                   + embed_bytes * spec.embedding_params)
+        weights = _linear_bytes(config.quantization, spec, backend) + embed_bytes * spec.embedding_params
         gathered = 0.0
         optimizer_bytes = OPTIMIZER_BYTES.get(config.resolved_optimizer(on_cuda), 8.0)
     lora = sharding.per_gpu(n_lora * cal.lora_bytes, n)
@@ -237,6 +235,21 @@ def estimate(config: RunConfig, spec: ModelSpec, backend: str = "unsloth", on_cu
 
 
 LOAD_BUFFERS = 16 * 1024**2
+
+
+def _linear_bytes(quantization: str, spec: ModelSpec, backend: str) -> float:
+    """The decoder projections' weights as they load: a 4-bit checkpoint's 16-bit layers (a local pre-quantized
+    folder's, or the dynamic quant Unsloth loads for a Hub id) at 2 bytes, and the allowance where those are unknown
+    (nbkit.specs.as_unsloth_loads_it)."""
+    from .specs import DYNAMIC_4BIT_ALLOWANCE
+
+    per_weight = WEIGHT_BYTES[quantization]
+    if quantization != "4bit":
+        return per_weight * spec.linear_params
+    dynamic = backend == "unsloth" and spec.dynamic_4bit
+    kept = spec.unquantized_params if spec.checkpoint == "bnb-4bit" or dynamic == "counted" else 0
+    extra = DYNAMIC_4BIT_ALLOWANCE if dynamic == "allowance" else 0.0
+    return per_weight * (spec.linear_params - kept) * (1 + extra) + 2.0 * kept
 
 
 def load_peak(quantization: str, spec: ModelSpec, weights: float, lora: float) -> tuple[float, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -67,7 +68,8 @@ def _grid_table() -> str:
              "predicted | real-length rows: allocated / reserved |", "|---|---|---|---|---|---|"]
     for r in runs:
         c = r["config"]
-        part = estimate(RunConfig.from_dict(c), spec_for(r["model"]))
+        # the grid's checkpoints were random weights quantized to plain 4-bit, not Unsloth's dynamic quants
+        part = estimate(RunConfig.from_dict(c), replace(spec_for(r["model"]), dynamic_4bit=""))
         cards = ", ".join(f"{n} ({card(n).usable_gib:.2f})" for n in r["cards"])
         dtype = "" if r["bf16"] else ", fp16"
         lines.append(f"| {GRID_NAMES[r['arch']]} | {cards} | {c['quantization']}{dtype}, {c['batch_size']} × "

@@ -25,13 +25,23 @@ def test_parameter_counts_match_the_published_models():
 
 
 def test_weights_by_quantization():
+    from dataclasses import replace
+
+    from nbkit.specs import DYNAMIC_4BIT_ALLOWANCE
+
     spec = spec_for(LLAMA_8B)
+    plain = replace(spec, dynamic_4bit="")  # the bf16 checkpoint quantized on load, as transformers does it
     embed = 2 * spec.embedding_params / GIB
     w16 = estimate(RunConfig(quantization="16bit"), spec).weights
-    w4 = estimate(RunConfig(quantization="4bit"), spec).weights
+    w4 = estimate(RunConfig(quantization="4bit"), plain).weights
     assert w16 == pytest.approx(spec.linear_params * 2 / GIB + embed)
     assert w4 == pytest.approx(spec.linear_params * WEIGHT_BYTES["4bit"] / GIB + embed)
     assert WEIGHT_BYTES["4bit"] == pytest.approx(0.5159, abs=1e-4)  # NF4 + double-quantized absmax
+    # Unsloth loads this id from its dynamic quant; offline nbkit cannot read which layers it keeps in 16-bit, and
+    # plans the stated allowance on the 4-bit projections
+    assert spec.dynamic_4bit == "allowance"
+    dynamic = estimate(RunConfig(quantization="4bit"), spec).weights
+    assert dynamic - w4 == pytest.approx(DYNAMIC_4BIT_ALLOWANCE * spec.linear_params * WEIGHT_BYTES["4bit"] / GIB)
     # plain transformers keeps embeddings in fp32 next to 4-bit layers (peft's k-bit preparation)
     hf4 = estimate(RunConfig(quantization="4bit"), spec, backend="transformers").weights
     assert hf4 - w4 == pytest.approx(embed)
@@ -161,8 +171,10 @@ def test_gemma2_scores_are_counted_where_they_are_materialised(monkeypatch):
 def test_load_peak_against_the_h100_loads():
     """bench/load_peak.py: predicted load within +0..+12% of the allocated peak of models.load, never under;
     FP8 from bf16 is limited by loading, not training."""
+    from dataclasses import replace
+
     rows = json.loads((ROOT / "bench/results/load_peak_8b.json").read_text())["rows"]
-    spec = spec_for(LLAMA_8B)
+    spec = replace(spec_for(LLAMA_8B), dynamic_4bit="")  # a random-weight checkpoint quantized to plain 4-bit
     assert {r["quant"] for r in rows} == {"4bit", "16bit", "fp8"}
     for r in rows:
         part = estimate(RunConfig(quantization=r["quant"], batch_size=1), spec)
@@ -440,3 +452,27 @@ def test_a_checkpoint_that_keeps_layers_in_16bit_is_planned_with_them(tmp_path, 
     plain = estimate(RunConfig(quantization="4bit"), spec_for(str(tiny_dir)))
     dynamic = estimate(RunConfig(quantization="4bit"), spec)
     assert (dynamic.weights - plain.weights) * 1024**3 == pytest.approx(kept * (2.0 - WEIGHT_BYTES["4bit"]))
+
+
+def test_a_dynamic_quant_in_the_local_cache_is_counted(tmp_path, monkeypatch):
+    """Once Unsloth's dynamic quant of an id has been downloaded, its config in the Hugging Face cache says which
+    layers stay 16-bit: the plan counts them instead of the allowance, and reads no network to do it."""
+    import huggingface_hub
+
+    from nbkit.specs import DYNAMIC_SUFFIX
+
+    repo = "unsloth/Llama-3.2-1B-Instruct" + DYNAMIC_SUFFIX
+    snapshot = tmp_path / ("models--" + repo.replace("/", "--")) / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("abc123")
+    skip = ["lm_head", "model.layers.1.mlp.down_proj", "model.layers.15.self_attn.o_proj"]
+    (snapshot / "config.json").write_text(json.dumps({"quantization_config": {
+        "quant_method": "bitsandbytes", "load_in_4bit": True, "llm_int8_skip_modules": skip}}))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = spec_for("unsloth/Llama-3.2-1B-Instruct")
+    shapes = spec.projection_shapes()
+    assert spec.dynamic_4bit == "counted"
+    assert spec.unquantized_params == shapes["down_proj"][0] * shapes["down_proj"][1] + \
+        shapes["o_proj"][0] * shapes["o_proj"][1]

@@ -34,6 +34,9 @@ class ModelSpec:
     # decoder projections a 4-bit checkpoint keeps in 16-bit (its quantization_config's llm_int8_skip_modules, as
     # Unsloth's dynamic 4-bit quants do): they cost 2 bytes a weight, not half a byte
     unquantized_params: int = 0
+    # a Hub id Unsloth loads in 4-bit from its dynamic quant: "counted" (unquantized_params read from that quant's
+    # config in the local Hugging Face cache) or "allowance" (not readable here: DYNAMIC_4BIT_ALLOWANCE is planned)
+    dynamic_4bit: str = ""
 
     @property
     def softcapped_attention(self) -> bool:
@@ -128,6 +131,33 @@ def from_config_dict(data: dict, name: str = "") -> ModelSpec:
                                  "it may not be a decoder-only language model.") from exc
 
 
+# Unsloth loads an id such as unsloth/Llama-3.2-1B-Instruct in 4-bit from "<id>-unsloth-bnb-4bit", a dynamic quant
+# that keeps some layers in 16-bit, where one exists. Until that quant's config is in the local Hugging Face cache
+# (after its first download) nbkit cannot say which layers, and plans this much more for the 4-bit projections:
+# Unsloth's own figure for its dynamic quants, "under 10 % more VRAM than BitsAndBytes 4-bit". No dynamic quant was
+# measured for nbkit (the device has no network), so this is a stated assumption (docs/memory-model.md).
+DYNAMIC_4BIT_ALLOWANCE = 0.10
+DYNAMIC_SUFFIX = "-unsloth-bnb-4bit"
+
+
+def as_unsloth_loads_it(spec: ModelSpec, model: str) -> ModelSpec:
+    """`spec` for a Hub id with what Unsloth's 4-bit load of it keeps in 16-bit: counted from its dynamic quant's
+    config when the local Hugging Face cache holds it (no network is used), else marked for the allowance. Local
+    folders, pre-quantized ids and ids outside unsloth/ load as they are."""
+    if not model.lower().startswith("unsloth/") or spec.checkpoint != "bf16" or Path(model).expanduser().exists():
+        return spec
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model + DYNAMIC_SUFFIX, "config.json")
+    except Exception:  # noqa: BLE001 — a cache that cannot be read is a cache without the file
+        cached = None
+    if isinstance(cached, str):
+        kept = skipped_params(replace(spec, checkpoint="bnb-4bit"), json.loads(Path(cached).read_text()))
+        return replace(spec, unquantized_params=kept, dynamic_4bit="counted")
+    return replace(spec, dynamic_4bit="allowance")
+
+
 def skipped_params(spec: ModelSpec, config: dict) -> int:
     """Weights of the decoder projections the checkpoint's quantization config leaves unquantized. An entry matches
     a module as transformers 5 matches it (quantizers_utils.should_convert_module, restated here so that planning
@@ -183,10 +213,10 @@ def spec_for(model: str) -> ModelSpec:
     """The spec of a curated id, a local model folder, the tiny model, or (online) any Hub id."""
     table = _curated()
     if model in table:
-        return from_config_dict(table[model], model)
+        return as_unsloth_loads_it(from_config_dict(table[model], model), model)
     for key, data in table.items():  # ids are case-insensitive on the Hub
         if key.lower() == model.lower():
-            return from_config_dict(data, key)
+            return as_unsloth_loads_it(from_config_dict(data, key), key)
     if model == TINY_MODEL:
         from ..tiny import ensure_tiny_model
 
@@ -196,4 +226,4 @@ def spec_for(model: str) -> ModelSpec:
         return from_config_dict(json.loads(cfg.read_text()), model)
     from ..hub import auto_config
 
-    return from_config_dict(auto_config(model, curated_ids()).to_dict(), model)
+    return as_unsloth_loads_it(from_config_dict(auto_config(model, curated_ids()).to_dict(), model), model)
