@@ -1,11 +1,52 @@
 """nbkit: fine-tune LLMs with Unsloth (QLoRA, 16-bit LoRA, FP8 LoRA) on the GPU you have.
 
+The modules sit in folders by stage: planning/ (settings, the GPU, memory), loading/ (model and data), training/
+(a run under observation), exporting/ (checks and exports), gpus/ (several GPUs), ui/ (views); at the top the
+orchestration (workflow, session), the command line, the errors, and the data nbkit ships (specs/, resources/). Each module keeps its short name too: `nbkit.train` is
+`nbkit.training.train`, the same module object (_Stages below), so code written against the flat layout works.
+
 Heavy libraries are imported inside functions, so `import nbkit` is instant and leaves the
 Unsloth-before-transformers import order to nbkit.backend.
 """
-from .backend import quiet_libraries
-from .config import RunConfig
-from .errors import ConfigError, DataError, ExportError, HardwareError, ModelNotFoundError, NbkitError
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+
+STAGES = {
+    "planning": ("config", "config_files", "hardware", "cards", "memory", "sharding", "recommend", "fp8"),
+    "loading": ("backend", "hub", "models", "gpu_session", "tiny", "data", "data_files", "packing"),
+    "training": ("outputs", "checkpoints", "runs", "train", "trainer_bridge", "events", "results", "train_failures",
+                 "probe"),
+    "exporting": ("verify", "generate", "export", "gguf"),
+    "gpus": ("distributed", "parallel", "fsdp"),
+}
+_SHORT = {f"{__name__}.{m}": f"{__name__}.{stage}.{m}" for stage, mods in STAGES.items() for m in mods}
+
+
+class _Stages(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports `nbkit.<module>` as the module in its stage folder: the very same object, under both names."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        short = next((s for s in _SHORT if fullname == s or fullname.startswith(s + ".")), None)
+        if short is None:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec):
+        short = next(s for s in _SHORT if spec.name == s or spec.name.startswith(s + "."))
+        return importlib.import_module(_SHORT[short] + spec.name[len(short):])
+
+    def exec_module(self, module):
+        pass  # already executed under its own name
+
+
+if not any(isinstance(finder, _Stages) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _Stages())
+
+from .loading.backend import quiet_libraries  # noqa: E402
+from .planning.config import RunConfig  # noqa: E402
+from .errors import ConfigError, DataError, ExportError, HardwareError, ModelNotFoundError, NbkitError  # noqa: E402
 
 __version__ = "0.1.0"
 quiet_libraries()  # log levels of two libraries' loggers only: the environment is left as it was
@@ -14,8 +55,6 @@ quiet_libraries()  # log levels of two libraries' loggers only: the environment 
 def __getattr__(name: str):
     """`nbkit.workflow`, `nbkit.export`, … after a plain `import nbkit`: each stage is imported when first used, so
     the import itself stays instant."""
-    import importlib.util
-
     if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
         raise AttributeError(f"module 'nbkit' has no attribute {name!r}")
     return importlib.import_module(f".{name}", __name__)

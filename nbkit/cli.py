@@ -8,12 +8,12 @@ from pathlib import Path
 
 
 def _check(args) -> int:
-    from .hardware import check_gpu
+    from .planning.hardware import check_gpu
 
     gpu = check_gpu()
     print(gpu.summary())
     if args.model:
-        from .recommend import recommend
+        from .planning.recommend import recommend
         from .specs import spec_for
 
         spec = spec_for(args.model)  # an unknown or unreachable id is an error (exit 2), GPU or not
@@ -28,8 +28,8 @@ def _check(args) -> int:
 
 
 def _estimate(args) -> int:
-    from .config import RunConfig
-    from .memory import estimate
+    from .planning.config import RunConfig
+    from .planning.memory import estimate
     from .specs import spec_for
 
     cfg = RunConfig(model=args.model, quantization=args.quantization, max_seq_length=args.seq,
@@ -43,15 +43,15 @@ def _estimate(args) -> int:
 
 
 def _train(args) -> int:
-    from . import backend
-    from .config import RunConfig
+    from .loading import backend
+    from .planning.config import RunConfig
 
-    from .fsdp import sharded
-    from .models import launch_parallelism
+    from .gpus.fsdp import sharded
+    from .loading.models import launch_parallelism
 
     cfg = RunConfig.load(args.config)  # a bad file fails here, before anything heavy is imported
-    from .config_files import keys_in
-    from .tiny import with_suggested
+    from .planning.config_files import keys_in
+    from .loading.tiny import with_suggested
 
     cfg = with_suggested(cfg, given=keys_in(args.config))
     if args.packing is not None:
@@ -60,7 +60,7 @@ def _train(args) -> int:
     engine = "transformers" if sharded(cfg) else cfg.backend
     backend.ensure(engine)
     from . import workflow
-    from .distributed import is_main, shutdown
+    from .gpus.distributed import is_main, shutdown
     from .errors import RunFinished, TrainingInterrupted
     from .ui.progress import TrainingProgress
 
@@ -70,7 +70,7 @@ def _train(args) -> int:
     except RunFinished as exc:  # asked to resume what is done: nothing to train is not a failure
         print(f"nbkit: {exc}")
         if args.merged or args.gguf:  # the exports asked for (a failed one, say) are made alone, from the folder
-            from .export import from_run
+            from .exporting.export import from_run
 
             for kind, folder in from_run(cfg.output_dir, merged=args.merged, gguf="q8_0" if args.gguf else None
                                          ).items():
@@ -90,12 +90,12 @@ def _train(args) -> int:
 
 
 def _export(args) -> int:
-    from . import backend
-    from .outputs import read_marker
+    from .loading import backend
+    from .training.outputs import read_marker
 
     marker = read_marker(args.run_dir) or {}
     backend.ensure(marker.get("config", {}).get("backend", "auto"))  # Unsloth before transformers, where it trains
-    from .export import from_run
+    from .exporting.export import from_run
 
     written = from_run(args.run_dir, merged=args.merged, gguf=args.gguf, allow_unfinished=args.allow_unfinished)
     for kind, folder in written.items():

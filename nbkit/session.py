@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import TINY_MODEL, RunConfig
-from .hardware import TIERS, GpuInfo, check_gpu
+from .planning.config import TINY_MODEL, RunConfig
+from .planning.hardware import TIERS, GpuInfo, check_gpu
 
 
 @dataclass
@@ -24,14 +24,14 @@ def start(tier: str, smoke: bool | str = "auto", emulate_tier: bool = False,
     """`smoke='auto'` runs the smoke mode exactly when there is no CUDA GPU. `emulate` rehearses a real card
     (e.g. "T4", "RTX 4060 8GB": its usable memory, bf16 and FP8) on this GPU; `emulate_tier=True` rehearses the
     tier's reference card (nbkit.cards.TIER_CARDS)."""
-    from . import backend
+    from .loading import backend
 
     # Unsloth takes 25-40 s to import: it loads on a thread while this check and the form show; the first cell
     # that needs it (loading the model) waits for it, and it still comes before transformers
     backend.start_import()
     if tier not in TIERS:
         raise ValueError(f"Unknown tier {tier!r}; choose one of {list(TIERS)}.")
-    from .cards import emulate as rehearse, end_rehearsal
+    from .planning.cards import emulate as rehearse, end_rehearsal
 
     if not (emulate or emulate_tier):
         ended = end_rehearsal()  # a session without emulation plans for the real card, whatever ran before
@@ -56,7 +56,7 @@ def smoke_config(config: RunConfig) -> RunConfig:
     folder nbkit named for the run is named for the model that trains."""
     from pathlib import Path
 
-    from .config import auto_output_dir, is_auto_output_dir
+    from .planning.config import auto_output_dir, is_auto_output_dir
     from .specs import spec_for
 
     changes = {}
@@ -67,7 +67,7 @@ def smoke_config(config: RunConfig) -> RunConfig:
         if is_auto_output_dir(config.output_dir):
             changes["output_dir"] = auto_output_dir(TINY_MODEL, root=str(Path(config.output_dir).parent))
     quant = config.quantization if config.quantization in ("4bit", "16bit") else "16bit"
-    from .tiny import SUGGESTED
+    from .loading.tiny import SUGGESTED
 
     # 60 steps: enough for the tiny model to take on what the embedded data teaches (tests/test_demo.py)
     return config.replace(model=TINY_MODEL, quantization=quant, max_seq_length=256, batch_size=4, grad_accum=1,

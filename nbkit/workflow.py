@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import data, distributed, fsdp, generate, models, outputs, runs, train, verify
-from .config import RunConfig
+from .loading import data, models
+from .gpus import distributed, fsdp
+from .exporting import generate, verify
+from .training import outputs, runs, train
+from .planning.config import RunConfig
 from .errors import ConfigError, ExportError
-from .events import StopControl, as_events
+from .training.events import StopControl, as_events
 
 DEFAULT_PROMPT = "What is the capital of France?"
 
@@ -166,7 +169,7 @@ def _load(config: RunConfig, probe: bool):
     loaded = models.load(config.replace(batch_size=1) if probe else config)
     notes = []
     if probe:
-        from .probe import probe_batch, settle_batch
+        from .training.probe import probe_batch, settle_batch
 
         config, note = settle_batch(config, probe_batch(loaded, config.batch_size))
         loaded.config = config
@@ -211,7 +214,7 @@ def _save_or_rescue(wf: WorkflowReport, loaded, merged: bool, gguf: bool) -> Non
 
 
 def _save(wf: WorkflowReport, loaded, out: Path, merged: bool, gguf: bool) -> None:
-    from . import export
+    from .exporting import export
 
     adapter_dir = Path(wf.adapter_dir)
     # a stopped run's adapters are saved (what Resume or an explicit export continues from); exports wait for a

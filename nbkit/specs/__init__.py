@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
-from ..config import ALL_LINEAR, TINY_MODEL
+from ..planning.config import ALL_LINEAR, TINY_MODEL
 from ..errors import ModelNotFoundError
 
 HERE = Path(__file__).resolve().parent
@@ -218,12 +218,12 @@ def spec_for(model: str) -> ModelSpec:
         if key.lower() == model.lower():
             return as_unsloth_loads_it(from_config_dict(data, key), key)
     if model == TINY_MODEL:
-        from ..tiny import ensure_tiny_model
+        from ..loading.tiny import ensure_tiny_model
 
         model = str(ensure_tiny_model())
     cfg = Path(model).expanduser() / "config.json"
     if cfg.exists():
         return from_config_dict(json.loads(cfg.read_text()), model)
-    from ..hub import auto_config
+    from ..loading.hub import auto_config
 
     return as_unsloth_loads_it(from_config_dict(auto_config(model, curated_ids()).to_dict(), model), model)

@@ -17,7 +17,7 @@ MODES = [("fine-tuned (adapters on)", True), ("base model (adapters off)", False
 
 class Chat(w.VBox):
     def __init__(self, loaded, max_new_tokens: int = 128, allow_unfinished: bool = False):
-        from ..runs import require_finished
+        from ..training.runs import require_finished
 
         require_finished(loaded.trained, "chat with", allow_unfinished)  # a partial model is never presented as the result
         self.loaded = loaded
@@ -62,7 +62,7 @@ class Chat(w.VBox):
 
     def _answer(self, prompt: str, adapters) -> None:
         """Stream the answer (both answers, one after the other, side by side: the fine-tuned one first)."""
-        from ..generate import stream
+        from ..exporting.generate import stream
 
         number = len({t[3] for t in self.turns})
         try:

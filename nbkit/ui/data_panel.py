@@ -9,7 +9,7 @@ from typing import Callable
 
 import ipywidgets as w
 
-from ..config import DEFAULT_DATASET
+from ..planning.config import DEFAULT_DATASET
 from ..errors import NbkitError
 
 TRAINED, MASKED = "#c8f7c5", "#e8e8e8"
@@ -74,7 +74,7 @@ class DataPanel(w.VBox):
 
     def check(self, config) -> bool:
         """Read and check the data (seconds, no model): the summary or the error, inline."""
-        from .. import data
+        from ..loading import data
 
         try:
             self.status.value = f"<small>{html.escape(data.check(config))}</small>"
@@ -84,7 +84,7 @@ class DataPanel(w.VBox):
             return False
 
     def show_preview(self, n: int = 2) -> None:
-        from .. import data
+        from ..loading import data
 
         if self.config_for is None or self.tokenizer_for is None:
             return

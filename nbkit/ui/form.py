@@ -5,9 +5,9 @@ from typing import Callable
 
 import ipywidgets as w
 
-from ..config import QUANTIZATIONS, TINY_MODEL, RunConfig
+from ..planning.config import QUANTIZATIONS, TINY_MODEL, RunConfig
 from ..errors import ConfigError, NbkitError
-from ..hardware import GpuInfo, check_gpu
+from ..planning.hardware import GpuInfo, check_gpu
 from .data_panel import DataPanel
 
 QUANT_LABELS = {"4bit": "4-bit (dynamic)", "16bit": "16-bit", "fp8": "FP8"}
@@ -141,12 +141,12 @@ class ConfigForm(w.VBox):
         """The chosen model's tokenizer, for the data preview (loaded once per model)."""
         model = self.model.value.strip()
         if model not in self._tokenizers:
-            from .. import backend
+            from ..loading import backend
 
             backend.ensure()  # Unsloth before transformers (waits for a background import)
             from transformers import AutoTokenizer
 
-            from ..models import resolve_model
+            from ..loading.models import resolve_model
 
             self._tokenizers[model] = AutoTokenizer.from_pretrained(resolve_model(model))
         return self._tokenizers[model]

@@ -5,10 +5,10 @@ import threading
 
 import ipywidgets as w
 
-from ..config import RunConfig
+from ..planning.config import RunConfig
 from ..errors import NbkitError
-from ..events import RunObserver
-from ..hardware import GpuInfo, all_gpus_memory, check_gpu, live_vram, per_gpu_line
+from ..training.events import RunObserver
+from ..planning.hardware import GpuInfo, all_gpus_memory, check_gpu, live_vram, per_gpu_line
 from .frontend import call, main_thread
 
 COLORS = {"weights": "#4e79a7", "LoRA + optimizer": "#f28e2b", "activations": "#59a14f", "logits": "#b07aa1",
@@ -17,7 +17,7 @@ COLORS = {"weights": "#4e79a7", "LoRA + optimizer": "#f28e2b", "activations": "#
 
 def verdict(used: float, capacity: float) -> tuple[str, str]:
     """(level, words): green within recommend()'s safety margin, amber up to the card, red beyond."""
-    from ..memory import SAFETY_MARGIN
+    from ..planning.memory import SAFETY_MARGIN
 
     if used <= SAFETY_MARGIN * capacity:
         return "ok", "fits"
@@ -36,7 +36,7 @@ class MemoryGauge(w.VBox, RunObserver):
         self.gpu = gpu or check_gpu()
         self.processes = processes  # GPUs the run will use (nbkit.parallel.launch): the prediction is per GPU
         if backend is None:
-            from ..backend import unsloth_installed
+            from ..loading.backend import unsloth_installed
 
             backend = "unsloth" if self.gpu.available and unsloth_installed() else "transformers"
         self.backend = backend
@@ -92,7 +92,7 @@ class MemoryGauge(w.VBox, RunObserver):
         call(self._draw, config, request, spec)
 
     def _draw(self, config: RunConfig, request: int, spec) -> None:
-        from ..memory import estimate, usage_vs_capacity
+        from ..planning.memory import estimate, usage_vs_capacity
 
         if request != self._request:  # the form changed while this was looked up: a newer drawing stands
             return
@@ -128,7 +128,7 @@ class MemoryGauge(w.VBox, RunObserver):
         import torch
 
         if torch.cuda.is_available():
-            from ..hardware import check_gpu
+            from ..planning.hardware import check_gpu
 
             now = check_gpu()
             if now.name == self.gpu.name:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import ipywidgets as w
 
-from ..config import RunConfig, auto_output_dir, is_auto_output_dir
-from ..outputs import is_run_folder
-from ..events import StopControl
-from ..hardware import GpuInfo, check_gpu
+from ..planning.config import RunConfig, auto_output_dir, is_auto_output_dir
+from ..training.outputs import is_run_folder
+from ..training.events import StopControl
+from ..planning.hardware import GpuInfo, check_gpu
 from .display import WidgetDisplay
 from .form import ConfigForm
 from .frontend import main_thread
@@ -28,12 +28,12 @@ EXPORTS = {"lora": "LoRA adapters", "merged": "merged 16-bit", "gguf": "GGUF (q8
 
 class Launcher(w.VBox):
     def __init__(self, config: RunConfig | None = None, gpu: GpuInfo | None = None, recommend: bool = True):
-        from .. import backend
+        from ..loading import backend
 
         backend.start_import()  # the form shows while Unsloth imports; Train waits for it
         self.gpu = gpu or check_gpu()
         if config is None:  # the tiny model's suggested settings where nbkit chooses (tiny.with_suggested)
-            from ..tiny import with_suggested
+            from ..loading.tiny import with_suggested
 
             config = with_suggested(RunConfig())
         self.form = ConfigForm(config, self.gpu)
@@ -78,7 +78,7 @@ class Launcher(w.VBox):
                           exports, self.export_status])
 
     def _apply_recommendation(self, config: RunConfig) -> None:
-        from ..recommend import recommend, set_by_user
+        from ..planning.recommend import recommend, set_by_user
         from ..specs import spec_for
 
         # what the config passed in sets on purpose is kept; the rest is recommended
@@ -124,7 +124,8 @@ class Launcher(w.VBox):
         return self._thread
 
     def _run(self, config: RunConfig, resume: bool) -> None:
-        from .. import backend, workflow
+        from ..loading import backend
+        from .. import workflow
         from ..errors import NbkitError
 
         progress = TrainingProgress(mode="widgets")
@@ -199,7 +200,7 @@ class Launcher(w.VBox):
             return None
 
         def work():
-            from .. import export
+            from ..exporting import export
             from ..errors import NbkitError
 
             out = Path(folder)

@@ -13,8 +13,8 @@ import threading
 import time
 from typing import Any
 
-from ..events import RunObserver, StepInfo
-from ..hardware import all_gpus_memory, live_vram, per_gpu_line
+from ..training.events import RunObserver, StepInfo
+from ..planning.hardware import all_gpus_memory, live_vram, per_gpu_line
 from .display import Display, make_display
 from .plot import loss_curve_png
 
@@ -57,7 +57,7 @@ class TrainingProgress(RunObserver):
         self.tokens = 0
         self.memory: tuple[float, float, float] | None = None
         if world_size is None:
-            from ..distributed import world_size as launched
+            from ..gpus.distributed import world_size as launched
 
             world_size = launched()
         self.world_size = max(1, world_size)

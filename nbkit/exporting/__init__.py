@@ -1,0 +1,1 @@
+"""nbkit, exporting: what training produced, checked and written out: adapters, merged weights, GGUF, samples."""

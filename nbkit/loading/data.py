@@ -1,0 +1,301 @@
+"""Load an instruction data set, render it through the tokenizer's chat template, label completions only.
+
+Labels are computed here rather than left to the trainer so that the exact same masking runs under
+Unsloth and under plain transformers: prompt tokens get -100, assistant tokens keep their ids.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..planning.config import DEFAULT_DATASET, RunConfig
+from ..errors import DataError
+from .data_files import (_LOCAL_KINDS, _check_layout, check_file, load_rows, load_rows_with_notes,  # noqa: F401
+                         read_csv_rows, read_json_rows)
+from ..resources import DEFAULT_DATA_PATH
+
+IGNORE = -100
+FORMATS = {
+    "alpaca": ("instruction", "output"),
+    "messages": ("messages",),
+    "sharegpt": ("conversations",),
+    "prompt_completion": ("prompt", "completion"),
+}
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system", "model": "assistant"}
+
+
+@dataclass
+class PreparedData:
+    train: Any
+    eval: Any | None
+    format: str
+    rows_in: int
+    truncated: int = 0
+    dropped: int = 0
+    notes: list[str] = field(default_factory=list)
+    duplicated: int = 0  # rows identical to an earlier one (kept: each trains as often as it is written)
+    packing: Any = None  # nbkit.packing.PackingPlan, once the trainer decided (a packed run's summary says so)
+
+    def summary(self) -> str:
+        """What happened to the rows: kept for training, split off for eval, truncated, dropped, duplicated."""
+        n_eval = len(self.eval) if self.eval is not None else 0
+        text = (f"{len(self.train)} training rows ({self.format} format), {n_eval} eval rows; "
+                f"{self.truncated} truncated to max_seq_length, {self.dropped} dropped, {self.duplicated} "
+                f"duplicated, of {self.rows_in} rows read.")
+        return " ".join([text, *self.notes] + ([self.packing.describe()] if self.packing is not None else []))
+
+
+def missing_answer(row: dict[str, Any], fmt: str) -> bool:
+    """True when a row has nothing to train on: its answer (or prompt) is missing, null or blank."""
+    def blank(value) -> bool:
+        return value is None or not str(value).strip()
+
+    if fmt == "alpaca":
+        return blank(row.get("instruction")) or blank(row.get("output"))
+    if fmt == "prompt_completion":
+        return blank(row.get("prompt")) or blank(row.get("completion"))
+    turns = row.get("messages" if fmt == "messages" else "conversations")
+    if not isinstance(turns, list) or not turns:
+        return True
+    key = "content" if fmt == "messages" else "value"
+    if any(not isinstance(t, dict) or blank(t.get(key)) for t in turns):
+        return True
+    roles = [t.get("role") if fmt == "messages" else SHAREGPT_ROLES.get(str(t.get("from", "")).lower())
+             for t in turns]
+    return "assistant" not in roles
+
+
+def detect_format(columns: Iterable[str], requested: str = "auto") -> str:
+    columns = list(columns)
+    known = "; ".join(f"{name}: {', '.join(cols)}" for name, cols in FORMATS.items())
+    if requested != "auto":
+        if requested not in FORMATS:
+            raise DataError(f"Unknown dataset_format {requested!r}; choose auto or one of: {known}.")
+        missing = [c for c in FORMATS[requested] if c not in columns]
+        if missing:
+            raise DataError(
+                f"dataset_format={requested!r} needs column(s) {missing}, but the data set has {columns}. "
+                "Rename with dataset.rename_column(old, new) or pick the matching format."
+            )
+        return requested
+    for name, needed in FORMATS.items():
+        if all(c in columns for c in needed):
+            return name
+    raise DataError(
+        f"The data set's columns {columns} match no format nbkit knows ({known}). "
+        "Rename your columns with dataset.rename_column(old, new), e.g. question -> instruction and "
+        "answer -> output."
+    )
+
+
+def to_messages(row: dict[str, Any], fmt: str) -> list[dict[str, str]]:
+    if fmt == "alpaca":
+        prompt = str(row["instruction"]).strip()
+        extra = row.get("input") or ""
+        if str(extra).strip():
+            prompt = f"{prompt}\n\n{str(extra).strip()}"
+        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": str(row["output"])}]
+    if fmt == "prompt_completion":
+        return [{"role": "user", "content": str(row["prompt"])},
+                {"role": "assistant", "content": str(row["completion"])}]
+    if fmt == "messages":
+        return [{"role": m["role"], "content": str(m["content"])} for m in row["messages"]]
+    if fmt == "sharegpt":
+        out = []
+        for turn in row["conversations"]:
+            role = SHAREGPT_ROLES.get(str(turn.get("from", "")).lower())
+            if role is None:
+                raise DataError(f"ShareGPT turn has unknown 'from' value {turn.get('from')!r}; "
+                                f"expected one of {sorted(SHAREGPT_ROLES)}.")
+            out.append({"role": role, "content": str(turn["value"])})
+        return out
+    raise DataError(f"Unknown format {fmt!r}.")
+
+
+def _render(tokenizer, messages, add_generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of every assistant turn (with its end token)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise DataError("The tokenizer has no chat template. Set tokenizer.chat_template (e.g. a ChatML "
+                        "template) or use an instruct model's tokenizer.")
+    full = _render(tokenizer, messages, add_generation_prompt=False)
+    spans = []
+    for i, msg in enumerate(messages):
+        if msg["role"] != "assistant":
+            continue
+        start_text = _render(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
+        end_text = _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
+        if full.startswith(start_text) and full.startswith(end_text) and len(end_text) > len(start_text):
+            spans.append((len(start_text), len(end_text)))
+        else:
+            # Templates that rewrite earlier turns (e.g. strip reasoning) are not prefix-stable:
+            # fall back to locating the answer text itself.
+            cursor = spans[-1][1] if spans else 0
+            pos = full.find(msg["content"], cursor)
+            if pos < 0:
+                raise DataError("Could not find an assistant answer inside the rendered chat template; "
+                                "check that the template prints message['content'] unchanged.")
+            end = pos + len(msg["content"])
+            eos = tokenizer.eos_token or ""
+            if eos and full.startswith(eos, end):
+                end += len(eos)
+            spans.append((pos, end))
+    if not spans:
+        raise DataError("A conversation has no assistant turn, so there is nothing to learn from it.")
+    return full, spans
+
+
+def tokenize_example(tokenizer, messages, max_length: int) -> dict[str, Any]:
+    text, spans = assistant_spans(tokenizer, messages)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    labels = [tid if any(s <= start < e for s, e in spans) else IGNORE
+              for tid, (start, _end) in zip(ids, offsets)]
+    truncated = len(ids) > max_length
+    ids, labels = ids[:max_length], labels[:max_length]
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels, "truncated": truncated}
+
+
+def prepare(config: RunConfig, tokenizer, rows: Any = None) -> PreparedData:
+    """Tokenized train (and eval) sets with completion-only labels, ready for the trainer (the libraries' own
+    progress bars off while it works: the summary says what happened)."""
+    from . import backend
+
+    backend.ensure()
+    with backend.library_bars_off():
+        return _prepare(config, tokenizer, rows)
+
+
+def _prepare(config: RunConfig, tokenizer, rows: Any = None) -> PreparedData:
+    dataset, read_notes = load_rows_with_notes(rows if rows is not None else config.dataset, limit=config.max_samples)
+    if len(dataset) == 0:
+        raise DataError("The data set is empty.")
+    fmt = detect_format(dataset.column_names, config.dataset_format)
+    if config.max_samples:
+        dataset = dataset.select(range(min(config.max_samples, len(dataset))))
+    rows_in = len(dataset)
+    check_text(dataset, fmt, config.dataset if rows is None else "the rows")
+    # never train on a rendered "None": rows without an answer are dropped and counted
+    complete = dataset.filter(lambda row: not missing_answer(row, fmt))
+    no_answer = rows_in - len(complete)
+    if len(complete) == 0:
+        raise DataError(f"None of the {rows_in} rows has both a prompt and an answer ({fmt} format): every answer "
+                        "is missing, null or empty. Fill them in, or check dataset_format.")
+    dataset = complete
+    tokenized = dataset.map(
+        lambda row: tokenize_example(tokenizer, to_messages(row, fmt), config.max_seq_length),
+        remove_columns=dataset.column_names,
+        desc="Tokenizing",
+    )
+    truncated = sum(tokenized["truncated"])
+    # A row whose answer lies wholly past max_seq_length would train on nothing.
+    kept = tokenized.filter(lambda row: any(t != IGNORE for t in row["labels"]))
+    dropped = len(tokenized) - len(kept)
+    kept = kept.remove_columns("truncated")
+    if len(kept) == 0:
+        raise DataError(f"Every row lost its answer when cut to max_seq_length={config.max_seq_length}; "
+                        "raise max_seq_length.")
+    notes = list(read_notes)
+    if no_answer:
+        notes.append(f"Dropped {no_answer} row(s) with no answer (missing, null or empty).")
+    if dropped:
+        notes.append(f"Dropped {dropped} row(s) whose answer lies beyond max_seq_length={config.max_seq_length}.")
+    duplicated = rows_in - no_answer - len({json.dumps(r, sort_keys=True, default=str) for r in dataset})
+    if duplicated:
+        notes.append(f"{duplicated} row(s) repeat an earlier row exactly: kept, so each trains as often as it is "
+                     "written.")
+    kept, eval_set, note = _split_eval(kept, config)
+    notes += [note] if note else []
+    data = PreparedData(kept, eval_set, fmt, rows_in, truncated, dropped + no_answer, notes, duplicated)
+    if truncated or dropped or no_answer or notes:
+        print("nbkit:", data.summary())
+    return data
+
+
+MIN_EVAL_SPLIT = 10  # rows below which no eval set is split off
+
+
+def _split_eval(kept, config: RunConfig):
+    """(train, eval or None, what to say): eval_fraction of the rows, when there are enough to split."""
+    if config.eval_fraction <= 0:
+        return kept, None, ""
+    if len(kept) < MIN_EVAL_SPLIT:
+        return kept, None, (f"No eval set: eval_fraction={config.eval_fraction:g} of {len(kept)} rows is too few to "
+                            f"split (at least {MIN_EVAL_SPLIT} rows are needed).")
+    split = kept.train_test_split(test_size=config.eval_fraction, seed=config.seed)
+    return split["train"], split["test"], ""
+
+
+def check(config: RunConfig) -> str:
+    """Everything about the data that can be known without the model, in seconds: the file reads (only as far as
+    max_samples), its rows parse, a format matches, answers are text, and some rows have them; a Hub data set can
+    be reached. Returns a one-line summary; raises DataError."""
+    source = config.dataset
+    path = Path(str(DEFAULT_DATA_PATH if source == DEFAULT_DATASET else source)).expanduser()
+    if not (path.suffix in _LOCAL_KINDS or path.exists()):
+        from .hub import check_dataset
+
+        return f"data: {source!r} (Hub data set, from {check_dataset(str(source))})"
+    check_file(path)
+    kind = _LOCAL_KINDS.get(path.suffix)
+    if kind in ("json", "csv"):
+        # plain Python, no `datasets`: the form checks the data while the engine may still be importing on
+        # another thread, and datasets reaches into a half-imported transformers
+        rows = (read_json_rows if kind == "json" else read_csv_rows)(path, config.max_samples)
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+    else:
+        from . import backend
+
+        backend.ensure()  # Parquet goes through datasets: after the engine's import
+        rows = load_rows(str(path))
+        columns = rows.column_names
+    fmt = detect_format(columns, config.dataset_format)
+    lines, said = getattr(rows, "lines", None), getattr(rows, "notes", [])
+    rows = [rows[i] for i in range(min(len(rows), config.max_samples or len(rows)))]
+    check_text(rows, fmt, path, lines)
+    _check_layout(rows, path)
+    empty = sum(missing_answer(row, fmt) for row in rows)
+    if empty == len(rows):
+        raise DataError(f"None of the {len(rows)} rows has both a prompt and an answer ({fmt} format, {path}): "
+                        "every answer is missing, null or empty. Fill them in, or check dataset_format.")
+    skipped = f", {empty} without an answer (will be skipped)" if empty else ""
+    return f"data: {len(rows)} rows, {fmt} format{skipped}" + "".join(f". {n}" for n in said)
+
+
+def check_text(rows, fmt: str, where, lines=None) -> None:
+    """Every field that is trained on holds text (a number is its text as written): a list or object is refused
+    with its line, never trained as Python's spelling of it."""
+    fields = {"alpaca": ("instruction", "input", "output"), "prompt_completion": ("prompt", "completion")}
+    for i, row in enumerate(rows):
+        values = [(f, row.get(f)) for f in fields.get(fmt, ())]
+        column, key = ("messages", "content") if fmt == "messages" else ("conversations", "value")
+        turns = row.get(column) if fmt in ("messages", "sharegpt") else None
+        values += [(f"{column}[{j}].{key}", t.get(key)) for j, t in enumerate(turns or []) if isinstance(t, dict)]
+        for name, value in values:
+            if isinstance(value, (list, dict)):
+                at = f"line {lines[i]}" if lines and lines[i] else f"row {i + 1}"
+                raise DataError(f"{where} {at}: {name!r} is {'a list' if isinstance(value, list) else 'an object'} "
+                                f"({json.dumps(value)[:60]}), not text. Write it as the text the model should learn "
+                                'to say, e.g. "red, green".')
+
+
+def preview(config: RunConfig, tokenizer, n: int = 3) -> list[list[tuple[str, bool]]]:
+    """The first `n` rows as the model will see them: each a list of (token text, trained on?) in order, the chat
+    template rendered, prompt tokens masked (False) and answer tokens trained (True)."""
+    dataset = load_rows(config.dataset)
+    fmt = detect_format(dataset.column_names, config.dataset_format)
+    rows = []
+    for row in dataset:
+        if missing_answer(row, fmt):
+            continue
+        ex = tokenize_example(tokenizer, to_messages(row, fmt), config.max_seq_length)
+        rows.append([(tokenizer.decode([tid]), label != IGNORE) for tid, label in zip(ex["input_ids"], ex["labels"])])
+        if len(rows) == n:
+            break
+    return rows

@@ -1,0 +1,1 @@
+"""nbkit, planning: what the GPU holds and what a run will need, before anything loads."""
