@@ -45,8 +45,10 @@ class WorkflowReport:
         return self.train.finished and self.verify.ok and self.ranks_agree and not self.failures
 
     def summary(self) -> str:
-        lines = [f"backend: {self.backend}", f"train: {self.train.summary()}", f"verify: {self.verify.summary()}",
-                 f"adapters: {self.adapter_dir}"]
+        lines = [f"backend: {self.backend}", f"train: {self.train.summary()}", f"verify: {self.verify.summary()}"]
+        if self.sample_before is not None and self.sample_after is not None:  # what training changed, in words
+            lines += [f"answer before: {self.sample_before!r}", f"answer after:  {self.sample_after!r}"]
+        lines.append(f"adapters: {self.adapter_dir}")
         if self.world_size > 1:
             mode = "sharded (FSDP)" if self.config.parallelism == "fsdp" else "data parallel"
             held = f", this process held {self.shard_fraction:.0%} of the weights" if self.shard_fraction < 1 else ""
