@@ -253,6 +253,25 @@ def write_json(name: str, payload) -> Path:
     return path
 
 
+def summarise(rows: list[dict], keys: tuple[str, ...], done: str) -> list[dict]:
+    """Per variant over its repeats (the rows that have `done`: the others failed): the median of each figure in
+    `keys`, and its min-max as `<key>_range`."""
+    import statistics
+
+    out = []
+    for v in dict.fromkeys(r["variant"] for r in rows):
+        finished = [r for r in rows if r["variant"] == v and done in r]
+        if not finished:
+            continue
+        row = {"run": finished[0]["run"], "variant": v, "repeats": len(finished)}
+        for key in keys:
+            values = [r[key] for r in finished]
+            row[key] = statistics.median(values)
+            row[key + "_range"] = [min(values), max(values)]
+        out.append(row)
+    return out
+
+
 def print_table(rows: list[dict], cols: list[str]) -> None:
     widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in cols}
     print("  ".join(c.ljust(widths[c]) for c in cols))

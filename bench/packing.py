@@ -21,6 +21,7 @@ import os
 import sys
 import time
 
+import common
 from common import RESULTS, child_result, emit, mixed_data, print_table, random_model, scratch_dir, write_json
 
 from throughput import TARGETS, UNSLOTH_NOTEBOOK
@@ -115,19 +116,10 @@ def one_variant(args) -> dict:
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    import statistics
-
-    out = []
-    for v in dict.fromkeys(r["variant"] for r in rows):
-        done = [r for r in rows if r["variant"] == v and "epoch_s" in r]
-        if not done:
-            continue
-        row = {"run": done[0]["run"], "variant": v, "repeats": len(done), "steps": done[0]["steps"]}
-        for key in ("epoch_s", "held_out_loss", "load_s", "peak_reserved_gib", "peak_allocated_gib"):
-            values = [r[key] for r in done]
-            row[key] = statistics.median(values)
-            row[key + "_range"] = [min(values), max(values)]
-        out.append(row)
+    out = common.summarise(rows, ("epoch_s", "held_out_loss", "load_s", "peak_reserved_gib", "peak_allocated_gib"),
+                           done="epoch_s")
+    for row in out:  # an epoch's optimizer steps are the same in every repeat of a variant
+        row["steps"] = next(r["steps"] for r in rows if r["variant"] == row["variant"] and "steps" in r)
     return out
 
 

@@ -26,6 +26,7 @@ import argparse  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
+import common  # noqa: E402
 from common import (child_result, emit, make_data, observe, print_table, random_model, run_parser,  # noqa: E402
                     scratch_dir, step_timer, write_json)
 
@@ -151,21 +152,8 @@ def one_variant(args) -> dict:
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Per variant over its repeats: median and min-max of each figure."""
-    import statistics
-
-    out = []
-    for v in dict.fromkeys(r["variant"] for r in rows):
-        done = [r for r in rows if r["variant"] == v and "tokens_per_s" in r]
-        if not done:
-            continue
-        row = {"run": done[0]["run"], "variant": v, "repeats": len(done)}
-        for key in ("tokens_per_s", "median_step_s", "first_step_s", "start_to_first_step_s", "peak_gib",
-                    "peak_allocated_gib"):
-            values = [r[key] for r in done]
-            row[key] = statistics.median(values)
-            row[key + "_range"] = [min(values), max(values)]
-        out.append(row)
-    return out
+    return common.summarise(rows, ("tokens_per_s", "median_step_s", "first_step_s", "start_to_first_step_s",
+                                   "peak_gib", "peak_allocated_gib"), done="tokens_per_s")
 
 
 def main() -> None:
