@@ -2,8 +2,9 @@
 
 The modules sit in folders by stage: planning/ (settings, the GPU, memory), loading/ (model and data), training/
 (a run under observation), exporting/ (checks and exports), gpus/ (several GPUs), ui/ (views); at the top the
-orchestration (workflow, session), the command line, the errors, and the data nbkit ships (specs/, resources/). Each module keeps its short name too: `nbkit.train` is
-`nbkit.training.train`, the same module object (_Stages below), so code written against the flat layout works.
+orchestration (workflow, session), the command line, the errors, and the data nbkit ships (specs/, resources/).
+Each module keeps its short name too: `nbkit.train` is `nbkit.training.train`, the same module object (_Stages
+below), so code written against the flat layout works.
 
 Heavy libraries are imported inside functions, so `import nbkit` is instant and leaves the
 Unsloth-before-transformers import order to nbkit.backend.
@@ -27,15 +28,17 @@ _SHORT = {f"{__name__}.{m}": f"{__name__}.{stage}.{m}" for stage, mods in STAGES
 class _Stages(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Imports `nbkit.<module>` as the module in its stage folder: the very same object, under both names."""
 
-    def find_spec(self, fullname, path=None, target=None):
+    @staticmethod
+    def staged(fullname: str) -> str | None:
+        """`nbkit.<module>` (or a name below it) as named in its stage folder; None for a name not staged."""
         short = next((s for s in _SHORT if fullname == s or fullname.startswith(s + ".")), None)
-        if short is None:
-            return None
-        return importlib.util.spec_from_loader(fullname, self)
+        return None if short is None else _SHORT[short] + fullname[len(short):]
+
+    def find_spec(self, fullname, path=None, target=None):
+        return importlib.util.spec_from_loader(fullname, self) if self.staged(fullname) else None
 
     def create_module(self, spec):
-        short = next(s for s in _SHORT if spec.name == s or spec.name.startswith(s + "."))
-        return importlib.import_module(_SHORT[short] + spec.name[len(short):])
+        return importlib.import_module(self.staged(spec.name))
 
     def exec_module(self, module):
         pass  # already executed under its own name

@@ -43,17 +43,15 @@ def _estimate(args) -> int:
 
 
 def _train(args) -> int:
-    from .loading import backend
-    from .planning.config import RunConfig
-
     from .gpus.fsdp import sharded
+    from .loading import backend
     from .loading.models import launch_parallelism
-
-    cfg = RunConfig.load(args.config)  # a bad file fails here, before anything heavy is imported
-    from .planning.config_files import keys_in
     from .loading.tiny import with_suggested
+    from .planning.config import RunConfig
+    from .planning.config_files import read_mapping
 
-    cfg = with_suggested(cfg, given=keys_in(args.config))
+    written = read_mapping(args.config)  # a bad file fails here, before anything heavy is imported
+    cfg = with_suggested(RunConfig.from_dict(written), given=written)
     if args.packing is not None:
         cfg = cfg.replace(packing=args.packing)
     cfg = launch_parallelism(cfg)  # a sharded run trains on transformers: Unsloth is not imported for it

@@ -10,6 +10,7 @@ import torch
 
 from nbkit import ConfigError, RunConfig, data, models, packing, train
 from nbkit.data import IGNORE
+from helpers.observers import StopAt
 from nbkit.events import RunObserver
 
 LOSS_TOL = 1e-5  # float32 on CPU: the same tokens' losses, summed in another order
@@ -97,15 +98,6 @@ def test_an_epoch_is_counted_in_rows_real_tokens_and_fewer_steps(tmp_path, tiny_
     assert plan.epochs == pytest.approx(1.0)
     assert result.tokens == plan.tokens == sum(len(r) for r in prepared.train["input_ids"])  # every token, once
     assert "Packing on" in prepared.summary() and f"{plan.sequences} sequences" in prepared.summary()
-
-
-class StopAt(RunObserver):
-    def __init__(self, step, stop):
-        self.step, self.stop = step, stop
-
-    def step_finished(self, info):
-        if info.step == self.step:
-            self.stop.request("Stop button")
 
 
 def test_a_packed_run_resumes_in_the_same_packed_order(tmp_path, tiny_dir):

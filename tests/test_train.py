@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from nbkit import RunConfig, data, models, outputs, runs, train
+from helpers.observers import StopAt
 from nbkit.events import RunObserver, StopControl
 
 HELPER = Path(__file__).parent / "helpers" / "train_run.py"
@@ -131,15 +132,6 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(tmp_path, reference
     result = helper(cfg_path, tmp_path / "resumed", "--resume")
     assert result["resumed_from"].endswith("checkpoint-5")
     assert_same_run(result, tmp_path / "resumed" / "adapters", ref, ref_dir)
-
-
-class StopAt(RunObserver):
-    def __init__(self, step: int, stop: StopControl):
-        self.step, self.stop = step, stop
-
-    def step_finished(self, info):
-        if info.step == self.step:
-            self.stop.request("Stop button")
 
 
 def test_resume_after_a_stop_request_in_the_same_kernel(tmp_path, reference_here):

@@ -115,14 +115,12 @@ def _cannot_pack(model_type: str, sharded: bool) -> str:
 
 
 def for_run(loaded, data) -> PackingPlan:
-    """The plan for a loaded model on prepared data (recorded on `data`, whose summary then says it)."""
+    """The plan for a loaded model on prepared data."""
     from ..gpus import fsdp
 
     model_config = getattr(loaded.model, "config", None)
-    lengths = row_lengths(data.train)
-    data.packing = decide(loaded.config, lengths, on_cuda=loaded.on_cuda,
-                          model_type=str(getattr(model_config, "model_type", "")), sharded=fsdp.sharded(loaded.config))
-    return data.packing
+    return decide(loaded.config, row_lengths(data.train), on_cuda=loaded.on_cuda,
+                  model_type=str(getattr(model_config, "model_type", "")), sharded=fsdp.sharded(loaded.config))
 
 
 def packed_by(trainer, plan: PackingPlan) -> PackingPlan:

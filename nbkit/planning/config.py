@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .config_files import unique_key_loader, unique_keys
+from .config_files import read_mapping
 from ..errors import ConfigError
 
 # 8-bit (bitsandbytes LLM.int8) is not offered: its memory and speed were never measured, so nbkit could not
@@ -174,23 +174,7 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"Config file {path} does not exist (or is not a file).")
-        text = path.read_text()
-        import yaml
-
-        try:
-            data = (yaml.load(text, Loader=unique_key_loader()) or {}) if path.suffix in (".yaml", ".yml") else \
-                json.loads(text, object_pairs_hook=unique_keys)
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-        except (ValueError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: "
-                              f"{exc}".replace("\n", " ")) from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path} must hold a mapping of RunConfig fields.")
-        return cls.from_dict(data)
+        return cls.from_dict(read_mapping(path))
 
 
 # Where a run's folder outlives the notebook session: Google Drive once mounted in Colab, Kaggle's saved output

@@ -29,13 +29,26 @@ def unique_key_loader():
     return UniqueKeyLoader
 
 
-def keys_in(path) -> set[str]:
-    """The top-level keys a config file writes (what the user set), read again after RunConfig.load checked it."""
+def read_mapping(path) -> dict:
+    """The mapping a YAML or JSON config file writes, keys as written (what the user set); a missing file, a key
+    named twice, a syntax error or anything but a mapping is a ConfigError naming the file."""
     import json
     from pathlib import Path
 
     import yaml
 
-    text = Path(path).read_text()
-    data = yaml.safe_load(text) if Path(path).suffix in (".yaml", ".yml") else json.loads(text)
-    return set(data or {})
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist (or is not a file).")
+    text = path.read_text()
+    is_yaml = path.suffix in (".yaml", ".yml")
+    try:
+        data = (yaml.load(text, Loader=unique_key_loader()) or {}) if is_yaml else \
+            json.loads(text, object_pairs_hook=unique_keys)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path} is not valid {'YAML' if is_yaml else 'JSON'}: {exc}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of RunConfig fields.")
+    return data

@@ -226,12 +226,11 @@ def estimate(config: RunConfig, spec: ModelSpec, backend: str = "unsloth", on_cu
     dequant = 2.0 * 2 * spec.largest_projection if config.quantization != "16bit" else 0.0
     overhead = cal.fixed_gib * GIB + dequant + cal.slack * (activations + logits)
     load, note = load_peak(config.quantization, spec, weights, lora)
-    allocated = weights + gathered + 2 * lora + optimizer + activations + logits + overhead
-    # where attention scores are materialised (Gemma 2) their fragmentation, fitted on those runs, stands for the cache
-    cache = 0.0 if scores else (cal.reserve_factor - 1.0) * allocated
-    return Breakdown(*(x / GIB for x in (weights, lora, lora, optimizer, activations, logits, overhead)),
+    part = Breakdown(*(x / GIB for x in (weights, lora, lora, optimizer, activations, logits, overhead)),
                      cuda_context=cal.context_gib, load=load * cal.load_factor / GIB, load_note=note,
-                     gathered=gathered / GIB, fragmentation=scores * SCORE_FRAGMENTATION / GIB, cache=cache / GIB)
+                     gathered=gathered / GIB, fragmentation=scores * SCORE_FRAGMENTATION / GIB)
+    # where attention scores are materialised (Gemma 2) their fragmentation, fitted on those runs, stands for the cache
+    return part if scores else replace(part, cache=(cal.reserve_factor - 1.0) * part.allocated)
 
 
 LOAD_BUFFERS = 16 * 1024**2

@@ -167,11 +167,12 @@ def skipped_params(spec: ModelSpec, config: dict) -> int:
     skip = quant.get("llm_int8_skip_modules") or []
     if not skip or spec.checkpoint != "bnb-4bit":
         return 0
+    shapes = spec.projection_shapes()
     where = {name: "mlp" if name in ("gate_proj", "up_proj", "down_proj", "gate_up_proj") else "self_attn"
-             for name in spec.projection_shapes()}
+             for name in shapes}
     total = 0
     for layer in range(spec.num_hidden_layers):
-        for proj, (a, b) in spec.projection_shapes().items():
+        for proj, (a, b) in shapes.items():
             module = f"model.layers.{layer}.{where[proj]}.{proj}"
             if any(re.match(f"{key}\\.", module) or re.match(key, module) or module.endswith(key) for key in skip):
                 total += a * b

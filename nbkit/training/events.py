@@ -43,9 +43,13 @@ class EpochPlan:
     tokens: int  # real (non-padding) tokens in an epoch
     packed: bool
 
+    def epochs_at(self, step: int) -> float:
+        """Epochs trained once `step` optimizer steps are done."""
+        return step / max(1, self.steps_per_epoch)
+
     @property
     def epochs(self) -> float:
-        return self.total_steps / max(1, self.steps_per_epoch)
+        return self.epochs_at(self.total_steps)
 
     def describe(self) -> str:
         what = (f"{self.rows} rows packed into {self.sequences} sequences" if self.packed else f"{self.rows} rows")

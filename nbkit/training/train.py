@@ -62,9 +62,9 @@ def sft_config(loaded: LoadedModel, data: PreparedData, **overrides: Any):
         fp16=on_cuda and not bf16,
         use_cpu=not on_cuda,
         max_length=cfg.max_seq_length,
-        # rows packed whole (never cut), each attending to itself (nbkit.packing); eval unpacked, so its loss means
-        # the same with packing on or off
-        packing=packing.for_run(loaded, data).on,
+        # build_trainer decides packing (nbkit.packing): rows packed whole (never cut), each attending to itself;
+        # eval unpacked, so its loss means the same with packing on or off
+        packing=False,
         packing_strategy="bfd",
         eval_packing=False,
         dataloader_num_workers=0,
@@ -146,6 +146,7 @@ def build_trainer(loaded: LoadedModel, data: PreparedData, callbacks=(), events:
     (`trainer.nbkit_bridge`) and `stop` can end it at a step boundary."""
     backend.ensure(loaded.backend)
     packing.quiet_checked_warnings()
+    plan = packing.for_run(loaded, data)
     # No data_collator of nbkit's own: the trainer builds the one raw Unsloth gets. A custom collator makes
     # Unsloth turn padding-free batching off and compile every transformer block for padded batches, which cost
     # ~18 s more on the first step (H100, 1B 4-bit) than raw Unsloth's padding-free run. The collator is wrapped
@@ -153,14 +154,14 @@ def build_trainer(loaded: LoadedModel, data: PreparedData, callbacks=(), events:
     trainer = _trainer_class(loaded.on_cuda)(
         model=loaded.model,
         processing_class=loaded.tokenizer,
-        args=sft_config(loaded, data, **overrides),
+        args=sft_config(loaded, data, **{"packing": plan.on, **overrides}),
         train_dataset=data.train,
         eval_dataset=data.eval,
         callbacks=list(callbacks),
     )
     if loaded.on_cuda and loaded.gpu is not None and not loaded.gpu.bf16:
         _adapters_to_fp32(trainer.model)
-    data.packing = packing.packed_by(trainer, data.packing)
+    data.packing = packing.packed_by(trainer, plan)
     collator = trainer.data_collator = TokenCounter(trainer.data_collator)
     trainer.nbkit_token_counter = collator
     trainer.nbkit_bridge = None

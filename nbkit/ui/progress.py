@@ -167,7 +167,7 @@ class TrainingProgress(RunObserver):
         s = self.stats()
         parts = [f"step {s['step']}/{s['total']}", f"elapsed {fmt_seconds(s['elapsed'])}"]
         if self.epoch is not None:
-            parts.insert(1, f"epoch {s['step'] / self.epoch.steps_per_epoch:.2f}/{self.epoch.epochs:.2f}")
+            parts.insert(1, f"epoch {self.epoch.epochs_at(s['step']):.2f}/{self.epoch.epochs:.2f}")
         if s["warming_up"]:
             parts.append("compiling / warming up (ETA after the next step)")
         elif s["eta"] is not None:
@@ -190,7 +190,7 @@ class TrainingProgress(RunObserver):
         text = (f"Training finished: {s['step']} steps in {fmt_seconds(s['elapsed'])}" if self.state == "finished"
                 else f"Training {self.state} at step {s['step']}/{s['total']} after {fmt_seconds(s['elapsed'])}")
         if self.epoch is not None:
-            text += f" ({s['step'] / self.epoch.steps_per_epoch:.2f} epochs, {self.tokens:,} real tokens)"
+            text += f" ({self.epoch.epochs_at(s['step']):.2f} epochs, {self.tokens:,} real tokens)"
         if self.losses:
             text += f", loss {self.losses[0][1]:.4f} → {self.losses[-1][1]:.4f}"
         whole = self.tokens / s["elapsed"] if s["elapsed"] > 0 else 0.0
