@@ -143,6 +143,13 @@ for stage in "$@"; do
     # a notebook session in real kernels under a T4 rehearsal: the 16 GB notebook Run All twice, the 8B plan loaded
     # twice then trained, keep_previous refused by the memory check, rehearsals scoped (needs .whl-nb)
     session) timeout "${STAGE_TIMEOUT:-570}" python3 session_rehearsal.py --arch 8b --parts "${SESSION_PARTS:-notebook,load}" ;;
+    # mixture of experts (#37): Qwen3-MoE (8 of 48 layers) on a rehearsed 4090, nbkit vs raw Unsloth, and gpt-oss
+    # (4 of 24 layers) on a rehearsed T4 with CUDA touched before nbkit (the allocator, #38); side by side
+    moe) timeout "${STAGE_TIMEOUT:-500}" python3 moe.py --parts "${MOE_PARTS:-nbkit-qwen3moe,raw-qwen3moe,touched-gptoss}" \
+           --layers "${MOE_LAYERS:-qwen3moe=8,gptoss=4,gemma3=0}" --steps 6 --part-timeout 400 ;;
+    # the shapes that separate per-token from fixed memory (side by side), then raw Unsloth and nbkit, each alone
+    moe-fit) timeout 560 python3 moe.py --parts shapes_16bit-qwen3moe,shapes_4bit-qwen3moe,shapes_4bit-gptoss,shapes_4bit-gemma3 \
+               --then raw_16bit-qwen3moe,speed_16bit-qwen3moe --steps 8 --part-timeout 240 --out moe_fit.json ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
   echo "=== $stage rc=$? $(date +%T)"

@@ -133,12 +133,47 @@ def loader(results: Path = RESULTS) -> list[dict]:
     return rows
 
 
+def moe(results: Path = RESULTS) -> list[dict]:
+    """Mixture-of-experts and Gemma 3 peaks (bench/moe.py, issue #37): full-length shapes after loading, and whole
+    runs, each on its rehearsed card (bf16 or not), planned from the spec stored beside it."""
+    from nbkit.config import RunConfig
+    from nbkit.memory import estimate
+    from nbkit.specs import from_config_dict
+
+    rows = []
+    for name in ("moe_fit.json", "moe_device.json"):
+        path = results / name
+        if not path.exists():
+            continue
+        for run in json.loads(path.read_text())["results"]:
+            if "spec" not in run:
+                continue
+            spec = from_config_dict(run["spec"], run["spec"].get("name", ""))
+            where = f"{name}: {run['part']} {run['arch']} ({run['layers'] or 'all'} layers) on {run['card']}"
+            for shape in run.get("shapes", [])[1:]:
+                if shape["status"] != "ok":
+                    continue
+                cfg = RunConfig(model="x", quantization=run["quant"], max_seq_length=shape["seq"],
+                                batch_size=shape["batch"], output_dir="x")
+                plan = estimate(cfg, spec, "unsloth", bf16=shape["bf16"])
+                rows.append(_row(where, "train", _calibration("unsloth", run["quant"]), shape["allocated_gib"],
+                                 shape["reserved_gib"], plan, f"rows of exactly {shape['seq']} tokens x {shape['batch']}"))
+            if "train_allocated_gib" in run and "predicted" in run:
+                cfg = RunConfig.from_dict(run["config"])
+                plan = estimate(cfg, spec, "unsloth", bf16=run["card"] not in ("T4",))
+                rows.append(_row(where, "train", _calibration("unsloth", cfg.quantization), run["train_allocated_gib"],
+                                 run["train_reserved_gib"], plan, "workflow.run on the default data (packing auto)"))
+    return rows
+
+
 def stored(results: Path = RESULTS) -> list[dict]:
     """Every stored peak with its plan (see the module doc)."""
     return grid(results) + sharded(results) + packing(results) + speed(results) + loader(results)
 
 
 def main() -> None:
+    print_table(moe(), ["source", "note", "allocated_gib", "planned_allocated_gib", "reserved_gib",
+                        "planned_reserved_gib", "reserved_over_plan"])
     rows = sorted(stored(), key=lambda r: -(r["reserved_over_plan"] or 0))
     print_table(rows[:15], ["source", "phase", "calibration", "allocated_gib", "reserved_gib", "planned_allocated_gib",
                             "planned_reserved_gib", "reserved_over_plan"])

@@ -27,15 +27,21 @@ before anything is loaded.""",
         why="""**Why these settings for 16 GB.** A 7B–8B model in 16-bit needs ~15 GiB for its weights alone, so on a
 T4 it must be loaded in 4-bit (~5.5 GiB). What is left holds the activations: with Unsloth's gradient
 checkpointing each extra token costs ~0.28 MB on Llama-3.1-8B, so batch 2 × 2048 tokens fits, and gradient
-accumulation makes the effective batch 8. The T4 has no bf16, so training runs in fp16 there; nbkit picks that.""",
+accumulation makes the effective batch 8. The T4 has no bf16, so training runs in fp16 there; nbkit picks that.
+Gemma 3 12B (`unsloth/gemma-3-12b-it`) fits here too (the gauge shows it; Unsloth trains Gemma 3 in float32 on a
+T4, which nbkit plans for). gpt-oss-20b does not: its planned peak is about 14.7 GiB even at batch 1 × 512 tokens in
+4-bit, more than a T4 leaves, so it has the 24 GB notebook.""",
     ),
     "24gb": dict(
-        tier="24GB", title="Fine-tune on a 24 GB GPU: 8B in 16-bit LoRA (or 14B in 4-bit)",
-        model="unsloth/Meta-Llama-3.1-8B-Instruct", quantization="16bit", seq=2048, steps=60, merged=True, gguf=True,
-        why="""**Why these settings for 24 GB.** 24 GB (RTX 3090/4090, A10, L4) is the first tier where an 8B model
-fits *unquantized*: 16-bit LoRA trains faster than 4-bit (no dequantization on every matmul) and has no
-quantization error, at ~15 GiB of weights. If you want a bigger model instead, set `model` to
-`unsloth/Qwen2.5-14B-Instruct` and `quantization` to `4bit`: the gauge shows it fits too.""",
+        tier="24GB", title="Fine-tune gpt-oss-20b (mixture of experts) on a 24 GB GPU, QLoRA 4-bit",
+        model="unsloth/gpt-oss-20b", quantization="4bit", seq=2048, steps=60, merged=True, gguf=True,
+        why="""**Why these settings for 24 GB.** gpt-oss-20b holds 20.9B parameters, but each token passes through
+only 4 of each layer's 32 experts (4.2B active), so it trains like a much smaller model while the card must hold all
+of it: in 4-bit (Unsloth quantizes the experts too) about 12 GiB of weights. LoRA goes on attention and on every
+expert (PEFT `target_parameters`, through Unsloth's MoE path); the line after loading says where the adapters went.
+The gauge shows the plan before anything loads. Qwen3-30B-A3B needs about 24 GiB even at batch 1 in 4-bit, more than
+this card leaves: it is an H100 model. An 8B model in 16-bit (`unsloth/Meta-Llama-3.1-8B-Instruct`, `16bit`) fits
+here too and trains without quantization error.""",
     ),
     "h100": dict(
         tier="H100", title="H100: FP8 LoRA vs 16-bit LoRA, side by side",

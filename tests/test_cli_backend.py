@@ -72,15 +72,23 @@ def test_the_allocator_is_set_once_when_cuda_is_first_touched_never_over_the_use
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     monkeypatch.setattr(backend, "_allocator_said", False)
+    from nbkit.planning import allocator
+
+    monkeypatch.setattr(allocator, "_state", None)  # what this test decides does not outlive it
     assert backend.configure_allocator()
     assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
     assert capsys.readouterr().out.count("CUDA allocator set to expandable_segments:True") == 1
     monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:128")
     assert not backend.configure_allocator()
-    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:128" and capsys.readouterr().out == ""
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:128"
+    said = capsys.readouterr().out  # left alone, and planned for: one line says so
+    assert said.count("\n") == 1 and "is yours without expandable segments" in said
     monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
-    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)  # too late: CUDA already allocates
-    assert not backend.configure_allocator() and "PYTORCH_CUDA_ALLOC_CONF" not in os.environ
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)  # too late for the environment: CUDA allocates
+    asked = []  # torch's run-time switch instead (tests/test_allocator.py: and when torch refuses it)
+    monkeypatch.setattr(torch._C, "_accelerator_setAllocatorSettings", asked.append, raising=False)
+    assert backend.configure_allocator() and asked == ["expandable_segments:True"]
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in os.environ
 
 
 def test_an_explicit_backend_beats_the_environment(monkeypatch):

@@ -35,10 +35,18 @@ def _inference(loaded: LoadedModel, adapters: bool):
     was_training = model.training
     model.eval()
     off = model.disable_adapter() if not adapters else contextlib.nullcontext()
+    # an MoE model trained with router logits on (Unsloth's Qwen3-MoE) would compute its load-balancing loss on
+    # every generated token, against the prompt's attention mask: the shapes differ and generate fails
+    config = getattr(model, "config", None)
+    routed = bool(getattr(config, "output_router_logits", False))
     try:
+        if routed:
+            config.output_router_logits = False
         with off:
             yield model
     finally:
+        if routed:
+            config.output_router_logits = True
         if loaded.backend == "unsloth":
             from unsloth import FastLanguageModel
 

@@ -66,21 +66,53 @@ def configure_allocator() -> bool:
     to ever more reserved memory (measured on an H100, 7.6B 4-bit, batch 8 x 2048 of mixed-length rows: 19.8 GiB
     reserved for 10.35 GiB allocated; with expandable segments 10.67 reserved, at the same speed). It is read
     when CUDA first allocates, so nbkit sets it when it is about to touch CUDA (check_gpu, the engine's import),
-    never at `import nbkit`, never over the user's own setting, and says so once. Returns whether it is set.
+    never at `import nbkit`, never over the user's own setting, and says so once. Once CUDA has started it asks
+    torch's run-time switch instead; where that is refused (or the user's setting has no expandable segments) the
+    plan reserves what the default allocator does (nbkit.planning.allocator), said in one line. Returns whether
+    expandable segments are set.
     """
     global _allocator_said
-    if "PYTORCH_CUDA_ALLOC_CONF" in os.environ or "PYTORCH_ALLOC_CONF" in os.environ:
-        return False
+    from ..planning import allocator
+
+    user = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", os.environ.get("PYTORCH_ALLOC_CONF"))
     torch = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_available() or torch.cuda.is_initialized():
+    if torch is None or not torch.cuda.is_available():  # nothing to set; a plan made here is for another machine
         return False
+    if user is not None:
+        if allocator.current() != allocator.LATE:  # torch writes the run-time switch there too
+            state = allocator.decide(user, False, None)
+            if state == allocator.USER and allocator.current() != state:
+                print(f"nbkit: {allocator.note(state)}")
+            allocator.record(state)
+        return False
+    if torch.cuda.is_initialized():  # too late for the environment: torch's runtime switch, if it takes it
+        late = _switch_on_late(torch)
+        state = allocator.decide(None, True, late)
+        if not _allocator_said or state != allocator.current():
+            _allocator_said = True
+            print("nbkit: CUDA was already in use, so expandable segments were "
+                  + ("switched on at run time (memory reserved before stays as it was)." if late
+                     else "not set. " + allocator.note(state)))
+        allocator.record(state)
+        return late
     # set for this process and what it starts (a per-precision run in its own process plans with the same one)
     os.environ["PYTORCH_CUDA_ALLOC_CONF"] = ALLOCATOR_SETTING
+    allocator.record(allocator.EXPANDABLE)
     if not _allocator_said:
         _allocator_said = True
         print(f"nbkit: CUDA allocator set to {ALLOCATOR_SETTING} (less memory held with rows of mixed length); "
               "set PYTORCH_CUDA_ALLOC_CONF yourself to choose otherwise.")
     return True
+
+
+def _switch_on_late(torch) -> bool:
+    """Expandable segments for the allocations still to come, once CUDA has started (torch >= 2.1)."""
+    switch = getattr(torch._C, "_accelerator_setAllocatorSettings", None) or torch.cuda.memory._set_allocator_settings
+    try:
+        switch(ALLOCATOR_SETTING)
+        return True
+    except Exception:  # noqa: BLE001 — an old torch, or one built without it: the default allocator stays
+        return False
 
 
 def unsloth_installed() -> bool:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import backend, hub
+from . import backend, hub, moe_lora
 from ..gpus import fsdp
 from ..training import outputs
 from ..planning import sharding
@@ -195,13 +195,22 @@ def _load_unsloth(config: RunConfig, path: str, gpu: GpuInfo, model_type: str):
     if world_size() > 1:  # data parallel: the whole model on this rank's GPU
         kwargs["device_map"] = {"": local_rank()}
     model, tokenizer = FastLanguageModel.from_pretrained(**kwargs)
+    found = present_targets(model, config.target_modules)
     model = FastLanguageModel.get_peft_model(
         model, r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-        target_modules=present_targets(model, config.target_modules), bias="none",
+        # an MoE model's MLP names go through: Unsloth's MoE path puts LoRA on the fused experts (moe_lora)
+        target_modules=moe_lora.unsloth_targets(found, model, config.target_modules), bias="none",
         use_gradient_checkpointing="unsloth" if config.gradient_checkpointing else False,
         random_state=config.seed, max_seq_length=config.max_seq_length,
     )
+    _say_where_adapters_are(model)
     return model, tokenizer
+
+
+def _say_where_adapters_are(model) -> None:
+    """On an MoE model, one line saying where LoRA went (the experts, or not), read from the adapted model."""
+    if moe_lora.is_moe(model) and is_main():
+        print(f"nbkit: LoRA adapters on {moe_lora.adapter_places(model)}.")
 
 
 def compute_dtype(on_cuda: bool, gpu: GpuInfo | None = None):
@@ -244,14 +253,21 @@ def _load_transformers(config: RunConfig, path: str, gpu: GpuInfo):
     elif config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    return get_peft_model(model, _lora_config(model, config)), tokenizer
+    model = get_peft_model(model, _lora_config(model, config))
+    _say_where_adapters_are(model)
+    return model, tokenizer
 
 
 def _lora_config(model, config: RunConfig):
     from peft import LoraConfig
 
+    experts = moe_lora.target_parameters(model, config.target_modules)
+    if experts and config.quantization == "4bit":
+        print("nbkit: bitsandbytes quantizes nn.Linear layers only: this model's fused 3-D expert weights stay in "
+              "16-bit here (Unsloth on a CUDA GPU holds them in 4-bit).")
     return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=present_targets(model, config.target_modules), bias="none", task_type="CAUSAL_LM")
+                      target_modules=present_targets(model, config.target_modules), bias="none", task_type="CAUSAL_LM",
+                      **({"target_parameters": experts} if experts else {}))
 
 
 def present_targets(model, wanted) -> list[str]:
@@ -267,6 +283,8 @@ def present_targets(model, wanted) -> list[str]:
         raise ConfigError(f"None of the LoRA target_modules {list(wanted)} exist in this model. Its linear layers "
                           f"are {sorted(names)}; pick from those.")
     covered = set(found) | {p for f in found for p in FUSED.get(f, ())}
+    if moe_lora.is_moe(model):  # the MLP targets reach the experts (moe_lora); said once the adapters are on
+        covered |= set(moe_lora.MLP_TARGETS)
     missing = [t for t in wanted if t not in covered]
     if missing:
         print(f"nbkit: this architecture has no {missing}; LoRA goes on {found}.")

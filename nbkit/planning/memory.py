@@ -6,13 +6,14 @@ grid of real cards (bench/grid.py); docs/memory-model.md records the fit and its
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 from .config import RunConfig
 from .hardware import GIB, GpuInfo
 from .fp8 import fp8_copy_gib
 from ..specs import ModelSpec
-from . import sharding
+from . import allocator, memory_moe, sharding
+from .breakdown import Breakdown
 
 # bytes per quantized-linear weight, quantization constants included
 WEIGHT_BYTES = {
@@ -78,79 +79,6 @@ def calibration(backend: str, quantization: str) -> Calibration:
     return CALIBRATION[kbit] if quantization == "4bit" and kbit in CALIBRATION else CALIBRATION[base]
 
 
-@dataclass(frozen=True)
-class Breakdown:
-    """Predicted peak GPU memory in GiB, by what holds it."""
-    weights: float
-    lora: float
-    gradients: float
-    optimizer: float
-    activations: float
-    logits: float
-    overhead: float
-    cuda_context: float
-    load: float = 0.0  # reserved while the model loads (before training); see load_peak()
-    load_note: str = ""  # what loading holds, when it is more than the weights
-    gathered: float = 0.0  # sharded runs: weights gathered whole while they compute (nbkit.sharding)
-    fragmentation: float = 0.0  # reserved beyond what is allocated where scores are materialised (SCORE_FRAGMENTATION)
-    cache: float = 0.0  # reserved beyond what is allocated: the allocator's cache (Calibration.reserve_factor)
-
-    @property
-    def trainable(self) -> float:
-        return self.lora + self.gradients + self.optimizer
-
-    @property
-    def reserved(self) -> float:
-        """What torch's allocator reserves at the peak, without the CUDA context: what a cap must allow."""
-        return self.total - self.cuda_context
-
-    @property
-    def allocated(self) -> float:
-        """What tensors hold at the peak (torch.cuda.max_memory_allocated): the part the constants are fitted to.
-        The reservation is planned above it: the allocator's cache (`cache`, Calibration.reserve_factor) and, where
-        attention scores are materialised, their fragmentation (`fragmentation`)."""
-        return self.reserved - self.fragmentation - self.cache
-
-    @property
-    def total(self) -> float:
-        """What the card must hold: the reservation plus the CUDA context."""
-        return (self.weights + self.gathered + self.lora + self.gradients + self.optimizer + self.activations
-                + self.logits + self.overhead + self.fragmentation + self.cache + self.cuda_context)
-
-    @property
-    def limiting_phase(self) -> str:
-        """'loading' when loading needs more than training (FP8 converted from a bf16 checkpoint), else
-        'training'."""
-        return "loading" if self.load > self.reserved else "training"
-
-    @property
-    def peak_reserved(self) -> float:
-        """The larger of the two phases' reservations: what a cap on torch's memory must allow."""
-        return max(self.reserved, self.load)
-
-    @property
-    def peak_total(self) -> float:
-        """The larger phase plus the CUDA context: what the card must hold at some point of the run."""
-        return self.peak_reserved + self.cuda_context
-
-    def groups(self) -> dict[str, float]:
-        """The parts a gauge draws: weights, LoRA+optimizer, activations, logits, overhead."""
-        return {"weights": self.weights + self.gathered, "LoRA + optimizer": self.trainable, "activations": self.activations,
-                "logits": self.logits,
-                "overhead": self.overhead + self.fragmentation + self.cache + self.cuda_context}
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "total": self.total, "reserved": self.reserved, "peak_total": self.peak_total,
-                "limiting_phase": self.limiting_phase}
-
-    def table(self) -> str:
-        rows = [f"{k:<18}{v:8.2f} GiB" for k, v in self.groups().items()]
-        rows += [f"{'training peak':<18}{self.total:8.2f} GiB",
-                 f"{'loading peak':<18}{self.load + self.cuda_context:8.2f} GiB"]
-        note = f" ({self.load_note})" if self.limiting_phase == "loading" else ""
-        return "\n".join([*rows, f"{'total':<18}{self.peak_total:8.2f} GiB  limit: {self.limiting_phase}{note}"])
-
-
 def activation_bytes_per_token_layer(spec: ModelSpec) -> float:
     """bf16 tensors one decoder layer keeps per token for the LoRA backward pass.
 
@@ -158,9 +86,9 @@ def activation_bytes_per_token_layer(spec: ModelSpec) -> float:
     (2 kv_dim), and the MLP's gate, up, activation and product (4 intermediate). With q/k norms (Qwen3) the
     normed q and k are kept beside the raw ones (q_dim + kv_dim more).
     """
-    h, i = spec.hidden_size, spec.intermediate_size
+    h = spec.hidden_size
     qk = spec.q_dim + spec.kv_dim if spec.qk_norm else 0
-    return 2.0 * (4 * h + 2 * spec.q_dim + 2 * spec.kv_dim + 4 * i + qk)
+    return 2.0 * (4 * h + 2 * spec.q_dim + 2 * spec.kv_dim + memory_moe.mlp_activation_elements(spec) + qk)
 
 
 # Gemma 2 caps its attention logits (tanh), which the fused attention kernels cannot do: without flash-attn,
@@ -188,8 +116,10 @@ def _flash_attn_installed() -> bool:
 
 
 def estimate(config: RunConfig, spec: ModelSpec, backend: str = "unsloth", on_cuda: bool = True,
-             batch_size: int | None = None, seq_len: int | None = None, processes: int = 1) -> Breakdown:
+             batch_size: int | None = None, seq_len: int | None = None, processes: int = 1,
+             bf16: bool = True) -> Breakdown:
     """Predicted peak VRAM of training `config` on `spec`, assuming every sequence fills max_seq_length.
+    `bf16=False` plans a card without bf16 (T4), where Unsloth trains some families in float32 (memory_moe).
 
     Memory is per GPU. With config.parallelism == "fsdp" the model is sharded across `processes` GPUs
     (nbkit.sharding says what each holds); otherwise every GPU holds the whole model (one GPU, or DDP)."""
@@ -206,7 +136,8 @@ def estimate(config: RunConfig, spec: ModelSpec, backend: str = "unsloth", on_cu
         optimizer_bytes = OPTIMIZER_BYTES.get(config.resolved_optimizer(on_cuda, sharded=True), 8.0)
     else:
         embed_bytes = cal.quantized_embed_bytes if config.quantization == "4bit" else 2.0
-        weights = _linear_bytes(config.quantization, spec, backend) + embed_bytes * spec.embedding_params
+        weights = (_linear_bytes(config.quantization, spec, backend) + embed_bytes * spec.embedding_params
+                   + memory_moe.small_weights_bytes(spec))
         gathered = 0.0
         optimizer_bytes = OPTIMIZER_BYTES.get(config.resolved_optimizer(on_cuda), 8.0)
     lora = sharding.per_gpu(n_lora * cal.lora_bytes, n)
@@ -218,19 +149,22 @@ def estimate(config: RunConfig, spec: ModelSpec, backend: str = "unsloth", on_cu
     else:
         layers_live = cal.act_no_gc * spec.num_hidden_layers
         checkpoints = 0.0
-    activations = tokens * per_layer * layers_live + checkpoints
+    activations = (tokens * per_layer * layers_live + checkpoints) * memory_moe.activation_scale(spec, bf16, backend)
     scores = attention_scores_bytes(spec, backend, batch, seq_len or config.max_seq_length)
     activations += scores
     logits = tokens * spec.vocab_size * cal.logits_bytes
     # quantized layers are dequantized to bf16 one matrix at a time, forward and backward
     dequant = 2.0 * 2 * spec.largest_projection if config.quantization != "16bit" else 0.0
+    dequant += memory_moe.expert_lora_delta_bytes(spec, config.quantization, config.target_modules)
     overhead = cal.fixed_gib * GIB + dequant + cal.slack * (activations + logits)
     load, note = load_peak(config.quantization, spec, weights, lora)
     part = Breakdown(*(x / GIB for x in (weights, lora, lora, optimizer, activations, logits, overhead)),
                      cuda_context=cal.context_gib, load=load * cal.load_factor / GIB, load_note=note,
                      gathered=gathered / GIB, fragmentation=scores * SCORE_FRAGMENTATION / GIB)
     # where attention scores are materialised (Gemma 2) their fragmentation, fitted on those runs, stands for the cache
-    return part if scores else replace(part, cache=(cal.reserve_factor - 1.0) * part.allocated)
+    # without expandable segments (CUDA touched before nbkit could set them) the default allocator reserves more
+    reserve = cal.reserve_factor * allocator.reserve_multiplier()
+    return part if scores else replace(part, cache=(reserve - 1.0) * part.allocated)
 
 
 LOAD_BUFFERS = 16 * 1024**2
@@ -271,6 +205,11 @@ def load_peak(quantization: str, spec: ModelSpec, weights: float, lora: float) -
     return streamed, ""
 
 
+def card_bf16(gpu: GpuInfo) -> bool:
+    """Whether a plan for `gpu` computes in bf16 (a CPU plan is for a GPU that has it)."""
+    return gpu.bf16 or not gpu.available
+
+
 def usage_vs_capacity(gpu: GpuInfo, part: Breakdown) -> tuple[float, float]:
     """(predicted, capacity): a cap set by cap_memory() bounds torch's reservation; a card bounds everything.
     Memory already in use when the GPU was checked (gpu.held_gib: a model still loaded, other processes) is
@@ -298,8 +237,8 @@ def largest_batch(config: RunConfig, spec: ModelSpec, gpu: GpuInfo, backend: str
     """The largest per-device batch predicted to fit (0 if not even batch 1 fits)."""
     best = 0
     batch = 1
-    while batch <= upper and fits(estimate(config, spec, backend, batch_size=batch, processes=processes), gpu,
-                                  margin):
+    while batch <= upper and fits(estimate(config, spec, backend, batch_size=batch, processes=processes,
+                                           bf16=card_bf16(gpu)), gpu, margin):
         best = batch
         batch += 1
     return best

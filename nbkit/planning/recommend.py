@@ -11,7 +11,7 @@ from .config import RunConfig
 from ..errors import HardwareError
 from .fp8 import fp8_evidence
 from .hardware import GpuInfo
-from .memory import SAFETY_MARGIN, Breakdown, estimate, fits, largest_batch, usage_vs_capacity
+from .memory import SAFETY_MARGIN, Breakdown, card_bf16, estimate, fits, largest_batch, usage_vs_capacity
 from ..specs import ModelSpec
 
 # what sharded runs train with: transformers + peft (Unsloth does not shard a model)
@@ -36,7 +36,7 @@ def check_fits(config: RunConfig, spec: ModelSpec, gpu: GpuInfo, backend: str = 
                processes: int = 1) -> Breakdown:
     """Raise a HardwareError with a concrete fix when the run is predicted not to fit this GPU (each GPU, in a
     multi-GPU run)."""
-    part = estimate(config, spec, backend, processes=processes)
+    part = estimate(config, spec, backend, processes=processes, bf16=card_bf16(gpu))
     if fits(part, gpu, margin=1.0):
         return part
     predicted, capacity = usage_vs_capacity(gpu, part)
@@ -61,13 +61,13 @@ def choose_parallelism(config: RunConfig, spec: ModelSpec, gpu: GpuInfo, process
         return config, ""
     if not gpu.available:  # CPU processes have no memory limit to plan for
         return config.replace(parallelism="ddp"), "data parallel (no GPU memory to plan for)"
-    one = usage_vs_capacity(gpu, estimate(config.replace(parallelism="ddp"), spec, engine))
+    one = usage_vs_capacity(gpu, estimate(config.replace(parallelism="ddp"), spec, engine, bf16=card_bf16(gpu)))
     if one[0] <= one[1]:
         return config.replace(parallelism="ddp"), (
             f"the run fits one GPU ({one[0]:.1f} of {one[1]:.1f} GiB): data parallel (DDP), a whole copy on each "
             f"of the {processes} GPUs")
     cfg = config.replace(parallelism="fsdp")
-    each = usage_vs_capacity(gpu, estimate(cfg, spec, SHARDED_BACKEND, processes=processes))
+    each = usage_vs_capacity(gpu, estimate(cfg, spec, SHARDED_BACKEND, processes=processes, bf16=card_bf16(gpu)))
     return cfg, (f"the run needs about {one[0]:.1f} GiB on one GPU, which has {one[1]:.1f}: sharded (FSDP) across "
                  f"{processes} GPUs, about {each[0]:.1f} GiB each")
 
@@ -189,7 +189,7 @@ def _one_gpu(spec, gpu, base, backend, target, quantizations, processes, keep=()
         reason = _reason(cfg, spec, gpu, processes)
         if passed_over and quant != "fp8":
             reason += f" FP8 was passed over: {passed_over}."
-        return Recommendation(cfg, estimate(cfg, spec, backend), True, reason)
+        return Recommendation(cfg, estimate(cfg, spec, backend, bf16=card_bf16(gpu)), True, reason)
     return None
 
 
@@ -215,7 +215,7 @@ def _sharded(spec, gpu, base, target, quantizations, processes, keep=()) -> Reco
         if batch == 0:
             continue
         cfg = _with_batch(cfg, batch, target, processes, keep)
-        part = estimate(cfg, spec, SHARDED_BACKEND, processes=processes)
+        part = estimate(cfg, spec, SHARDED_BACKEND, processes=processes, bf16=card_bf16(gpu))
         return Recommendation(cfg, part, True, _sharded_reason(cfg, spec, gpu, processes, part))
     return None
 
@@ -227,7 +227,7 @@ def _none_fits(spec, gpu, base, backend, target, processes, keep=()) -> Recommen
     if processes > 1:
         cfg = cfg.replace(parallelism="fsdp")
         backend = SHARDED_BACKEND
-    part = estimate(cfg, spec, backend, processes=processes)
+    part = estimate(cfg, spec, backend, processes=processes, bf16=card_bf16(gpu))
     held = f" free now ({'; '.join(gpu.held_by)} in use)" if gpu.held_by else ""
     where = (f"each of {processes} GPUs has {gpu.room_gib:.1f} GiB{held}, even with the model sharded across them"
              if processes > 1 else f"this GPU has {gpu.room_gib:.1f} GiB{held}")
@@ -252,7 +252,7 @@ def _smallest_words(cfg: RunConfig) -> str:
 def _fp8_pass_over(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, backend: str, batch: int) -> str:
     """Why FP8 is not the pick for `cfg` at `batch` (its largest fitting batch), or "" when it is."""
     if batch == 0:
-        part = estimate(cfg, spec, backend, batch_size=1)
+        part = estimate(cfg, spec, backend, batch_size=1, bf16=card_bf16(gpu))
         if part.limiting_phase == "loading":
             predicted, capacity = usage_vs_capacity(gpu, part)
             return f"{part.load_note}, {predicted:.1f} GiB in all, more than this GPU's {capacity:.1f} GiB"
@@ -262,9 +262,9 @@ def _fp8_pass_over(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, backend: str, 
 
 
 def _reason(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, processes: int = 1) -> str:
-    size = f"{spec.total_params / 1e9:.1f}B-parameter model"
+    size = spec.describe()  # an MoE model's total and active parameters
     why = {
-        "4bit": f"4-bit loading shrinks the {size}'s frozen weights to about a quarter, which is what lets it "
+        "4bit": f"4-bit loading shrinks the frozen weights of the {size} to about a quarter, which is what lets it "
                 f"fit in {gpu.usable_gib:.0f} GiB.",
         "16bit": f"The {size} fits in 16-bit, which trains faster than 4-bit and avoids quantization error.",
         "fp8": f"This GPU has FP8 tensor cores: {fp8_evidence(spec, cfg.max_seq_length, cfg.batch_size)[1]} "
@@ -280,9 +280,9 @@ def _reason(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, processes: int = 1) -
 
 
 def _sharded_reason(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, processes: int, part: Breakdown) -> str:
-    whole = estimate(cfg.replace(parallelism="ddp", batch_size=1), spec, SHARDED_BACKEND)
+    whole = estimate(cfg.replace(parallelism="ddp", batch_size=1), spec, SHARDED_BACKEND, bf16=card_bf16(gpu))
     one, capacity = usage_vs_capacity(gpu, whole)
-    return (f"The {spec.total_params / 1e9:.1f}B-parameter model does not fit one GPU (about {one:.1f} GiB in "
+    return (f"The {spec.describe()} does not fit one GPU (about {one:.1f} GiB in "
             f"{cfg.quantization} with batch 1; each GPU has {capacity:.1f} GiB), so it is sharded across the "
             f"{processes} GPUs (FSDP): each holds 1/{processes} of the weights and about "
             f"{usage_vs_capacity(gpu, part)[0]:.1f} GiB in all. Each GPU gathers every layer's weights from the "

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 from ..planning.config import ALL_LINEAR, TINY_MODEL
 from ..errors import ModelNotFoundError
+from . import moe
+from .quantized import (DYNAMIC_4BIT_ALLOWANCE, DYNAMIC_SUFFIX, as_unsloth_loads_it, checkpoint_kind,  # noqa: F401
+                        skipped_params)
 
 HERE = Path(__file__).resolve().parent
 
@@ -37,6 +39,22 @@ class ModelSpec:
     # a Hub id Unsloth loads in 4-bit from its dynamic quant: "counted" (unquantized_params read from that quant's
     # config in the local Hugging Face cache) or "allowance" (not readable here: DYNAMIC_4BIT_ALLOWANCE is planned)
     dynamic_4bit: str = ""
+    # mixture of experts (nbkit.specs.moe): routed experts per MoE layer, how many work on each token, their width,
+    # how many layers are MoE (the others have a dense MLP of intermediate_size), shared experts' width
+    num_experts: int = 0
+    experts_per_token: int = 0
+    expert_intermediate_size: int = 0
+    moe_layers: int = 0
+    shared_expert_intermediate_size: int = 0
+    expert_bias: bool = False  # gpt-oss: biases on the experts and the router
+    expert_format: str = ""  # "mxfp4": the checkpoint holds its experts in MXFP4 (gpt-oss as OpenAI ships it)
+    # experts held as one 3-D weight per projection (transformers 5), dequantized whole in 4-bit; False: one Linear
+    # per expert (Unsloth's pre-quantized gpt-oss "-unsloth-bnb-4bit" upload), dequantized one expert at a time
+    experts_fused: bool = True
+    attention_bias: bool = False  # biases on q/k/v (and o, except Qwen2's)
+    sliding_window: int = 0  # tokens a sliding-window layer attends to (Gemma 3, gpt-oss, Mistral)
+    sliding_layers: int = 0  # how many layers attend within that window
+    vision_params: int = 0  # a multimodal checkpoint's vision tower and projector, loaded in 16-bit (Gemma 3)
 
     @property
     def softcapped_attention(self) -> bool:
@@ -63,15 +81,104 @@ class ModelSpec:
                 "o_proj": (self.q_dim, h), "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
 
     @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0 and self.moe_layers > 0
+
+    @property
+    def dense_layers(self) -> int:
+        """Layers whose MLP is dense (all of a dense model's; those an MoE model keeps dense)."""
+        return self.num_hidden_layers - (self.moe_layers if self.is_moe else 0)
+
+    def attention_shapes(self) -> dict[str, tuple[int, int]]:
+        return {k: v for k, v in self.projection_shapes().items() if k not in MLP_NAMES}
+
+    def expert_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in, out) of ONE expert's fused projections: the 3-D weights hold num_experts of these."""
+        h, i = self.hidden_size, self.expert_intermediate_size
+        return {"gate_up_proj": (h, 2 * i), "down_proj": (i, h)} if self.is_moe else {}
+
+    def shared_expert_shapes(self) -> dict[str, tuple[int, int]]:
+        h, i = self.hidden_size, self.shared_expert_intermediate_size
+        return {"gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)} if i else {}
+
+    @property
+    def expert_params(self) -> int:
+        """Routed experts' weights in all MoE layers (biases included): the bulk of an MoE model."""
+        per_expert = sum(a * b + (b if self.expert_bias else 0) for a, b in self.expert_shapes().values())
+        return per_expert * self.num_experts * self.moe_layers
+
+    @property
+    def router_params(self) -> int:
+        """Routers (hidden x experts, per MoE layer) and shared-expert gates: these stay 16-bit."""
+        if not self.is_moe:
+            return 0
+        per_layer = self.hidden_size * self.num_experts + (self.num_experts if self.expert_bias else 0)
+        per_layer += self.hidden_size if self.shared_expert_intermediate_size else 0
+        return per_layer * self.moe_layers
+
+    @property
     def largest_projection(self) -> int:
-        """Weights in the biggest single projection: what is dequantized, or loaded in bf16, one at a time."""
-        return max(a * b for a, b in self.projection_shapes().values())
+        """Weights in the biggest single tensor: what is dequantized, or loaded in bf16, one at a time (a fused
+        3-D expert weight is one tensor: all its experts at once)."""
+        dense = max(a * b for a, b in self.projection_shapes().values())
+        per_tensor = self.num_experts if self.experts_fused else 1
+        experts = max((a * b * per_tensor for a, b in self.expert_shapes().values()), default=0)
+        return max(dense, experts)
 
     @property
     def linear_params(self) -> int:
-        """Parameters in the decoder layers' projections: the part 4-bit and FP8 quantize."""
-        per_layer = sum(a * b for a, b in self.projection_shapes().values())
+        """Parameters in the decoder layers' projections and experts: the part 4-bit and FP8 quantize."""
+        attention = sum(a * b for a, b in self.attention_shapes().values())
+        mlp = sum(a * b for k, (a, b) in self.projection_shapes().items() if k in MLP_NAMES)
+        shared = sum(a * b for a, b in self.shared_expert_shapes().values())
+        experts = sum(a * b for a, b in self.expert_shapes().values()) * self.num_experts
+        return (attention * self.num_hidden_layers + mlp * self.dense_layers
+                + (shared + experts) * (self.moe_layers if self.is_moe else 0))
+
+    @property
+    def expert_linear_params(self) -> int:
+        """The routed experts' weights without biases (the part of linear_params the experts hold)."""
+        return sum(a * b for a, b in self.expert_shapes().values()) * self.num_experts * self.moe_layers
+
+    @property
+    def active_params(self) -> int:
+        """Parameters one token computes with: all but the routed experts it is not sent to."""
+        if not self.is_moe:
+            return self.total_params
+        idle = self.expert_params * (self.num_experts - self.experts_per_token) // self.num_experts
+        return self.total_params - idle
+
+    @property
+    def small_16bit_params(self) -> int:
+        """Kept in 16-bit whatever the quantization, besides embeddings: norms, biases, routers, attention sinks,
+        a vision tower."""
+        return (self.norm_params + self.bias_params + self.router_params + self.vision_params
+                + (self.num_attention_heads * self.num_hidden_layers if self.model_type == "gpt_oss" else 0)
+                + (self.expert_params - self.expert_linear_params))
+
+    @property
+    def norm_params(self) -> int:
+        per_layer = self.hidden_size * (4 if self.model_type in FOUR_NORM_TYPES else 2)
+        per_layer += 2 * self.head_dim if self.qk_norm else 0
+        return per_layer * self.num_hidden_layers + self.hidden_size
+
+    @property
+    def bias_params(self) -> int:
+        """Attention biases: q/k/v (Qwen2), q/k/v/o (attention_bias: gpt-oss, some Llamas)."""
+        if self.model_type in ("qwen2", "qwen2_moe"):
+            per_layer = self.q_dim + 2 * self.kv_dim
+        elif self.attention_bias:
+            per_layer = self.q_dim + 2 * self.kv_dim + self.hidden_size
+        else:
+            return 0
         return per_layer * self.num_hidden_layers
+
+    def describe(self) -> str:
+        """"30.5B-parameter mixture of experts (3.3B active: 8 of 128 experts a token)" or "8.0B-parameter model"."""
+        if not self.is_moe:
+            return f"{self.total_params / 1e9:.1f}B-parameter model"
+        return (f"{self.total_params / 1e9:.1f}B-parameter mixture of experts ({self.active_params / 1e9:.1f}B "
+                f"active: {self.experts_per_token} of {self.num_experts} experts a token)")
 
     @property
     def embedding_params(self) -> int:
@@ -80,13 +187,35 @@ class ModelSpec:
 
     @property
     def total_params(self) -> int:
-        norms = (2 * self.num_hidden_layers + 1) * self.hidden_size
-        return self.linear_params + self.embedding_params + norms
+        return self.linear_params + self.embedding_params + self.small_16bit_params
 
     def lora_params(self, r: int, targets=ALL_LINEAR) -> int:
+        """LoRA weights for `targets`. On MoE layers the MLP targets reach the fused experts as PEFT's
+        target_parameters do (one A and one B of rank r per expert: r x experts x (in + out)), as Unsloth's
+        get_moe_target_parameters asks for them."""
         shapes = self.projection_shapes()
-        per_layer = sum(r * (shapes[t][0] + shapes[t][1]) for t in fused_targets(shapes, targets))
-        return per_layer * self.num_hidden_layers
+        trained = fused_targets(shapes, targets)
+        attention = sum(r * sum(shapes[t]) for t in trained if t not in MLP_NAMES)
+        mlp = sum(r * sum(shapes[t]) for t in trained if t in MLP_NAMES)
+        total = attention * self.num_hidden_layers + mlp * self.dense_layers
+        if self.is_moe:
+            experts = self.expert_shapes()
+            per_layer = sum(r * self.num_experts * sum(experts[t]) for t in moe_targets(targets))
+            shared = self.shared_expert_shapes()
+            per_layer += sum(r * sum(shared[t]) for t in targets if t in shared)
+            total += per_layer * self.moe_layers
+        return total
+
+
+MLP_NAMES = ("gate_proj", "up_proj", "down_proj", "gate_up_proj")
+FOUR_NORM_TYPES = {"gemma2", "gemma3", "gemma3_text"}  # norms before and after both attention and MLP
+
+
+def moe_targets(targets) -> list[str]:
+    """The fused expert weights the MLP targets reach: gate or up -> gate_up_proj, down -> down_proj."""
+    wanted = set(targets)
+    found = ["gate_up_proj"] if wanted & {"gate_proj", "up_proj", "gate_up_proj"} else []
+    return found + (["down_proj"] if "down_proj" in wanted else [])
 
 
 # a fused projection is trained when any of the projections it holds is asked for
@@ -105,7 +234,11 @@ QK_NORM_TYPES = {"qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2"}
 
 
 def from_config_dict(data: dict, name: str = "") -> ModelSpec:
+    outer = data  # a multimodal config (Gemma 3) holds the language model's in text_config
     data = data.get("text_config", data) if "hidden_size" not in data else data
+    for key in ("quantization_config", "tie_word_embeddings"):  # said once, on the outer config
+        if key in outer and key not in data:
+            data = {**data, key: outer[key]}
     try:
         heads = data["num_attention_heads"]
         spec = ModelSpec(
@@ -124,75 +257,15 @@ def from_config_dict(data: dict, name: str = "") -> ModelSpec:
             name=name,
             checkpoint=checkpoint_kind(data, name),
             max_positions=int(data.get("max_position_embeddings") or 0),
+            expert_format=moe.expert_format(data),
+            attention_bias=bool(data.get("attention_bias", False)),
+            vision_params=moe.vision_params(outer),
+            **moe.moe_fields(data), **moe.sliding_fields(data),
         )
         return replace(spec, unquantized_params=skipped_params(spec, data))
     except KeyError as exc:
         raise ModelNotFoundError(f"{name or 'config'} lacks {exc} needed to predict memory; "
                                  "it may not be a decoder-only language model.") from exc
-
-
-# Unsloth loads an id such as unsloth/Llama-3.2-1B-Instruct in 4-bit from "<id>-unsloth-bnb-4bit", a dynamic quant
-# that keeps some layers in 16-bit, where one exists. Until that quant's config is in the local Hugging Face cache
-# (after its first download) nbkit cannot say which layers, and plans this much more for the 4-bit projections:
-# Unsloth's own figure for its dynamic quants, "under 10 % more VRAM than BitsAndBytes 4-bit". No dynamic quant was
-# measured for nbkit (the device has no network), so this is a stated assumption (docs/memory-model.md).
-DYNAMIC_4BIT_ALLOWANCE = 0.10
-DYNAMIC_SUFFIX = "-unsloth-bnb-4bit"
-
-
-def as_unsloth_loads_it(spec: ModelSpec, model: str) -> ModelSpec:
-    """`spec` for a Hub id with what Unsloth's 4-bit load of it keeps in 16-bit: counted from its dynamic quant's
-    config when the local Hugging Face cache holds it (no network is used), else marked for the allowance. Local
-    folders, pre-quantized ids and ids outside unsloth/ load as they are."""
-    if not model.lower().startswith("unsloth/") or spec.checkpoint != "bf16" or Path(model).expanduser().exists():
-        return spec
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(model + DYNAMIC_SUFFIX, "config.json")
-    except Exception:  # noqa: BLE001 — a cache that cannot be read is a cache without the file
-        cached = None
-    if isinstance(cached, str):
-        kept = skipped_params(replace(spec, checkpoint="bnb-4bit"), json.loads(Path(cached).read_text()))
-        return replace(spec, unquantized_params=kept, dynamic_4bit="counted")
-    return replace(spec, dynamic_4bit="allowance")
-
-
-def skipped_params(spec: ModelSpec, config: dict) -> int:
-    """Weights of the decoder projections the checkpoint's quantization config leaves unquantized. An entry matches
-    a module as transformers 5 matches it (quantizers_utils.should_convert_module, restated here so that planning
-    imports no transformers): a pattern matching from the start of the module's full name, or its ending
-    ("model.layers.3.mlp.down_proj", "model.layers.*.mlp", "down_proj")."""
-    quant = config.get("quantization_config") or {}
-    skip = quant.get("llm_int8_skip_modules") or []
-    if not skip or spec.checkpoint != "bnb-4bit":
-        return 0
-    shapes = spec.projection_shapes()
-    where = {name: "mlp" if name in ("gate_proj", "up_proj", "down_proj", "gate_up_proj") else "self_attn"
-             for name in shapes}
-    total = 0
-    for layer in range(spec.num_hidden_layers):
-        for proj, (a, b) in shapes.items():
-            module = f"model.layers.{layer}.{where[proj]}.{proj}"
-            if any(re.match(f"{key}\\.", module) or re.match(key, module) or module.endswith(key) for key in skip):
-                total += a * b
-    return total
-
-
-def checkpoint_kind(config: dict, name: str = "") -> str:
-    """"bnb-4bit", "fp8" or "bf16", from the config's quantization_config, else from the Hub id's naming."""
-    quant = config.get("quantization_config") or {}
-    method = str(quant.get("quant_method", "")).lower()
-    if method == "bitsandbytes" and quant.get("load_in_4bit", quant.get("_load_in_4bit")):
-        return "bnb-4bit"
-    if "fp8" in method or str(quant.get("fmt", "")).lower().startswith("float8"):
-        return "fp8"
-    lowered = name.lower()
-    if "bnb-4bit" in lowered:
-        return "bnb-4bit"
-    if lowered.endswith("fp8") or "-fp8-" in lowered:
-        return "fp8"
-    return "bf16"
 
 
 @lru_cache(maxsize=1)

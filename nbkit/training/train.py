@@ -13,7 +13,7 @@ from typing import Any
 
 from ..loading import backend, packing
 from ..gpus import fsdp
-from . import outputs, runs
+from . import outputs, runs, trainer_wrappers
 from ..loading.data import PreparedData
 from ..errors import TrainingInterrupted
 from .events import RunObserver, StopControl, as_events
@@ -228,7 +228,10 @@ def run(loaded: LoadedModel, data: PreparedData, observers: Any = None, *, stop:
                     checkpoint, note = _recover_from_oom(loaded, trainer, events)
                     notes.append(note)
                     continue
+                trainer_wrappers.undo(loaded.model)
                 raise failed(exc, loaded, trainer, events, out if claimed else None) from None
+    # the model as it was loaded: generation after training runs its own forward, not the trainer's (trainer_wrappers)
+    trainer_wrappers.undo(loaded.model)
     seconds = time.perf_counter() - start
     if hooks.diverged:
         exc = diverged(loaded, hooks.diverged, out)
