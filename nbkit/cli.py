@@ -18,8 +18,9 @@ def _check(args) -> int:
 
         spec = spec_for(args.model)  # an unknown or unreachable id is an error (exit 2), GPU or not
         if not gpu.available:
-            print(f"{args.model}: {spec.total_params / 1e9:.1f}B parameters. Settings are recommended for a GPU; "
-                  f"see `nbkit estimate {args.model}` for the memory a run would need.")
+            active = f", {spec.active_params / 1e9:.1f}B active (mixture of experts)" if spec.is_moe else ""
+            print(f"{args.model}: {spec.total_params / 1e9:.1f}B parameters{active}. Settings are recommended for a "
+                  f"GPU; see `nbkit estimate {args.model}` for the memory a run would need.")
             return 0
         rec = recommend(spec, gpu, processes=args.processes)
         print(rec.summary())
