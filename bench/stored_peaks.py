@@ -156,14 +156,31 @@ def moe(results: Path = RESULTS) -> list[dict]:
                 cfg = RunConfig(model="x", quantization=run["quant"], max_seq_length=shape["seq"],
                                 batch_size=shape["batch"], output_dir="x")
                 plan = estimate(cfg, spec, "unsloth", bf16=shape["bf16"])
+                note = f"rows of exactly {shape['seq']} tokens x {shape['batch']}"
                 rows.append(_row(where, "train", _calibration("unsloth", run["quant"]), shape["allocated_gib"],
-                                 shape["reserved_gib"], plan, f"rows of exactly {shape['seq']} tokens x {shape['batch']}"))
+                                 shape["reserved_gib"], plan, note))
             if "train_allocated_gib" in run and "predicted" in run:
                 cfg = RunConfig.from_dict(run["config"])
                 plan = estimate(cfg, spec, "unsloth", bf16=run["card"] not in ("T4",))
-                rows.append(_row(where, "train", _calibration("unsloth", cfg.quantization), run["train_allocated_gib"],
-                                 run["train_reserved_gib"], plan, "workflow.run on the default data (packing auto)"))
+                rows.append(_row(where, "train", _calibration("unsloth", cfg.quantization),
+                                 run["train_allocated_gib"], run["train_reserved_gib"], plan,
+                                 "workflow.run on the default data (packing auto)"))
     return rows
+
+
+def moe_table(results: Path = RESULTS) -> str:
+    """moe()'s full-length peaks as a Markdown table (docs/memory-model.md, through scripts/figures.py)."""
+    lines = ["| run | card | rows × tokens | allocated: measured / planned | reserved: measured / planned |",
+             "|---|---|---|---|---|"]
+    for r in moe(results):
+        if not r["note"].startswith("rows of exactly"):
+            continue
+        part, card = r["source"].split(": ", 1)[1].split(" on ")
+        shape = r["note"].removeprefix("rows of exactly ").replace(" tokens x ", " × ").split(" × ")
+        pairs = [(r[k + "_gib"], r[f"planned_{k}_gib"]) for k in ("allocated", "reserved")]
+        cells = [f"{m:.2f} / {p:.2f} ({100 * (p / m - 1):+.1f} %)" for m, p in pairs]
+        lines.append(f"| {part} | {card} | {shape[1]} × {shape[0]} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
 
 
 def stored(results: Path = RESULTS) -> list[dict]:

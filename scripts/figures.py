@@ -80,6 +80,15 @@ def _grid_table() -> str:
     return "\n".join(lines)
 
 
+def _moe_table() -> str:
+    """Mixture-of-experts and Gemma 3 full-length peaks against today's plan (bench/stored_peaks.moe_table)."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))
+    from stored_peaks import moe_table
+
+    return moe_table(RESULTS)
+
+
 def _fp8_table() -> str:
     """FP8 vs bf16 LoRA with padding-free batches (bench/fp8_vs_bf16.py's current rows) as a Markdown table."""
     lines = ["| model | seq × batch | bf16 tok/s | FP8 tok/s | FP8 / bf16 (min–max over repeats) | repeats |",
@@ -237,6 +246,7 @@ FIGURES: dict[str, tuple[Callable[[], float], str]] = {
     "act_fp8": (lambda: _load(FIT)["fitted_act_gc"]["unsloth-fp8"], "{:.2f}"),
     "grid_table": (_grid_table, "\n{}\n"),
     "fp8_table": (_fp8_table, "\n{}\n"),
+    "moe_table": (_moe_table, "\n{}\n"),
     "fp8_1b_8k": (_fp8("1b", 2048, 4), "{:.2f}×"),
     "fp8_1b_32k": (_fp8("1b", 4096, 8), "{:.2f}×"),
     "fp8_8b_8k": (_fp8("8b", 2048, 4), "{:.2f}×"),
