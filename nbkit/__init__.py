@@ -15,10 +15,11 @@ import importlib.util
 import sys
 
 STAGES = {
-    "planning": ("config", "config_files", "hardware", "cards", "memory", "sharding", "recommend", "fp8"),
-    "loading": ("backend", "hub", "models", "gpu_session", "tiny", "data", "data_files", "packing"),
-    "training": ("outputs", "checkpoints", "runs", "train", "trainer_bridge", "events", "results", "train_failures",
-                 "probe"),
+    "planning": ("config", "config_files", "hardware", "cards", "memory", "memory_moe", "breakdown", "allocator",
+                 "sharding", "recommend", "fp8"),
+    "loading": ("backend", "hub", "models", "moe_lora", "gpu_session", "tiny", "data", "data_files", "packing"),
+    "training": ("outputs", "checkpoints", "runs", "train", "trainer_bridge", "trainer_wrappers", "events", "results",
+                 "train_failures", "probe"),
     "exporting": ("verify", "generate", "export", "gguf"),
     "gpus": ("distributed", "parallel", "fsdp"),
 }
