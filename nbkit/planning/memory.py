@@ -65,7 +65,7 @@ CALIBRATION = {
     "unsloth-kbit": replace(_UNSLOTH, act_gc=1.05, reserve_factor=1.06, load_factor=1.04),
     "unsloth-fp8": replace(_UNSLOTH, act_gc=1.95, fixed_gib=0.15, reserve_factor=1.02),
     # sharded (FSDP2 + transformers + peft, no k-bit preparation: embeddings stay 16-bit): fitted to two H200
-    # runs with nbkit.sharding.ROOT_GATHERED (see there), about half the activations of a one-GPU transformers run
+    # runs with nbkit.planning.sharding.ROOT_GATHERED (see there), about half the activations of a one-GPU transformers run
     "transformers-fsdp": replace(_HF, act_gc=1.0, keeps_checkpoints=0.55, reserve_factor=1.23),
 }
 
@@ -91,7 +91,7 @@ class Breakdown:
     cuda_context: float
     load: float = 0.0  # reserved while the model loads (before training); see load_peak()
     load_note: str = ""  # what loading holds, when it is more than the weights
-    gathered: float = 0.0  # sharded runs: weights gathered whole while they compute (nbkit.sharding)
+    gathered: float = 0.0  # sharded runs: weights gathered whole while they compute (nbkit.planning.sharding)
     fragmentation: float = 0.0  # reserved beyond what is allocated where scores are materialised (SCORE_FRAGMENTATION)
     cache: float = 0.0  # reserved beyond what is allocated: the allocator's cache (Calibration.reserve_factor)
 
@@ -192,7 +192,7 @@ def estimate(config: RunConfig, spec: ModelSpec, backend: str = "unsloth", on_cu
     """Predicted peak VRAM of training `config` on `spec`, assuming every sequence fills max_seq_length.
 
     Memory is per GPU. With config.parallelism == "fsdp" the model is sharded across `processes` GPUs
-    (nbkit.sharding says what each holds); otherwise every GPU holds the whole model (one GPU, or DDP)."""
+    (nbkit.planning.sharding says what each holds); otherwise every GPU holds the whole model (one GPU, or DDP)."""
     sharded = config.parallelism == "fsdp"
     cal = CALIBRATION["transformers-fsdp"] if sharded else calibration(backend, config.quantization)
     n = processes if sharded else 1
