@@ -34,7 +34,7 @@ def prequantized_path(arch: str, root: str = MODELS, storage: str = "bfloat16") 
 def _new_checkpoint(target: Path, arch: str):
     """(spec, tokenizer) for a checkpoint of `arch` to be built in `target`, or None when it is already there."""
     from nbkit.specs import spec_for
-    from nbkit.tiny import build_tokenizer
+    from nbkit.loading.tiny import build_tokenizer
 
     if (target / "config.json").exists():
         return None
@@ -172,7 +172,7 @@ def prequantized_model(arch: str, root: str = MODELS, storage: str = "bfloat16")
 
 def synthetic_data(n_rows: int, seq: int, vocab: int = 1000, seed: int = 0):
     """Rows of exactly `seq` tokens, every one labelled: the worst case the memory model plans for."""
-    from nbkit.probe import synthetic_rows
+    from nbkit.training.probe import synthetic_rows
 
     return synthetic_rows(n_rows, seq, vocab, seed)
 
@@ -184,7 +184,7 @@ def mixed_data(n_rows: int, seq: int, vocab: int = 1000, seed: int = 0):
 
     import datasets
 
-    from nbkit.data import IGNORE, PreparedData
+    from nbkit.loading.data import IGNORE, PreparedData
 
     rng = random.Random(seed)
     ids, labels = [], []
@@ -207,7 +207,7 @@ def make_data(kind: str, n_rows: int, seq: int):
 def step_timer(warmup: int = 2):
     """CUDA-synchronised step times; `steady()` is the median after `warmup` (compilation) steps. An nbkit run
     observer: pass it to train.run, or `observe(timer)` to a trainer nbkit did not build."""
-    from nbkit.results import StepTimer
+    from nbkit.training.results import StepTimer
 
     return StepTimer(warmup)
 
@@ -215,8 +215,8 @@ def step_timer(warmup: int = 2):
 def observe(*observers):
     """The callback that lets nbkit observers (the step timer) watch any HF Trainer: the baselines are timed by the
     very same code as nbkit's own runs."""
-    from nbkit.events import RunEvents
-    from nbkit.trainer_bridge import bridge
+    from nbkit.training.events import RunEvents
+    from nbkit.training.trainer_bridge import bridge
 
     return bridge(RunEvents(observers))
 

@@ -22,12 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = r"""
 import json, resource, sys, time
-from nbkit import RunConfig, data
+from nbkit import RunConfig
+from nbkit.loading import data
 variant, path = sys.argv[1], sys.argv[2]
 tokenizer = None
 if variant.startswith("prepare"):
     from transformers import AutoTokenizer
-    from nbkit.tiny import ensure_tiny_model
+    from nbkit.loading.tiny import ensure_tiny_model
     import datasets  # imported before the baseline: its import is not the data's cost
     tokenizer = AutoTokenizer.from_pretrained(ensure_tiny_model())
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

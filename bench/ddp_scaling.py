@@ -1,7 +1,7 @@
 """Data-parallel scaling: tokens/s of the same per-GPU run on 1 GPU and on N GPUs (torchrun, NCCL).
 
 python bench/ddp_scaling.py --arch 1b --quant 16bit --seq 2048 --batch 4 --steps 12 --gpus 1,2 [--repeats 2]
-Each rank runs nbkit.models.load + nbkit.train.run (rank 0 shows progress) on synthetic rows of exactly `seq`
+Each rank runs nbkit.loading.models.load + nbkit.training.train.run (rank 0 shows progress) on synthetic rows of exactly `seq`
 tokens, so every step is N x batch x seq tokens; speed is rank 0's median synchronised step time after 2
 warm-up steps. With --repeats the GPU counts alternate (1, 2, 1, 2, ...), one torchrun each; the scaling is the
 ratio of the medians over repeats, with the range of the per-repeat ratios and the range the 10th-90th percentile
@@ -27,13 +27,15 @@ SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "N
 
 
 def worker(args) -> None:
-    from nbkit import backend
+    from nbkit.loading import backend
 
     name = backend.ensure()
     import torch
 
-    from nbkit import distributed, models, train
-    from nbkit.config import RunConfig
+    from nbkit.gpus import distributed
+    from nbkit.loading import models
+    from nbkit.training import train
+    from nbkit.planning.config import RunConfig
     from nbkit.ui.progress import TrainingProgress
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -155,7 +157,7 @@ def scaling_of(good: list[dict], summary: list[dict]) -> dict:
 
 def run_workflow(model: str, args, env: dict, n: int) -> dict:
     """The user's path: `torchrun -m nbkit train --config run.yaml` on the shipped data."""
-    from nbkit.config import RunConfig
+    from nbkit.planning.config import RunConfig
 
     out = Path("/tmp/ddp_workflow")
     cfg = RunConfig(model=model, quantization=args.quant, max_seq_length=512, batch_size=4, grad_accum=1,

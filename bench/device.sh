@@ -84,7 +84,7 @@ for stage in "$@"; do
     # the memory grid (bench/grid.py): recommend()'s settings for 9 architectures on 5 real cards, rehearsed side by
     # side on one GPU; FP8 (bf16 checkpoints, converted and compiled: slow, and big on disk) in a call of its own
     grid) timeout 540 python3 grid.py --part-timeout 300 --start-within 300 --quants 4bit,16bit --builder-gib 10 ;;
-    # what the first call left: Gemma 2 (Unsloth's block compile off, see nbkit.models.NO_BLOCK_COMPILE), the small
+    # what the first call left: Gemma 2 (Unsloth's block compile off, see nbkit.loading.models.NO_BLOCK_COMPILE), the small
     # models it ran out of time for, and FP8 on the 24 GB card (bf16 checkpoints converted and compiled: slow)
     grid-rest) timeout 540 python3 grid.py --part-timeout 450 --start-within 230 --steps 6 --procs 9 --tag _rest \
                  --archs gemma2-9b,8b,qwen3-8b,qwen2.5-7b,mistral-7b,1b,3b \

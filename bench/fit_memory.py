@@ -12,7 +12,7 @@ Records:
 For each calibration the fit is the smallest `act_gc` (layers of activations live at the peak, 0.05 grid) that
 predicts no record under its target; then memory.SCORE_BYTES (0.5 grid) on Gemma 2's runs, whose attention
 scores are materialised, and memory.SCORE_FRAGMENTATION (0.1 grid), what those scores leave reserved beyond the
-allocation, so that the plan covers every reserved peak they had. nbkit.memory holds exactly these values
+allocation, so that the plan covers every reserved peak they had. nbkit.planning.memory holds exactly these values
 (tests/test_memory_grid.py re-runs the fit).
 Accuracy on data the fit did not see: leave one architecture out (fit act_gc on the other eight, predict it).
 Writes bench/results/calibration_fit.json.
@@ -69,9 +69,9 @@ def grid_records(results: Path = RESULTS) -> list[dict]:
 def real_lengths(results: Path = RESULTS) -> list[dict]:
     """Each grid run on real-length rows against the plan recommend() made (rows filling max_seq_length), and its
     reserved peak against the smallest card it stands for."""
-    from nbkit.cards import card
-    from nbkit.config import RunConfig
-    from nbkit.memory import estimate
+    from nbkit.planning.cards import card
+    from nbkit.planning.config import RunConfig
+    from nbkit.planning.memory import estimate
     from common import plain_spec as spec_for
 
     rows = []
@@ -102,8 +102,8 @@ def predicted_gib(rec: dict) -> float:
     """The training peak the current formulas predict for a record."""
     if not rec.get("grid"):
         return predict(rec)["predicted_gib"]
-    from nbkit.config import RunConfig
-    from nbkit.memory import estimate
+    from nbkit.planning.config import RunConfig
+    from nbkit.planning.memory import estimate
     from common import plain_spec as spec_for
 
     cfg = RunConfig.from_dict(rec["config"])
@@ -112,9 +112,9 @@ def predicted_gib(rec: dict) -> float:
 
 @contextmanager
 def constants(act_gc: dict[str, float] | None = None, fields: dict[str, dict] | None = None, **values):
-    """nbkit.memory with these act_gc values (per calibration), other calibration fields ({key: {field: value}}) and
+    """nbkit.planning.memory with these act_gc values (per calibration), other calibration fields ({key: {field: value}}) and
     module constants (SCORE_BYTES=...) in place, restored afterwards."""
-    from nbkit import memory
+    from nbkit.planning import memory
 
     saved_calibration = dict(memory.CALIBRATION)
     saved = {name: getattr(memory, name) for name in values}
@@ -174,7 +174,7 @@ def _round_up(x: float, step: float = 0.01) -> float:
 
 def unscaled_peaks(results: Path = RESULTS) -> list[dict]:
     """Every stored peak (bench/stored_peaks.py) beside a plan made with both factors at 1: what they are fitted on."""
-    from nbkit import memory
+    from nbkit.planning import memory
     from stored_peaks import stored
 
     unity = {key: {"reserve_factor": 1.0, "load_factor": 1.0} for key in memory.CALIBRATION}
@@ -204,8 +204,8 @@ FRAGMENTATION_GRID = [round(0.1 * i, 1) for i in range(0, 40)]
 def fit_fragmentation(results: Path = RESULTS) -> float | None:
     """The smallest SCORE_FRAGMENTATION (0.1 grid) whose plan covers the reserved peaks (probe and real-length)
     of every run whose attention scores are materialised."""
-    from nbkit import memory
-    from nbkit.config import RunConfig
+    from nbkit.planning import memory
+    from nbkit.planning.config import RunConfig
     from common import plain_spec as spec_for
 
     runs = [r for r in grid_runs(results) if spec_for(r["model"]).softcapped_attention]
@@ -248,8 +248,8 @@ def leave_one_out(recs: list[dict], peaks: list[dict] | None = None) -> list[dic
 
 def loads(results: Path = RESULTS) -> list[dict]:
     """The load phase of every grid run against memory.load_peak (not fitted: counted bytes)."""
-    from nbkit.config import RunConfig
-    from nbkit.memory import estimate
+    from nbkit.planning.config import RunConfig
+    from nbkit.planning.memory import estimate
     from common import plain_spec as spec_for
 
     rows = []
@@ -268,8 +268,8 @@ HELD_OUT = ["throughput_1b_4bit_first_step.json", "throughput_1b_4bit_first_step
 def held_out(results: Path = RESULTS) -> list[dict]:
     """Peaks the fit never saw: nbkit's own runs in the session-4 speed measurements (padding-free batches, full
     and real-length rows), against the plan for rows that fill max_seq_length."""
-    from nbkit.config import RunConfig
-    from nbkit.memory import estimate
+    from nbkit.planning.config import RunConfig
+    from nbkit.planning.memory import estimate
     from common import plain_spec as spec_for
 
     rows = []

@@ -6,7 +6,7 @@ in the same call) and throughput.py's "bf16" and "fp8" variants (one process eac
 bash bench/device.sh fp8-1b-8k, fp8-8b-32k, ...). Each pair is summarised from its rows (median over the repeats
 that finished: a call cut short keeps the ones before it). Speed is not affected by memory held over from an
 earlier load, so every record counts here. The session-2 records were trained with padded batches, which nbkit no longer uses: they
-are kept, marked current=False, and nbkit.fp8.FP8_MEASURED holds only the current ones.
+are kept, marked current=False, and nbkit.planning.fp8.FP8_MEASURED holds only the current ones.
 Writes bench/results/fp8_vs_bf16.json.
 """
 from __future__ import annotations

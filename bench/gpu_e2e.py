@@ -19,11 +19,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--cap-gib", type=float, default=None, help="emulate a smaller GPU tier")
     args = ap.parse_args()
-    from nbkit import backend, hardware
+    from nbkit.loading import backend
+    from nbkit.planning import hardware
 
     name = backend.ensure()
     from nbkit import workflow
-    from nbkit.config import RunConfig
+    from nbkit.planning.config import RunConfig
     from nbkit.ui.progress import TrainingProgress
 
     if args.cap_gib:

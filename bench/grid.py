@@ -1,13 +1,13 @@
 """Does what recommend() picks load and train on real cards, with real data? The memory grid.
 
 python bench/grid.py [--archs 1b,8b,...] [--cards "RTX 4060 8GB,T4,..."] [--quants 4bit,16bit] [--tag _a]
-For every (architecture, card) pair: nbkit.recommend() for the card as nbkit plans it (planned_gpu: the memory
+For every (architecture, card) pair: nbkit.planning.recommend() for the card as nbkit plans it (planned_gpu: the memory
 the driver reports minus the CUDA context and display, its bf16 and FP8), then, in a process of its own that
 rehearses the card (cards.emulate: torch may reserve only the card's usable memory; fp16 where it has no bf16):
-  1. nbkit.models.load with the recommended settings (the memory check on): the load phase's peaks;
-  2. nbkit.probe.probe_batch at the recommended batch on rows of exactly max_seq_length tokens: the worst case
+  1. nbkit.loading.models.load with the recommended settings (the memory check on): the load phase's peaks;
+  2. nbkit.training.probe.probe_batch at the recommended batch on rows of exactly max_seq_length tokens: the worst case
      the plan is for;
-  3. nbkit.train.run on real-length rows (lognormal lengths, median 400 tokens, some cut at max_seq_length):
+  3. nbkit.training.train.run on real-length rows (lognormal lengths, median 400 tokens, some cut at max_seq_length):
      peaks, OOM recoveries, and the most tokens one micro-batch held.
 Each phase's allocated and reserved peaks are written beside the prediction for it. Pairs whose settings are the
 same (same model, settings and precision) run once, under the smallest of their cards. Several processes share
@@ -38,8 +38,8 @@ QUANTIZED_WHILE_LOADING = {"1b", "3b", "phi3.5"}
 
 
 def plan(arch: str, card: str) -> dict:
-    from nbkit.cards import planned_gpu
-    from nbkit.recommend import recommend
+    from nbkit.planning.cards import planned_gpu
+    from nbkit.planning.recommend import recommend
     from common import plain_spec as spec_for
 
     gpu = planned_gpu(card)
@@ -59,7 +59,7 @@ def checkpoint(arch: str, quant: str) -> tuple[str, str]:
 def build(arch: str, kind: str, for_fp8: bool = False) -> None:
     """Build one checkpoint once the disk has room for it (and for the FP8 copy, when an FP8 run converts it;
     FP8 runs delete both after loading)."""
-    from nbkit.fp8 import fp8_copy_gib
+    from nbkit.planning.fp8 import fp8_copy_gib
     from common import plain_spec as spec_for
 
     spec = spec_for(ARCHS[arch])
@@ -87,16 +87,17 @@ def drop(path: str) -> None:
 
 def one(task: dict) -> dict:
     """Load, probe and train one recommended setting on a rehearsal of task['card']."""
-    from nbkit import backend
+    from nbkit.loading import backend
 
     backend.ensure()
     import torch
 
-    from nbkit import models, train
-    from nbkit.cards import emulate
-    from nbkit.config import RunConfig
-    from nbkit.probe import probe_batch
-    from nbkit.recommend import recommend
+    from nbkit.loading import models
+    from nbkit.training import train
+    from nbkit.planning.cards import emulate
+    from nbkit.planning.config import RunConfig
+    from nbkit.training.probe import probe_batch
+    from nbkit.planning.recommend import recommend
     from common import plain_spec as spec_for
 
     gpu = emulate(task["card"])

@@ -29,7 +29,8 @@ def measure(mode: str) -> dict:
         marks[what] = time.perf_counter() - PROCESS_START
 
     import nbkit  # noqa: F401
-    from nbkit import backend, session
+    from nbkit.loading import backend
+    from nbkit import session
 
     mark("nbkit_imported")
     if mode == "blocking":
@@ -37,7 +38,7 @@ def measure(mode: str) -> dict:
         mark("engine_ready")
     s = session.start("H100", smoke=False)
     mark("gpu_check_shown")
-    from nbkit.config import RunConfig
+    from nbkit.planning.config import RunConfig
     from nbkit.ui.form import ConfigForm
     from nbkit.ui.gauge import MemoryGauge
 

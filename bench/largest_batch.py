@@ -1,8 +1,8 @@
-"""Largest batch per tier: predicted by nbkit.memory.largest_batch, then confirmed and pushed by a probe run.
+"""Largest batch per tier: predicted by nbkit.planning.memory.largest_batch, then confirmed and pushed by a probe run.
 
 python bench/largest_batch.py --arch 8b --quant 4bit --tiers 16GB,24GB --seq 2048
 One process, one model: the tiers are tried smallest first, each under its cap
-(torch.cuda.set_per_process_memory_fraction). For each tier nbkit.probe.probe_batch trains 3 steps on rows of
+(torch.cuda.set_per_process_memory_fraction). For each tier nbkit.training.probe.probe_batch trains 3 steps on rows of
 exactly `seq` tokens at the predicted batch, then at batches 25% larger until one runs out of memory (at most
 `--max-up` times), or steps down if the prediction itself does not train. Throughput is the median
 synchronised step time at each batch that trained. Writes bench/results/largest_batch_<arch>_<quant>.json.
@@ -23,11 +23,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--max-up", type=int, default=2)
     args = ap.parse_args()
-    from nbkit import backend
+    from nbkit.loading import backend
 
     name = backend.ensure()
-    from nbkit import hardware, memory, models, probe
-    from nbkit.config import RunConfig
+    from nbkit.planning import hardware, memory
+    from nbkit.loading import models
+    from nbkit.training import probe
+    from nbkit.planning.config import RunConfig
     from nbkit.specs import spec_for
 
     path = random_model(args.arch)

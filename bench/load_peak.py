@@ -1,8 +1,8 @@
-"""Memory while the model loads, per quantization, against nbkit.memory.load_peak's prediction.
+"""Memory while the model loads, per quantization, against nbkit.planning.memory.load_peak's prediction.
 
 python bench/load_peak.py --arch 8b --quant 4bit,16bit,fp8
 One process per quantization, run side by side (each process's peaks are its own; only memory is measured):
-nbkit.models.load on a bf16 checkpoint of the architecture (random weights), then torch's reserved and allocated
+nbkit.loading.models.load on a bf16 checkpoint of the architecture (random weights), then torch's reserved and allocated
 peaks since the process started. FP8 from a bf16 checkpoint loads the whole model in bf16 and writes an FP8
 copy to disk, so that copy's size is recorded too. Writes bench/results/load_peak_<arch>.json.
 """
@@ -18,13 +18,14 @@ from common import emit, print_table, random_model, scratch_dir, write_json
 
 
 def one(args) -> dict:
-    from nbkit import backend
+    from nbkit.loading import backend
 
     backend.ensure()
     import torch
 
-    from nbkit import memory, models
-    from nbkit.config import RunConfig
+    from nbkit.planning import memory
+    from nbkit.loading import models
+    from nbkit.planning.config import RunConfig
     from nbkit.specs import spec_for
 
     path = random_model(args.arch)

@@ -46,11 +46,12 @@ def reinit_lora(model, seed: int) -> int:
 
 def one_backend(args) -> dict:
     os.environ["NBKIT_BACKEND"] = args.backend
-    from nbkit import backend
+    from nbkit.loading import backend
 
     backend.ensure()
-    from nbkit import data, models, train
-    from nbkit.config import RunConfig
+    from nbkit.loading import data, models
+    from nbkit.training import train
+    from nbkit.planning.config import RunConfig
 
     cfg = RunConfig(model=random_model(args.arch), quantization=args.quant, max_seq_length=args.seq,
                     batch_size=args.batch, grad_accum=1, max_steps=args.steps, learning_rate=2e-4, warmup_steps=5,
@@ -71,7 +72,7 @@ def raw_unsloth(cfg) -> dict:
     from trl import SFTConfig, SFTTrainer
     from unsloth import FastLanguageModel
 
-    from nbkit import data
+    from nbkit.loading import data
 
     model, tok = FastLanguageModel.from_pretrained(model_name=cfg.model, max_seq_length=cfg.max_seq_length,
                                                    load_in_4bit=cfg.quantization == "4bit", dtype=None)

@@ -2,9 +2,9 @@
 
 On a GPU:  python bench/memory_accuracy.py --arch 1b,8b --quant 4bit,16bit,fp8
   trains a few steps per (arch, quantization, sequence length, batch) on random-weight models of the
-  real architectures and records torch.cuda.max_memory_reserved next to nbkit.memory.estimate().
+  real architectures and records torch.cuda.max_memory_reserved next to nbkit.planning.memory.estimate().
 Anywhere:  python bench/memory_accuracy.py --report bench/results/memory_accuracy.json
-  re-prints the table with predictions from the current nbkit.memory constants (measurements unchanged).
+  re-prints the table with predictions from the current nbkit.planning.memory constants (measurements unchanged).
 Target: every configuration within ±10%, and no under-prediction.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ COLS = ["arch", "backend", "quant", "gc", "seq", "batch", "predicted_gib", "meas
 
 
 def predict(rec: dict) -> dict:
-    from nbkit.config import RunConfig
-    from nbkit.memory import estimate
+    from nbkit.planning.config import RunConfig
+    from nbkit.planning.memory import estimate
     from nbkit.specs import from_config_dict
 
     spec = from_config_dict(rec["spec"], rec["arch"])
@@ -63,13 +63,14 @@ def measure_isolated(args) -> list[dict]:
 
 
 def measure(args) -> list[dict]:
-    from nbkit import backend
+    from nbkit.loading import backend
 
     name = backend.ensure(args.backend)
     import torch
 
-    from nbkit import models, train
-    from nbkit.config import RunConfig
+    from nbkit.loading import models
+    from nbkit.training import train
+    from nbkit.planning.config import RunConfig
     from common import plain_spec as spec_for
 
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]

@@ -36,7 +36,7 @@ def build(arch: str, layers: int) -> str:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from nbkit.specs import _curated
-    from nbkit.tiny import build_tokenizer
+    from nbkit.loading.tiny import build_tokenizer
 
     target = Path(MODELS) / f"{arch}-{layers or 'full'}"
     if (target / "config.json").exists():
@@ -65,8 +65,8 @@ def build(arch: str, layers: int) -> str:
 
 
 def plan_for(path: str, card: str, steps: int):
-    from nbkit.cards import emulate
-    from nbkit.recommend import recommend
+    from nbkit.planning.cards import emulate
+    from nbkit.planning.recommend import recommend
     from nbkit.specs import spec_for
 
     gpu = emulate(card)
@@ -82,7 +82,7 @@ def part_nbkit(arch: str, path: str, steps: int, touched: bool) -> dict:
 
     if touched:  # the user's own code used CUDA before nbkit was imported
         torch.zeros(1, device="cuda")
-    from nbkit import backend
+    from nbkit.loading import backend
 
     backend.ensure()
     from nbkit import workflow
@@ -147,15 +147,16 @@ def part_raw(arch: str, path: str, steps: int, quant: str = "") -> dict:
 def part_shapes(arch: str, path: str, quant: str, shapes: str) -> dict:
     """Peaks at several full-length shapes (rows of exactly seq tokens, padding-free) on the arch's rehearsed card:
     what is per token and what is fixed, beside the plan for each shape."""
-    from nbkit import backend
+    from nbkit.loading import backend
 
     backend.ensure()
     import torch
 
-    from nbkit import models, train
-    from nbkit.cards import emulate
-    from nbkit.config import RunConfig
-    from nbkit.memory import estimate
+    from nbkit.loading import models
+    from nbkit.training import train
+    from nbkit.planning.cards import emulate
+    from nbkit.planning.config import RunConfig
+    from nbkit.planning.memory import estimate
     from nbkit.specs import spec_for
 
     from common import free_cuda, synthetic_data
@@ -189,12 +190,13 @@ def part_shapes(arch: str, path: str, quant: str, shapes: str) -> dict:
 
 def part_speed(arch: str, path: str, steps: int, quant: str) -> dict:
     """nbkit's train.run on the mixed-length rows raw Unsloth gets (part_raw), same settings: peaks and tokens/s."""
-    from nbkit import backend
+    from nbkit.loading import backend
 
     backend.ensure()
     import torch
 
-    from nbkit import models, train
+    from nbkit.loading import models
+    from nbkit.training import train
 
     from common import step_timer
 

@@ -6,12 +6,12 @@ median about 400 tokens, about 5 % cut at `seq`, the first 40 % of each row a ma
 model in 4-bit, LoRA r=16 on all linear layers, batch `batch`, no accumulation, as their users set them up:
   raw          Unsloth's notebook recipe (bench/throughput.py's UNSLOTH_NOTEBOOK), SFTTrainer with packing=False
   raw-packed   the same with packing=True (TRL's best-fit-decreasing packing, Unsloth's packed attention)
-  nbkit        nbkit.models.load + nbkit.train.run, packing left at "auto" (nothing else set)
+  nbkit        nbkit.loading.models.load + nbkit.training.train.run, packing left at "auto" (nothing else set)
 Each run is its own process, and with --repeats N the variants alternate N times. The epoch's time is from building
 the trainer (which prepares and packs the data) to the end of train(); the load is timed apart. The loss after the
 epoch is measured the same way for every variant: the mean answer-token loss of 64 held-out rows of the same
 distribution, one row at a time. Memory: torch's allocated and reserved peaks over the whole process (load included),
-and for nbkit the plan nbkit.memory.estimate makes for its settings. Writes bench/results/packing_<arch>.json.
+and for nbkit the plan nbkit.planning.memory.estimate makes for its settings. Writes bench/results/packing_<arch>.json.
 """
 from __future__ import annotations
 
@@ -65,9 +65,10 @@ def raw_unsloth(path, args, data, packing: bool) -> dict:
 
 
 def with_nbkit(path, args, data) -> dict:
-    from nbkit import models, train
-    from nbkit.config import RunConfig
-    from nbkit.memory import estimate
+    from nbkit.loading import models
+    from nbkit.training import train
+    from nbkit.planning.config import RunConfig
+    from nbkit.planning.memory import estimate
     from nbkit.specs import spec_for
 
     cfg = RunConfig(model=path, quantization="4bit", max_seq_length=args.seq, batch_size=args.batch, grad_accum=1,
@@ -95,7 +96,7 @@ def one_variant(args) -> dict:
     work = os.path.join("/tmp", f"nbkit-packing-{args.arch}")
     os.makedirs(work, exist_ok=True)
     os.chdir(work)
-    from nbkit import backend
+    from nbkit.loading import backend
 
     backend.ensure()
     import torch

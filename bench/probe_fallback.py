@@ -13,11 +13,12 @@ def main() -> None:
     ap = run_parser(__doc__, steps=3, batch=32, quant="4bit")
     ap.add_argument("--tier", default="8GB")
     args = ap.parse_args()
-    from nbkit import backend
+    from nbkit.loading import backend
 
     backend.ensure()
-    from nbkit import hardware, workflow
-    from nbkit.config import RunConfig
+    from nbkit.planning import hardware
+    from nbkit import workflow
+    from nbkit.planning.config import RunConfig
 
     hardware.cap_memory(hardware.TIERS[args.tier])
     cfg = RunConfig(model=random_model(args.arch), quantization=args.quant, max_seq_length=args.seq,

@@ -59,9 +59,11 @@ def notebook_twice(model: str, steps: int, work: Path) -> dict:
 
 
 LOAD = """import nbkit
-from nbkit import cards, data, models, train
-from nbkit.config import RunConfig
-from nbkit.recommend import fill_in
+from nbkit.planning import cards
+from nbkit.loading import data, models
+from nbkit.training import train
+from nbkit.planning.config import RunConfig
+from nbkit.planning.recommend import fill_in
 gpu = cards.emulate("T4")
 rec = fill_in(RunConfig(model={model!r}, max_steps={steps}, max_samples=64, output_dir={out!r}), gpu)
 print(rec.summary())"""
@@ -84,7 +86,7 @@ def load_twice(model: str, steps: int, work: Path) -> dict:
         out["keep_previous"] = cell(third)
         out["old_model_says"] = cell(kernel.run("first.model.generate"))
         out["scope"] = cell(kernel.run(
-            "from nbkit.hardware import check_gpu\n"
+            "from nbkit.planning.hardware import check_gpu\n"
             "with cards.emulate('T4') as g:\n    print('nbkit: inside', g.name, round(g.capped_gib, 2))\n"
             "print('nbkit: after', check_gpu().name, check_gpu().capped_gib)\n"
             "h = cards.emulate('H100')\nprint('nbkit: then', h.name)\nh.end()\nprint('nbkit: ended', check_gpu().name)"))

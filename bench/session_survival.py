@@ -37,15 +37,17 @@ def main() -> None:
     ap.add_argument("--parts", default="stop_resume,forced_oom,merged_from_4bit,gguf_offline",
                     help="which parts to run; the others keep their results from an earlier run's JSON")
     args = ap.parse_args()
-    from nbkit import backend
+    from nbkit.loading import backend
 
     backend.ensure()
     import torch
 
-    from nbkit import export, models, train
-    from nbkit.config import RunConfig
-    from nbkit.events import RunObserver, StopControl
-    from nbkit.verify import snapshot
+    from nbkit.exporting import export
+    from nbkit.loading import models
+    from nbkit.training import train
+    from nbkit.planning.config import RunConfig
+    from nbkit.training.events import RunObserver, StopControl
+    from nbkit.exporting.verify import snapshot
 
     path = random_model(args.arch)
     data = synthetic_data(args.batch * args.steps, args.seq)

@@ -2,7 +2,7 @@
 
 python bench/sharded.py --arch 32b --seq 512 --batch 1 --steps 8 --processes 2 --card T4 --variants nbkit,single
 Variants, each its own launch (torchrun for the sharded ones, one process per GPU):
-  nbkit   nbkit.models.load + nbkit.train.run with parallelism="fsdp" (FSDP2 through the Trainer), adapters
+  nbkit   nbkit.loading.models.load + nbkit.training.train.run with parallelism="fsdp" (FSDP2 through the Trainer), adapters
           verified and saved by rank 0 from the gathered tensors
   plain   the FSDP-QLoRA recipe of the peft/accelerate docs: BitsAndBytesConfig(bnb_4bit_quant_storage=bf16),
           get_peft_model, TRL's SFTTrainer with the Trainer's fsdp options and model gradient checkpointing
@@ -26,24 +26,24 @@ from common import (ARCHS, RESULTS, child_result, emit, make_data, observe, preq
 
 HERE = Path(__file__).resolve()
 SETUPS = {
-    "nbkit": {"loader": "nbkit.models.load(RunConfig(parallelism='fsdp')): NF4 with bnb_4bit_quant_storage=bf16 "
+    "nbkit": {"loader": "nbkit.loading.models.load(RunConfig(parallelism='fsdp')): NF4 with bnb_4bit_quant_storage=bf16 "
                         "into CPU memory, LoRA r=16 all linear, no k-bit preparation",
-              "trainer": "nbkit.train.run: SFTTrainer with fsdp=True, fsdp_config={version: 2, "
+              "trainer": "nbkit.training.train.run: SFTTrainer with fsdp=True, fsdp_config={version: 2, "
                          "reshard_after_forward: True, activation_checkpointing: False} with the model's own gradient "
-                         "checkpointing (nbkit.fsdp.trainer_args), optim adamw_torch"},
+                         "checkpointing (nbkit.gpus.fsdp.trainer_args), optim adamw_torch"},
     "plain": {"loader": "AutoModelForCausalLM.from_pretrained(quantization_config=BitsAndBytesConfig(nf4, double "
                         "quant, compute bf16, quant_storage bf16), dtype=bf16)",
               "peft": "get_peft_model(LoraConfig(r=16, lora_alpha=16, target_modules='all-linear'))",
               "trainer": "SFTTrainer(args=SFTConfig(fsdp='full_shard auto_wrap', fsdp_config={use_orig_params: "
                          "False, cpu_ram_efficient_loading: True}, gradient_checkpointing=True, bf16=True))",
               "source": "peft's 'FSDP + QLoRA' guide and accelerate's FSDP docs"},
-    "single": {"loader": "nbkit.models.load on one GPU (transformers + peft + bitsandbytes), uncapped",
-               "trainer": "nbkit.train.run"},
+    "single": {"loader": "nbkit.loading.models.load on one GPU (transformers + peft + bitsandbytes), uncapped",
+               "trainer": "nbkit.training.train.run"},
 }
 
 
 def limit_memory(args, device: int):
-    from nbkit import cards, hardware
+    from nbkit.planning import cards, hardware
 
     if args.card:
         return cards.emulate(args.card, device)
@@ -56,7 +56,7 @@ def worker(args) -> None:
     """One rank of a variant: train, measure this GPU, emit one RESULT line."""
     import torch
 
-    from nbkit.distributed import local_rank, world_size
+    from nbkit.gpus.distributed import local_rank, world_size
 
     device = local_rank()
     torch.cuda.set_device(device)
@@ -83,10 +83,13 @@ def worker(args) -> None:
 def _nbkit(args, path, rows, timer, out, row) -> list[float]:
     import torch
 
-    from nbkit import export, fsdp, models, train, verify
-    from nbkit.config import RunConfig
-    from nbkit.distributed import is_main, world_size
-    from nbkit.memory import estimate
+    from nbkit.exporting import export, verify
+    from nbkit.gpus import fsdp
+    from nbkit.loading import models
+    from nbkit.training import train
+    from nbkit.planning.config import RunConfig
+    from nbkit.gpus.distributed import is_main, world_size
+    from nbkit.planning.memory import estimate
     from nbkit.specs import spec_for
 
     cfg = RunConfig(model=path, quantization="4bit", max_seq_length=args.seq, batch_size=args.batch, grad_accum=1,
@@ -136,7 +139,7 @@ def _plain(args, path, rows, timer, out) -> list[float]:
 
 def launch(args, variant: str) -> list[dict]:
     """All ranks' rows of one variant (each rank prints one RESULT line)."""
-    from nbkit.distributed import free_port
+    from nbkit.gpus.distributed import free_port
 
     me = [sys.executable, str(HERE), "--worker", variant, "--arch", args.arch, "--seq", str(args.seq), "--batch",
           str(args.batch), "--steps", str(args.steps)] + (["--no-check"] if args.no_check else [])
@@ -160,7 +163,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--processes", type=int, default=2)
-    ap.add_argument("--card", help="rehearse this card on every GPU (nbkit.cards), e.g. T4")
+    ap.add_argument("--card", help="rehearse this card on every GPU (nbkit.planning.cards), e.g. T4")
     ap.add_argument("--cap", type=float, help="cap torch's memory on every GPU to this many GiB")
     ap.add_argument("--variants", default="nbkit,plain,single")
     ap.add_argument("--part-timeout", type=int, default=300)

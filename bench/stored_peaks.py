@@ -26,8 +26,8 @@ SPEED_MODELS = {"1b": "unsloth/Llama-3.2-1B-Instruct", "8b": "unsloth/Meta-Llama
 
 
 def _plan(config: dict, model: str, backend: str = "unsloth", processes: int = 1):
-    from nbkit.config import RunConfig
-    from nbkit.memory import estimate
+    from nbkit.planning.config import RunConfig
+    from nbkit.planning.memory import estimate
     from common import plain_spec as spec_for
 
     cfg = RunConfig.from_dict({**config, "output_dir": config.get("output_dir") or "x"})
@@ -136,8 +136,8 @@ def loader(results: Path = RESULTS) -> list[dict]:
 def moe(results: Path = RESULTS) -> list[dict]:
     """Mixture-of-experts and Gemma 3 peaks (bench/moe.py, issue #37): full-length shapes after loading, and whole
     runs, each on its rehearsed card (bf16 or not), planned from the spec stored beside it."""
-    from nbkit.config import RunConfig
-    from nbkit.memory import estimate
+    from nbkit.planning.config import RunConfig
+    from nbkit.planning.memory import estimate
     from nbkit.specs import from_config_dict
 
     rows = []

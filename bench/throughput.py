@@ -6,7 +6,7 @@ Every variant trains the same random-weight model on the same rows (uniform: exa
 lognormal lengths as real data has), LoRA r=16 on all linear layers, each set up as its users set it up
 (SETUPS below, written into the result file):
   raw          Unsloth's FastLanguageModel + TRL's SFTTrainer exactly as Unsloth's published notebooks do it
-  nbkit        nbkit.models.load + nbkit.train.run with the progress display on (text mode, as headless)
+  nbkit        nbkit.loading.models.load + nbkit.training.train.run with the progress display on (text mode, as headless)
   nbkit-quiet  the same with no display at all (the display's cost is the difference)
   bf16, fp8    nbkit (no display) in 16-bit LoRA and in FP8 LoRA, whatever --quant says: FP8's speed-up
   hf           the peft/TRL documentation's QLoRA recipe: BitsAndBytesConfig NF4 + SFTTrainer(peft_config=...);
@@ -43,15 +43,15 @@ SETUPS = {
             "trainer": "SFTTrainer(model, processing_class=tokenizer, train_dataset) with no data_collator "
                        "(Unsloth picks padding-free or padded batches itself)",
             "sft_config": UNSLOTH_NOTEBOOK, "source": "Unsloth's Llama 3.1/3.2 conversational notebooks"},
-    "nbkit": {"loader": "nbkit.models.load(RunConfig(...)) (Unsloth underneath)", "trainer": "nbkit.train.run",
+    "nbkit": {"loader": "nbkit.loading.models.load(RunConfig(...)) (Unsloth underneath)", "trainer": "nbkit.training.train.run",
               "display": "TrainingProgress, text mode"},
-    "nbkit-quiet": {"loader": "nbkit.models.load", "trainer": "nbkit.train.run", "display": "none"},
-    "nbkit-live": {"loader": "nbkit.models.load", "trainer": "nbkit.train.run",
+    "nbkit-quiet": {"loader": "nbkit.loading.models.load", "trainer": "nbkit.training.train.run", "display": "none"},
+    "nbkit-live": {"loader": "nbkit.loading.models.load", "trainer": "nbkit.training.train.run",
                    "display": "TrainingProgress, widgets mode (a notebook's): stats, and the loss curve redrawn every "
                               "2 s on its own thread"},
-    "bf16": {"loader": "nbkit.models.load(quantization='16bit')", "trainer": "nbkit.train.run", "display": "none"},
-    "fp8": {"loader": "nbkit.models.load(quantization='fp8') (Unsloth converts the bf16 checkpoint)",
-            "trainer": "nbkit.train.run", "display": "none"},
+    "bf16": {"loader": "nbkit.loading.models.load(quantization='16bit')", "trainer": "nbkit.training.train.run", "display": "none"},
+    "fp8": {"loader": "nbkit.loading.models.load(quantization='fp8') (Unsloth converts the bf16 checkpoint)",
+            "trainer": "nbkit.training.train.run", "display": "none"},
     "hf": {"loader": "AutoModelForCausalLM.from_pretrained(quantization_config=BitsAndBytesConfig(load_in_4bit, "
                      "nf4, double quant, compute bf16)) for 4-bit; dtype=bfloat16",
            "peft": "SFTTrainer(peft_config=LoraConfig(r=16, lora_alpha=16, all linear))",
@@ -102,8 +102,9 @@ def hf_baseline(path, args, data, timer):
 
 
 def with_nbkit(path, args, data, timer, display=True, quant=None, mode="auto"):
-    from nbkit import models, train
-    from nbkit.config import RunConfig
+    from nbkit.loading import models
+    from nbkit.training import train
+    from nbkit.planning.config import RunConfig
     from nbkit.ui.progress import TrainingProgress
 
     cfg = RunConfig(model=path, quantization=quant or args.quant, max_seq_length=args.seq, batch_size=args.batch,
@@ -127,7 +128,7 @@ VARIANTS = {"raw": ("raw unsloth", raw_unsloth), "nbkit": ("nbkit", with_nbkit),
 def one_variant(args) -> dict:
     if args.variant == "hf":
         os.environ["NBKIT_BACKEND"] = "transformers"  # keeps Unsloth out of this process entirely
-    from nbkit import backend
+    from nbkit.loading import backend
 
     backend.ensure()
     import torch

@@ -1,68 +1,85 @@
 """nbkit: fine-tune LLMs with Unsloth (QLoRA, 16-bit LoRA, FP8 LoRA) on the GPU you have.
 
-The modules sit in folders by stage: planning/ (settings, the GPU, memory), loading/ (model and data), training/
-(a run under observation), exporting/ (checks and exports), gpus/ (several GPUs), ui/ (views); at the top the
-orchestration (workflow, session), the command line, the errors, and the data nbkit ships (specs/, resources/).
-Each module keeps its short name too: `nbkit.train` is `nbkit.training.train`, the same module object (_Stages
-below), so code written against the flat layout works.
+Every module has one name, its path: the stages are folders, each using only the ones below it (docs/architecture.md):
+specs/ (what a model holds), planning/ (settings, the GPU, memory), loading/ (model and data), training/ (a run
+under observation), exporting/ (checks and exports), gpus/ (several GPUs); on top the orchestration (workflow,
+session) and the views (ui/, cli).
 
-Heavy libraries are imported inside functions, so `import nbkit` is instant and leaves the
-Unsloth-before-transformers import order to nbkit.backend.
+The public API is the table below: `from nbkit import RunConfig, check_gpu, workflow` or `nbkit.workflow.run(...)`
+after a plain `import nbkit`. Each name is imported when first used (heavy libraries are imported inside functions
+too), so `import nbkit` is instant and leaves the Unsloth-before-transformers import order to
+nbkit.loading.backend.
 """
+from __future__ import annotations
+
 import importlib
-import importlib.abc
-import importlib.util
-import sys
+from typing import TYPE_CHECKING
 
-STAGES = {
-    "planning": ("config", "config_files", "hardware", "cards", "memory", "memory_moe", "breakdown", "allocator",
-                 "sharding", "recommend", "fp8"),
-    "loading": ("backend", "hub", "models", "moe_lora", "gpu_session", "tiny", "data", "data_files", "packing"),
-    "training": ("outputs", "checkpoints", "runs", "train", "trainer_bridge", "trainer_wrappers", "events", "results",
-                 "train_failures", "probe"),
-    "exporting": ("verify", "generate", "export", "gguf"),
-    "gpus": ("distributed", "parallel", "fsdp"),
-}
-_SHORT = {f"{__name__}.{m}": f"{__name__}.{stage}.{m}" for stage, mods in STAGES.items() for m in mods}
-
-
-class _Stages(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Imports `nbkit.<module>` as the module in its stage folder: the very same object, under both names."""
-
-    @staticmethod
-    def staged(fullname: str) -> str | None:
-        """`nbkit.<module>` (or a name below it) as named in its stage folder; None for a name not staged."""
-        short = next((s for s in _SHORT if fullname == s or fullname.startswith(s + ".")), None)
-        return None if short is None else _SHORT[short] + fullname[len(short):]
-
-    def find_spec(self, fullname, path=None, target=None):
-        return importlib.util.spec_from_loader(fullname, self) if self.staged(fullname) else None
-
-    def create_module(self, spec):
-        return importlib.import_module(self.staged(spec.name))
-
-    def exec_module(self, module):
-        pass  # already executed under its own name
-
-
-if not any(isinstance(finder, _Stages) for finder in sys.meta_path):
-    sys.meta_path.insert(0, _Stages())
-
-from .loading.backend import quiet_libraries  # noqa: E402
-from .planning.config import RunConfig  # noqa: E402
-from .errors import ConfigError, DataError, ExportError, HardwareError, ModelNotFoundError, NbkitError  # noqa: E402
+from .loading.backend import quiet_libraries
 
 __version__ = "0.1.0"
 quiet_libraries()  # log levels of two libraries' loggers only: the environment is left as it was
 
+# name -> the module that defines it (a name that is a module maps to None: imported as nbkit.<name>)
+_PUBLIC: dict[str, str | None] = {
+    # settings, the GPU, what fits
+    "RunConfig": "nbkit.planning.config",
+    "check_gpu": "nbkit.planning.hardware",
+    "GpuInfo": "nbkit.planning.hardware",
+    "planned_gpu": "nbkit.planning.cards",
+    "emulate": "nbkit.planning.cards",
+    "fill_in": "nbkit.planning.recommend",
+    "estimate": "nbkit.planning.memory",
+    "spec_for": "nbkit.specs",
+    # errors a caller catches
+    "NbkitError": "nbkit.errors",
+    "ConfigError": "nbkit.errors",
+    "DataError": "nbkit.errors",
+    "ExportError": "nbkit.errors",
+    "HardwareError": "nbkit.errors",
+    "ModelNotFoundError": "nbkit.errors",
+    "UnfinishedRunError": "nbkit.errors",
+    "TrainingDivergedError": "nbkit.errors",
+    "RunFinished": "nbkit.errors",
+    "TrainingInterrupted": "nbkit.errors",
+    # modules: the whole run in one call, a notebook session, the views; and the stage folders
+    "workflow": None,
+    "session": None,
+    "errors": None,
+    "ui": None,
+    "specs": None,
+    "planning": None,
+    "loading": None,
+    "training": None,
+    "exporting": None,
+    "gpus": None,
+}
+
+if TYPE_CHECKING:  # the same names, for editors and type checkers
+    from . import errors, exporting, gpus, loading, planning, session, specs, training, ui, workflow
+    from .errors import (ConfigError, DataError, ExportError, HardwareError, ModelNotFoundError, NbkitError,
+                         RunFinished, TrainingDivergedError, TrainingInterrupted, UnfinishedRunError)
+    from .planning.cards import emulate, planned_gpu
+    from .planning.config import RunConfig
+    from .planning.hardware import GpuInfo, check_gpu
+    from .planning.memory import estimate
+    from .planning.recommend import fill_in
+    from .specs import spec_for
+
 
 def __getattr__(name: str):
-    """`nbkit.workflow`, `nbkit.export`, … after a plain `import nbkit`: each stage is imported when first used, so
-    the import itself stays instant."""
-    if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
+    """A public name, imported when first used (and kept: the next lookup is a plain attribute)."""
+    if name not in _PUBLIC:
         raise AttributeError(f"module 'nbkit' has no attribute {name!r}")
-    return importlib.import_module(f".{name}", __name__)
+    where = _PUBLIC[name]
+    value = importlib.import_module(f"{__name__}.{name}") if where is None else getattr(
+        importlib.import_module(where), name)
+    globals()[name] = value
+    return value
 
 
-__all__ = ["RunConfig", "NbkitError", "ConfigError", "DataError", "ExportError", "HardwareError",
-           "ModelNotFoundError", "__version__"]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))
+
+
+__all__ = [name for name, where in _PUBLIC.items() if where is not None] + ["__version__"]

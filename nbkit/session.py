@@ -23,7 +23,7 @@ def start(tier: str, smoke: bool | str = "auto", emulate_tier: bool = False,
           emulate: str | None = None) -> Session:
     """`smoke='auto'` runs the smoke mode exactly when there is no CUDA GPU. `emulate` rehearses a real card
     (e.g. "T4", "RTX 4060 8GB": its usable memory, bf16 and FP8) on this GPU; `emulate_tier=True` rehearses the
-    tier's reference card (nbkit.cards.TIER_CARDS)."""
+    tier's reference card (nbkit.planning.cards.TIER_CARDS)."""
     from .loading import backend
 
     # Unsloth takes 25-40 s to import: it loads on a thread while this check and the form show; the first cell

@@ -1,7 +1,7 @@
 """The whole run in one call: check → load → LoRA → data → train (observed) → verify → generate → save.
 
 Everything that can be checked without the model (settings, data, output folder) is checked first, in
-seconds. Views watch through `observers` (nbkit.events); nothing here imports one.
+seconds. Views watch through `observers` (nbkit.training.events); nothing here imports one.
 """
 from __future__ import annotations
 
@@ -105,11 +105,11 @@ _CLAIM_NOTES = {"retry": "; retrying the run there that never trained", "extend"
 def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, gguf: bool = False,
         observers: Any = None, max_new_tokens: int = 48, probe: bool = False, resume: bool = False,
         overwrite: bool = False, stop: StopControl | None = None, progress: Any = None) -> WorkflowReport:
-    """`probe=True` first trains a couple of full-length steps at the configured batch (nbkit.probe) and, if
+    """`probe=True` first trains a couple of full-length steps at the configured batch (nbkit.training.probe) and, if
     that runs out of memory, trains with the largest batch that fits and more accumulation instead; the memory
     check before loading then asks only that the model fits with batch 1. `resume=True` continues the run in
     config.output_dir from its newest complete checkpoint (a finished one only to a larger max_steps);
-    `overwrite=True` replaces the run there. Each phase that fails is recorded in the run folder (nbkit.runs)."""
+    `overwrite=True` replaces the run there. Each phase that fails is recorded in the run folder (nbkit.training.runs)."""
     main = distributed.is_main()
     events = as_events(observers if main else None)
     if progress and main:  # older spelling: one observer
@@ -161,7 +161,7 @@ def _checked(config: RunConfig, probe: bool, merged: bool, gguf: bool) -> RunCon
         if fsdp.sharded(config):
             raise ConfigError("Merged and GGUF exports need the whole model in one process; a sharded run saves "
                               "the LoRA adapters. Train without merged/gguf, then merge on one machine with enough "
-                              "memory: nbkit.export.save_merged(loaded, folder) after loading the adapters.")
+                              "memory: nbkit.exporting.export.save_merged(loaded, folder) after loading the adapters.")
     return config
 
 
@@ -206,7 +206,7 @@ def _save_or_rescue(wf: WorkflowReport, loaded, merged: bool, gguf: bool) -> Non
         runs.note(wf.config.output_dir, save_failed=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         saved = getattr(exc, "saved_to", None)
         where = (f"the adapters were saved to {saved} instead" if saved else
-                 "save it elsewhere with nbkit.export.save_lora(err.loaded, 'another/folder')")
+                 "save it elsewhere with nbkit.exporting.export.save_lora(err.loaded, 'another/folder')")
         # the trained adapters are still in memory: hand them to the caller rather than lose them
         err = ExportError(f"Training finished but saving failed: {exc} The trained model is kept on this error "
                           f"as `.loaded` (and the run's report as `.report`); {where}.")
@@ -243,3 +243,24 @@ def _save(wf: WorkflowReport, loaded, out: Path, merged: bool, gguf: bool) -> No
     for step, why in wf.failures.items():
         print(f"nbkit: {step} FAILED: {why}\nnbkit: the LoRA adapters are saved in {adapter_dir}; retry the "
               f"export alone with nbkit export {out} --{step.split()[0].lower()}")
+
+
+def _run_in_worker(config_dict: dict, merged: bool, view) -> None:
+    run(RunConfig.from_dict(config_dict), merged=merged, observers=[view()] if view else [])
+
+
+def run_parallel(config: RunConfig, num_processes: int | None = None, merged: bool = False, view=None) -> dict:
+    """Train `config` data-parallel from a notebook: one forked process per GPU (accelerate's notebook_launcher),
+    each running run() on its share of the data.
+
+    `view` makes rank 0's observer in its own process, e.g. `view=nbkit.ui.progress.TrainingProgress`.
+    Call it before anything touches CUDA in the kernel (forked processes cannot inherit a CUDA context).
+    Returns rank 0's report (also in output_dir/nbkit_report.json).
+    """
+    import torch
+    from accelerate import notebook_launcher
+
+    n = num_processes or max(1, torch.cuda.device_count())
+    notebook_launcher(_run_in_worker, (config.to_dict(), merged, view), num_processes=n,
+                      use_port=str(distributed.free_port()))
+    return json.loads((Path(config.output_dir) / "nbkit_report.json").read_text())

@@ -58,8 +58,8 @@ def _grid_table() -> str:
     sys.path.insert(0, str(ROOT / "bench"))
     from fit_memory import grid_runs
     from nbkit import RunConfig
-    from nbkit.cards import card
-    from nbkit.memory import estimate
+    from nbkit.planning.cards import card
+    from nbkit.planning.memory import estimate
     from nbkit.specs import spec_for
 
     runs = grid_runs(RESULTS)
@@ -113,7 +113,7 @@ def _predicted_now(arch: str, variant: str = "nbkit", cap=None, reserved: bool =
     def compute() -> float:
         sys.path.insert(0, str(ROOT))
         from nbkit import RunConfig
-        from nbkit.memory import estimate
+        from nbkit.planning.memory import estimate
         from nbkit.specs import spec_for
 
         data = _load(f"sharded_{arch}.json")

@@ -58,7 +58,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from nbkit.tiny import build_model, build_tokenizer
+    from nbkit.loading.tiny import build_model, build_tokenizer
 
     torch.manual_seed(0)
     torch.use_deterministic_algorithms(True)

@@ -81,7 +81,7 @@ batch_size = 0  # 0: the largest batch the memory model says fits (with a safety
 smoke = "auto"  # "auto": smoke mode exactly when there is no CUDA GPU; True/False to force
 emulate_tier = False  # True: rehearse this tier's reference card on a bigger GPU (its memory after the CUDA
                       # context, and its bf16/FP8 abilities)
-emulate = ""  # or a card to rehearse, e.g. "T4", "RTX 4060 8GB", "L4" (nbkit.cards.CARDS)
+emulate = ""  # or a card to rehearse, e.g. "T4", "RTX 4060 8GB", "L4" (nbkit.planning.cards.CARDS)
 output_dir = "outputs/{name}"  # each run gets a fresh folder inside: nothing from an earlier run is replaced'''
 
 EXPORT_PARAMS = '''
@@ -94,8 +94,8 @@ from nbkit import RunConfig, session
 
 s = session.start("{tier}", smoke=smoke, emulate_tier=emulate_tier, emulate=emulate or None)'''
 
-CONFIG = '''from nbkit.config import auto_output_dir
-from nbkit.recommend import fill_in
+CONFIG = '''from nbkit.planning.config import auto_output_dir
+from nbkit.planning.recommend import fill_in
 
 config = RunConfig(model=model, quantization=quantization, max_seq_length=max_seq_length, max_steps=max_steps,
                    output_dir=auto_output_dir(model, root=output_dir), **({"batch_size": batch_size} if batch_size else {}))
@@ -123,7 +123,7 @@ form.observe_config(gauge.update)
 gauge.update(form.config)
 display(form, gauge)  # the gauge's table (under "the prediction, line by line") follows the form'''
 
-LOAD = '''from nbkit import models
+LOAD = '''from nbkit.loading import models
 
 config = form.checked_config()
 loaded = models.load(config)  # run again, it first releases the model it loaded before (and says so)
@@ -134,7 +134,7 @@ DATA_MD = """## Data
 nbkit ships a small instruction set (`nbkit/instruct-mini`, alpaca format). Each row goes through the model's
 chat template, and only the **answer** tokens are trained on: the prompt's labels are set to -100."""
 
-DATA = '''from nbkit import data
+DATA = '''from nbkit.loading import data
 
 prepared = data.prepare(config, loaded.tokenizer)
 print(prepared.summary())
@@ -143,12 +143,12 @@ answer = [t for t, label in zip(row["input_ids"], row["labels"]) if label != -10
 print("whole example:", repr(loaded.tokenizer.decode(row["input_ids"])))
 print("trained on:   ", repr(loaded.tokenizer.decode(answer)))'''
 
-BEFORE = '''from nbkit import generate, verify
+BEFORE = '''from nbkit.exporting import generate, verify
 
 before = verify.snapshot(loaded.model)
 print("before training:", repr(generate.generate(loaded, prompt)))'''
 
-TRAIN = '''from nbkit import train
+TRAIN = '''from nbkit.training import train
 from nbkit.ui.progress import TrainingProgress
 
 # the progress view shows steps, ETA, tokens/s, loss, VRAM and the loss curve. Interrupting the kernel stops
@@ -170,7 +170,7 @@ CHAT = '''from nbkit.ui import chat
 
 ui = chat(loaded)'''
 
-SAVE = '''from nbkit import export
+SAVE = '''from nbkit.exporting import export
 
 adapters = export.save_lora(loaded, f"{config.output_dir}/lora_adapters")
 print("LoRA adapters:", sorted(p.name for p in adapters.iterdir()))
@@ -289,8 +289,11 @@ LoRA freezes every weight of the model and adds two small matrices, A (r × in) 
 layer. Only A and B train, and B starts at zero, so the model starts exactly as it was. The file you keep afterwards
 holds only A and B."""
 
-WORKSHOP_LOAD = """from nbkit import RunConfig, data, generate, models, train
-from nbkit.config import auto_output_dir
+WORKSHOP_LOAD = """from nbkit import RunConfig
+from nbkit.loading import data, models
+from nbkit.exporting import generate
+from nbkit.training import train
+from nbkit.planning.config import auto_output_dir
 
 # the main job's settings on a CPU (nbkit.session.smoke_config): real 4-bit weights, 200 of the data set's rows
 config = RunConfig(quantization="4bit", lora_r=16, lora_alpha=16, max_seq_length=256, batch_size=4, grad_accum=1,
@@ -317,9 +320,9 @@ WORKSHOP_GPU_MD = """## 3. What a GPU run would need
 The same plan nbkit makes before loading a real model: the memory a 1B model needs on a 16 GB T4, part by part,
 and the settings that fit with a safety margin. Nothing is downloaded: the model's shape ships with nbkit."""
 
-WORKSHOP_GPU = """from nbkit.cards import planned_gpu
-from nbkit.memory import estimate
-from nbkit.recommend import recommend
+WORKSHOP_GPU = """from nbkit.planning.cards import planned_gpu
+from nbkit.planning.memory import estimate
+from nbkit.planning.recommend import recommend
 from nbkit.specs import spec_for
 
 spec = spec_for("unsloth/Llama-3.2-1B-Instruct")
@@ -341,7 +344,7 @@ A session can end mid-run (a closed laptop, Colab's time limit). nbkit saves a c
 and when you interrupt the kernel it saves at the end of the current step. Here a Stop request after 20 steps plays
 the interruption (in your own runs, press the kernel's Interrupt button)."""
 
-WORKSHOP_STOP = """from nbkit.events import RunObserver, StopControl
+WORKSHOP_STOP = """from nbkit.training.events import RunObserver, StopControl
 from nbkit.ui.progress import TrainingProgress
 
 class StopAfter(RunObserver):

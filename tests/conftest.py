@@ -19,7 +19,7 @@ def _isolated_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_dir(_isolated_cache):
-    from nbkit.tiny import ensure_tiny_model
+    from nbkit.loading.tiny import ensure_tiny_model
 
     return ensure_tiny_model()
 
@@ -34,7 +34,7 @@ def tokenizer(tiny_dir):
 @pytest.fixture
 def fake_gpu():
     """A GpuInfo as check_gpu() would report for a given card (for memory/UI logic; nothing runs on it)."""
-    from nbkit.hardware import GpuInfo
+    from nbkit.planning.hardware import GpuInfo
 
     def make(total_gib=15.0, capability=(7, 5), name="Tesla T4", capped=None):
         return GpuInfo(True, name, capability, total_gib, total_gib * 0.95, capability >= (8, 0),

@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-from nbkit import backend
-from nbkit.cards import planned_gpu
+from nbkit.loading import backend
+from nbkit.planning.cards import planned_gpu
 from nbkit.planning import allocator
-from nbkit.recommend import recommend
+from nbkit.planning.recommend import recommend
 from nbkit.specs import spec_for
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from nbkit import ConfigError, DataError, ModelNotFoundError, RunConfig, models, workflow
+from nbkit import ConfigError, DataError, ModelNotFoundError, RunConfig, workflow
+from nbkit.loading import models
 from nbkit.errors import TrainingDivergedError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,7 +187,7 @@ def test_run_refused_before_loading(tmp_path, guard, tiny_dir, files, changes, m
 
 def test_rows_without_answers_are_dropped_and_counted(tmp_path, tokenizer):
     """null, empty CSV cells and rows of another schema: counted, never trained as the word "None"."""
-    from nbkit import data
+    from nbkit.loading import data
 
     write(tmp_path, {"d.jsonl": [GOOD, {"instruction": "q", "output": None}, {"instruction": "q", "output": ""},
                                  {"prompt": "other schema", "completion": "x"}, {"instruction": "Why?",
@@ -240,7 +241,7 @@ def test_folder_without_config(tmp_path):
     ("We couldn't connect to 'https://huggingface.co' to load the files", "offline"),
 ])
 def test_hub_failures_are_told_apart(message, kind, monkeypatch):
-    from nbkit import hub
+    from nbkit.loading import hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     assert hub.classify(OSError(message)) == kind
@@ -463,7 +464,7 @@ def test_an_unreadable_file_is_one_line(tmp_path, guard, capsys, monkeypatch):
 def test_text_is_trained_as_written(tmp_path, tokenizer, capsys, name, content, note):
     """Accents survive whatever the file's encoding (never U+FFFD), a number answer trains the digits the file
     holds, true stays true; a non-UTF-8 file is read with the encoding named."""
-    from nbkit import data
+    from nbkit.loading import data
 
     rows = [{"instruction": "Où est le café ? Répondez en français, s'il vous plaît.", "output": "Le café est là-bas, près de l'église."},
             {"instruction": "Combien font deux et deux ?", "output": 4},

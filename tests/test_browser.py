@@ -38,7 +38,7 @@ def shots(tmp_path):
 
 CELL = """import nbkit
 from nbkit import RunConfig
-from nbkit.hardware import GpuInfo
+from nbkit.planning.hardware import GpuInfo
 from nbkit.ui import launch
 t4 = GpuInfo(True, "Tesla T4 (simulated)", (7, 5), 15.0, 14.5, False, False, 1)
 ui = launch(RunConfig(model="unsloth/Meta-Llama-3.1-8B-Instruct"), gpu=t4)"""
@@ -61,7 +61,7 @@ def serve(tmp_path, cells, app="jupyterlab"):
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, tmp_path / "ui.ipynb")
-    from nbkit.distributed import free_port
+    from nbkit.gpus.distributed import free_port
 
     port = free_port()
     env = {**os.environ, "NBKIT_DISPLAY": "widgets", "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),

@@ -2,9 +2,9 @@
 import pytest
 
 from nbkit import ConfigError, HardwareError
-from nbkit.cards import CARDS, TIER_CARDS, card, emulate, planned_gpu
-from nbkit.memory import estimate, fits
-from nbkit.recommend import recommend
+from nbkit.planning.cards import CARDS, TIER_CARDS, card, emulate, planned_gpu
+from nbkit.planning.memory import estimate, fits
+from nbkit.planning.recommend import recommend
 from nbkit.specs import curated_ids, spec_for
 
 REQUIRED = ["RTX 3060 12GB", "RTX 4060 8GB", "RTX 4060 Ti 16GB", "RTX 4080 16GB", "RTX 4090 24GB", "RTX 3090 24GB",
@@ -68,7 +68,8 @@ def test_a_planned_card_reports_itself():
 def test_a_session_started_without_emulation_ends_a_rehearsal(capsys):
     """session.start(emulate_tier=True) then session.start(emulate_tier=False): the second plans for the real
     card, and says the rehearsal ended."""
-    from nbkit import hardware, session
+    from nbkit.planning import hardware
+    from nbkit import session
 
     hardware.set_emulated("T4 (emulated on NVIDIA H200)", 15.0, (7, 5))
     s = session.start("16GB")

@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from nbkit import HardwareError, RunConfig, backend
+from nbkit import HardwareError, RunConfig
+from nbkit.loading import backend
 from nbkit.cli import main
 
 
@@ -102,9 +103,9 @@ def test_an_explicit_backend_beats_the_environment(monkeypatch):
 BACKGROUND = r"""
 import sys, time
 import nbkit
-from nbkit import backend
-from nbkit.config import RunConfig
-from nbkit.hardware import check_gpu
+from nbkit.loading import backend
+from nbkit.planning.config import RunConfig
+from nbkit.planning.hardware import check_gpu
 from nbkit.ui.form import ConfigForm
 from nbkit.ui.gauge import MemoryGauge
 # the notebook's first cells: GPU check, the form and its gauge for a curated model
@@ -211,7 +212,8 @@ def test_without_a_network_an_unknown_model_id_fails_at_once(monkeypatch):
 
     from huggingface_hub import constants
 
-    from nbkit import ModelNotFoundError, hub
+    from nbkit import ModelNotFoundError
+    from nbkit.loading import hub
     from nbkit.specs import spec_for
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

@@ -3,7 +3,7 @@ import pytest
 from pathlib import Path
 
 from nbkit import ConfigError, RunConfig
-from nbkit.config import auto_output_dir
+from nbkit.planning.config import auto_output_dir
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -56,7 +56,7 @@ def test_optimizer_auto_resolves_per_device():
 
 
 def test_runs_default_to_a_folder_that_survives_the_session(tmp_path):
-    from nbkit.config import auto_output_dir, default_output_root
+    from nbkit.planning.config import auto_output_dir, default_output_root
 
     drive, kaggle = tmp_path / "drive", tmp_path / "kaggle"
     roots = ((str(drive), "nbkit-outputs"), (str(kaggle), "outputs"))
@@ -165,9 +165,9 @@ def test_choices_are_read_whatever_their_case(field, written, read):
 
 def test_extra_reaches_the_trainer_and_is_checked(tmp_path):
     """`extra` passes SFTConfig settings as they are; a misspelt one, or one a RunConfig field sets, is refused."""
-    from nbkit.data import PreparedData
-    from nbkit.models import LoadedModel
-    from nbkit.train import sft_config
+    from nbkit.loading.data import PreparedData
+    from nbkit.loading.models import LoadedModel
+    from nbkit.training.train import sft_config
 
     cfg = RunConfig(output_dir=str(tmp_path / "run"), extra={"max_grad_norm": 0.5, "logging_first_step": True})
     args = sft_config(LoadedModel(None, None, "transformers", "", cfg, False), PreparedData(None, None, "alpaca", 0))
@@ -180,7 +180,7 @@ def test_extra_reaches_the_trainer_and_is_checked(tmp_path):
 
 
 def test_a_length_beyond_the_models_context_is_said(tmp_path, tiny_dir, capsys):
-    from nbkit import models
+    from nbkit.loading import models
 
     models.load(RunConfig(quantization="16bit", max_seq_length=100000, output_dir=str(tmp_path / "run")))
     assert "max_seq_length=100000 is beyond the 2048 tokens nbkit/tiny-llama was trained for" in capsys.readouterr().out

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from nbkit import DataError, RunConfig, data
-from nbkit.data import IGNORE, assistant_spans, detect_format, load_rows, prepare, to_messages, tokenize_example
+from nbkit import DataError, RunConfig
+from nbkit.loading import data
+from nbkit.loading.data import IGNORE, assistant_spans, detect_format, load_rows, prepare, to_messages, tokenize_example
 
 
 def answer_text(tokenizer, row):
@@ -134,7 +135,7 @@ USER, ANSWER = {"role": "user", "content": "Add 2 and 3."}, {"role": "assistant"
     ("sharegpt", {"messages": [USER, ANSWER]}, True),
 ])
 def test_a_row_without_an_answer_is_told_apart_in_every_format(fmt, row, missing):
-    from nbkit.data import missing_answer
+    from nbkit.loading.data import missing_answer
 
     assert missing_answer(row, fmt) is missing
 
@@ -173,7 +174,7 @@ def test_check_reads_the_data_without_the_model(tmp_path, monkeypatch):
     with the fix."""
     from huggingface_hub import constants
 
-    from nbkit.data import check
+    from nbkit.loading.data import check
 
     path = tmp_path / "d.jsonl"
     rows = [{"instruction": "q1", "output": "a"}, {"instruction": "q2", "output": ""},
@@ -200,7 +201,7 @@ def test_check_reads_the_data_without_the_model(tmp_path, monkeypatch):
 
 def test_preview_shows_the_first_rows_with_an_answer_as_trained(tmp_path, tokenizer):
     """preview(): each token with whether it is trained on; rows without an answer skipped; at most n rows."""
-    from nbkit.data import preview
+    from nbkit.loading.data import preview
 
     path = tmp_path / "d.jsonl"
     rows = [{"instruction": "first", "output": ""}, {"instruction": "second", "output": "yes"},

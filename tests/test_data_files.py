@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from nbkit import DataError, RunConfig
-from nbkit import data
+from nbkit.loading import data
 
 
 def test_mixed_layouts_are_named_by_field_and_row(tmp_path):
@@ -25,7 +25,7 @@ def test_mixed_layouts_are_named_by_field_and_row(tmp_path):
 def test_checking_a_jsonl_file_imports_no_ml_library(tmp_path):
     """The form checks the data while Unsloth may still be importing on another thread: the check must not
     touch datasets or transformers (datasets reaches into a half-imported transformers)."""
-    code = ("import sys; from nbkit import RunConfig, data; print(data.check(RunConfig()));"
+    code = ("import sys; from nbkit import RunConfig; from nbkit.loading import data; print(data.check(RunConfig()));"
             "print(sorted(m for m in ('datasets', 'transformers', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "rows, alpaca format" in out and out.strip().endswith("[]")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nbkit import RunConfig, generate, session, workflow
+from nbkit import RunConfig, session, workflow
+from nbkit.exporting import generate
 from nbkit.resources import DEFAULT_DATA_PATH
 
 PERSONA = "Ahoy!"

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from nbkit import RunConfig
-from nbkit.distributed import free_port
-from nbkit.recommend import recommend
+from nbkit.gpus.distributed import free_port
+from nbkit.planning.recommend import recommend
 from nbkit.specs import spec_for
 
 
@@ -54,11 +54,11 @@ def test_notebook_launch_forks_processes(tmp_path, tiny_dir):
     created an Accelerator (other tests here did)."""
     out = tmp_path / "out"
     code = (
-        "from nbkit import RunConfig, parallel\n"
+        "from nbkit import RunConfig, workflow\n"
         "from nbkit.ui.progress import TrainingProgress\n"
         "cfg = RunConfig(quantization='16bit', max_seq_length=96, batch_size=2, grad_accum=1, max_steps=6,"
         f" save_steps=0, max_samples=40, lora_r=4, output_dir={str(out)!r})\n"
-        "r = parallel.launch(cfg, num_processes=2, view=TrainingProgress)\n"
+        "r = workflow.run_parallel(cfg, num_processes=2, view=TrainingProgress)\n"
         "print('REPORT', r['world_size'], r['ranks_agree'], r['steps'])\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,

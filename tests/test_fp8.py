@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-from nbkit.fp8 import FP8_MEASURED, fp8_copy_gib, fp8_evidence
+from nbkit.planning.fp8 import FP8_MEASURED, fp8_copy_gib, fp8_evidence
 from nbkit.specs import spec_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ SETUP = """
 import threading
 from ipywidgets.widgets.widget import Widget
 from nbkit import RunConfig
-from nbkit.hardware import GpuInfo
+from nbkit.planning.hardware import GpuInfo
 from nbkit.ui.launcher import Launcher
 
 sends = []  # for every widget message: was it sent from the kernel's main thread?

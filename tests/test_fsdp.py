@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from nbkit import RunConfig
-from nbkit.distributed import free_port
+from nbkit.gpus.distributed import free_port
 from nbkit.errors import HardwareError
-from nbkit.fsdp import check_host_memory, plain_name, trainer_args
+from nbkit.gpus.fsdp import check_host_memory, plain_name, trainer_args
 
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 ENV = {**os.environ, "NBKIT_DISPLAY": "text", "OMP_NUM_THREADS": "1"}

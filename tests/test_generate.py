@@ -2,7 +2,10 @@
 import pytest
 import torch
 
-from nbkit import RunConfig, data, generate, models, train
+from nbkit import RunConfig
+from nbkit.loading import data, models
+from nbkit.exporting import generate
+from nbkit.training import train
 
 
 @pytest.fixture(scope="module")

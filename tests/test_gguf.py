@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nbkit import RunConfig, data, export, models, train
+from nbkit import RunConfig
+from nbkit.loading import data, models
+from nbkit.exporting import export
+from nbkit.training import train
 
 PROMPT = "What is the capital of France?"
 

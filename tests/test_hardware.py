@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import pytest
 
 from nbkit import HardwareError
-from nbkit.hardware import GIB, check_gpu, require_fp8, supports_fp8, tier_for
+from nbkit.planning.hardware import GIB, check_gpu, require_fp8, supports_fp8, tier_for
 
 
 @pytest.mark.parametrize("gib, tier", [(6.0, "8GB"), (7.6, "8GB"), (11.9, "8GB"), (15.0, "16GB"), (22.5, "24GB"),
@@ -65,7 +65,7 @@ class FakeNvml:
 
 @pytest.fixture
 def nvml(monkeypatch):
-    from nbkit import hardware
+    from nbkit.planning import hardware
 
     fake = FakeNvml([(g * GIB, 80 * GIB) for g in (1, 2, 30, 40)])
     monkeypatch.setitem(sys.modules, "pynvml", fake)
@@ -74,7 +74,7 @@ def nvml(monkeypatch):
 
 
 def test_every_gpu_is_read_in_cuda_numbering(nvml, monkeypatch):
-    from nbkit.hardware import all_gpus_memory, per_gpu_line
+    from nbkit.planning.hardware import all_gpus_memory, per_gpu_line
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert [round(u) for _, u, _ in all_gpus_memory()] == [1, 2, 30, 40]
@@ -98,7 +98,7 @@ def test_progress_of_a_data_parallel_run_shows_every_gpu(nvml, monkeypatch):
 
 
 def test_without_nvml_there_is_no_per_gpu_reading(monkeypatch):
-    from nbkit.hardware import all_gpus_memory
+    from nbkit.planning.hardware import all_gpus_memory
 
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails, as on a machine without the package
     assert all_gpus_memory() is None

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from nbkit import HardwareError, RunConfig
-from nbkit.hardware import GpuInfo
-from nbkit.memory import CALIBRATION, SAFETY_MARGIN, WEIGHT_BYTES, estimate, fits, largest_batch
-from nbkit.recommend import check_fits, recommend
+from nbkit.planning.hardware import GpuInfo
+from nbkit.planning.memory import CALIBRATION, SAFETY_MARGIN, WEIGHT_BYTES, estimate, fits, largest_batch
+from nbkit.planning.recommend import check_fits, recommend
 from nbkit.specs import curated_ids, from_config_dict, spec_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,7 +129,7 @@ def test_fp8_only_where_it_was_measured_faster(fake_gpu, monkeypatch):
     rec = recommend(spec_for(LLAMA_8B), h100)
     assert rec.config.quantization == "16bit"
     assert "FP8 was passed over: FP8 LoRA was measured 0.83× on the Llama-3.1-8B shape" in rec.reason
-    monkeypatch.setattr("nbkit.fp8.FP8_MEASURED", [("Llama-3.1-8B", 8.03, 2048, 4, 1.3)])
+    monkeypatch.setattr("nbkit.planning.fp8.FP8_MEASURED", [("Llama-3.1-8B", 8.03, 2048, 4, 1.3)])
     rec = recommend(spec_for(LLAMA_8B), h100)
     assert rec.config.quantization == "fp8" and "measured 1.30× on the Llama-3.1-8B shape" in rec.reason
     assert recommend(spec_for(LLAMA_8B), a100).config.quantization == "16bit"  # no FP8 tensor cores
@@ -137,7 +137,7 @@ def test_fp8_only_where_it_was_measured_faster(fake_gpu, monkeypatch):
 
 def test_qk_norms_keep_their_outputs():
     """Qwen3 normalises q and k per head: the normed copies are kept beside the raw ones."""
-    from nbkit.memory import activation_bytes_per_token_layer
+    from nbkit.planning.memory import activation_bytes_per_token_layer
 
     qwen3 = spec_for("unsloth/Qwen3-8B")
     plain = replace(qwen3, qk_norm=False)
@@ -148,7 +148,7 @@ def test_qk_norms_keep_their_outputs():
 
 def test_gemma2_scores_are_counted_where_they_are_materialised(monkeypatch):
     """Gemma 2 under Unsloth without flash-attn computes batch x heads x length^2 scores; nothing else does."""
-    from nbkit import memory
+    from nbkit.planning import memory
 
     monkeypatch.setattr(memory, "_flash_attn_installed", lambda: False)
     gemma = spec_for("unsloth/gemma-2-9b-it")
@@ -235,7 +235,7 @@ def test_spec_from_local_folder_and_unknown_id(tiny_dir):
 
 def test_fp8_conversion_checks_the_disk_first(monkeypatch, tmp_path):
     """The FP8 copy of a bf16 checkpoint goes under the temp folder: a disk too small fails before loading."""
-    from nbkit.models import _check_fp8_disk
+    from nbkit.loading.models import _check_fp8_disk
 
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     import tempfile
@@ -310,7 +310,7 @@ def test_check_fits_uses_the_backend_it_is_given(fake_gpu):
 def test_recommend_keeps_its_contract_on_every_card(backend):
     """Invariants of every recommendation, over the curated models and the real cards (mutation testing showed
     the loop's values and the breakdown's backend unguarded)."""
-    from nbkit.cards import CARDS, planned_gpu
+    from nbkit.planning.cards import CARDS, planned_gpu
 
     for card in CARDS:
         gpu = planned_gpu(card)
@@ -375,7 +375,7 @@ def test_load_peak_terms_by_hand():
 
 
 def test_the_fp8_pass_over_quotes_the_load_at_batch_1():
-    from nbkit.cards import planned_gpu
+    from nbkit.planning.cards import planned_gpu
 
     spec, gpu = spec_for(LLAMA_8B), planned_gpu("RTX 4080 16GB")
     rec = recommend(spec, gpu)
@@ -422,7 +422,7 @@ def test_check_fits_allows_the_whole_card(fake_gpu):
                                                 ("unsloth/Llama-3.3-70B-Instruct-bnb-4bit", "fsdp")])
 def test_the_gauge_draws_every_byte_of_the_plan(model, parallelism):
     """The gauge's groups add up to the total, with the gathered layer (sharded) and Gemma 2's fragmentation in."""
-    from nbkit.recommend import SHARDED_BACKEND
+    from nbkit.planning.recommend import SHARDED_BACKEND
 
     cfg = RunConfig(model=model, quantization="4bit", max_seq_length=2048, batch_size=2, parallelism=parallelism)
     sharded = parallelism == "fsdp"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from nbkit import memory
-from nbkit.cards import card, planned_gpu
-from nbkit.recommend import recommend
+from nbkit.planning import memory
+from nbkit.planning.cards import card, planned_gpu
+from nbkit.planning.recommend import recommend
 from nbkit.specs import spec_for
 
 ROOT = Path(__file__).resolve().parent.parent

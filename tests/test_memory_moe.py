@@ -3,8 +3,8 @@
 import sys
 from pathlib import Path
 
-from nbkit.config import RunConfig
-from nbkit.memory import estimate
+from nbkit.planning.config import RunConfig
+from nbkit.planning.memory import estimate
 from nbkit.specs import spec_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,7 +1,7 @@
 """Loading details that depend on the architecture."""
-from nbkit import backend
-from nbkit.config import ALL_LINEAR
-from nbkit.models import present_targets
+from nbkit.loading import backend
+from nbkit.planning.config import ALL_LINEAR
+from nbkit.loading.models import present_targets
 
 
 def test_lora_reaches_fused_projections(capsys):
@@ -19,7 +19,7 @@ def test_lora_reaches_fused_projections(capsys):
 
 def test_gemma2_trains_without_unsloths_block_compile_unless_the_user_says():
     """Unsloth's per-block compile of Gemma 2 failed in Inductor on every card of the grid (torch 2.11)."""
-    from nbkit.models import unsloth_env
+    from nbkit.loading.models import unsloth_env
 
     assert unsloth_env("gemma2", {}) == {"UNSLOTH_BLOCK_COMPILE": "0"}
     assert unsloth_env("gemma2", {"UNSLOTH_BLOCK_COMPILE": "1"}) == {}  # the user's choice wins

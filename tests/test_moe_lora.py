@@ -3,7 +3,9 @@ MLP names go through to Unsloth's own MoE path), and the line after loading says
 import pytest
 import torch
 
-from nbkit import RunConfig, data, models, train
+from nbkit import RunConfig
+from nbkit.loading import data, models
+from nbkit.training import train
 from nbkit.loading import moe_lora
 from nbkit.specs import spec_for
 
@@ -16,7 +18,7 @@ def moe_dir(tmp_path_factory):
     """A tiny Qwen3-MoE checkpoint (random weights, nbkit's tiny tokenizer), built on the fly."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from nbkit.tiny import build_tokenizer
+    from nbkit.loading.tiny import build_tokenizer
 
     folder = tmp_path_factory.mktemp("qwen3moe")
     tok = build_tokenizer(folder)

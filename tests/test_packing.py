@@ -8,10 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nbkit import ConfigError, RunConfig, data, models, packing, train
-from nbkit.data import IGNORE
+from nbkit import ConfigError, RunConfig
+from nbkit.loading import data, models, packing
+from nbkit.training import train
+from nbkit.loading.data import IGNORE
 from helpers.observers import StopAt
-from nbkit.events import RunObserver
+from nbkit.training.events import RunObserver
 
 LOSS_TOL = 1e-5  # float32 on CPU: the same tokens' losses, summed in another order
 LOGIT_TOL = 1e-4
@@ -101,8 +103,8 @@ def test_an_epoch_is_counted_in_rows_real_tokens_and_fewer_steps(tmp_path, tiny_
 
 
 def test_a_packed_run_resumes_in_the_same_packed_order(tmp_path, tiny_dir):
-    from nbkit import export
-    from nbkit.events import StopControl
+    from nbkit.exporting import export
+    from nbkit.training.events import StopControl
     from safetensors.torch import load_file
 
     def run(folder, stop_at=None):

@@ -1,7 +1,10 @@
 """Batch probing: the search order, and a real probe on the tiny model that leaves the adapters as they were."""
 import pytest
 
-from nbkit import RunConfig, models, probe, verify
+from nbkit import RunConfig
+from nbkit.loading import models
+from nbkit.training import probe
+from nbkit.exporting import verify
 
 
 def limit(n, log):

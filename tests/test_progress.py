@@ -2,7 +2,7 @@ import time
 
 import pytest
 
-from nbkit.events import StepInfo
+from nbkit.training.events import StepInfo
 from nbkit.ui.display import Display, TextDisplay, resolve_mode
 from nbkit.ui.progress import TrainingProgress, fmt_seconds
 
@@ -150,7 +150,9 @@ def test_fmt_seconds():
 
 
 def test_progress_in_a_real_run(tiny_dir, tmp_path):
-    from nbkit import RunConfig, data, models, train
+    from nbkit import RunConfig
+    from nbkit.loading import data, models
+    from nbkit.training import train
 
     cfg = RunConfig(quantization="16bit", max_seq_length=96, batch_size=2, grad_accum=1, max_steps=6,
                     save_steps=0, max_samples=20, output_dir=str(tmp_path))
@@ -179,7 +181,7 @@ def test_a_data_parallel_run_shows_the_global_speed_labelled():
 
 
 def test_the_report_counts_every_gpus_tokens():
-    from nbkit.results import TrainResult
+    from nbkit.training.results import TrainResult
 
     one = TrainResult(steps=10, losses=[(1, 2.0)], train_seconds=10.0, tokens=40_000, tokens_this_rank=40_000)
     two = TrainResult(steps=10, losses=[(1, 2.0)], train_seconds=10.0, tokens=80_000, processes=2,

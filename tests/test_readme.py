@@ -22,9 +22,10 @@ RUN_YAML = ('from nbkit import RunConfig\nRunConfig(quantization="16bit", max_se
             'grad_accum=1, max_steps=4, lora_r=4, save_steps=2, max_samples=16, output_dir="run").save("run.yaml")')
 # an interrupt at step 2, through the same path the kernel's Interrupt takes (a stop request marked SIGINT)
 INTERRUPTED = RUN_YAML + '''
-from nbkit import data, models, train
+from nbkit.loading import data, models
+from nbkit.training import train
 from nbkit.errors import TrainingInterrupted
-from nbkit.events import RunObserver, StopControl
+from nbkit.training.events import RunObserver, StopControl
 stop = StopControl()
 class At2(RunObserver):
     def step_finished(self, info):
@@ -106,3 +107,38 @@ def test_every_readme_block_runs_as_written(tmp_path, tiny_dir):
         for kernel in set(kernels):
             kernel.close()
     assert (ROOT / "out" / "8gb.ipynb").exists()
+
+
+def readme_names() -> tuple[set[str], list[tuple[str, list[str]]]]:
+    """Every `nbkit.x.y` the README names (code and prose), and every `from nbkit... import a, b` in it."""
+    from_import = re.compile(r"^\s*from (nbkit[\w.]*) import ([\w, ]+)", re.M)
+    froms = [(m.group(1), [n.split(" as ")[0].strip() for n in m.group(2).split(",")])
+             for m in from_import.finditer(README)]
+    # names used after a plain `import nbkit`, in code and prose (a from-import's module is checked as one)
+    dotted = set(re.findall(r"(?<![\w./-])nbkit(?:\.[A-Za-z_]\w*)+", from_import.sub("", README)))
+    return dotted, froms
+
+
+def test_every_name_the_readme_uses_resolves_by_path_and_at_run_time():
+    """What a reader copies from the README resolves where an editor looks (the module's file by its path, the
+    name in that file's source) and in a fresh interpreter after a plain `import nbkit`."""
+    from test_architecture import defined_names, module_path, resolves_statically
+
+    dotted, froms = readme_names()
+    assert len(dotted) >= 10 and len(froms) >= 3
+    assert not [d for d in dotted if not resolves_statically(d)]
+    for module, names in froms:
+        assert module_path(module) is not None, module
+        assert not [n for n in names if n not in defined_names(module_path(module))
+                    and module_path(f"{module}.{n}") is None], module
+    chains = "\n".join(f"_get({d!r})" for d in sorted(dotted))
+    imports = "\n".join(f"from {module} import {', '.join(names)}" for module, names in froms)
+    code = f"""import functools, nbkit
+def _get(dotted):
+    return functools.reduce(getattr, dotted.split(".")[1:], nbkit)
+{chains}
+{imports}
+print("RESOLVED")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env())
+    assert proc.returncode == 0 and "RESOLVED" in proc.stdout, proc.stderr[-3000:]

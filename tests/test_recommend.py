@@ -2,10 +2,10 @@
 import pytest
 
 from nbkit import RunConfig
-from nbkit.cards import planned_gpu
+from nbkit.planning.cards import planned_gpu
 from nbkit.errors import ConfigError, HardwareError
-from nbkit.memory import estimate, fits, usage_vs_capacity
-from nbkit.recommend import SHARDED_BACKEND, check_fits, choose_parallelism, fill_in, recommend
+from nbkit.planning.memory import estimate, fits, usage_vs_capacity
+from nbkit.planning.recommend import SHARDED_BACKEND, check_fits, choose_parallelism, fill_in, recommend
 from nbkit.specs import spec_for
 
 L8B = spec_for("unsloth/Meta-Llama-3.1-8B-Instruct")
@@ -95,7 +95,7 @@ def test_from_20_gib_16_bit_is_tried_first_and_below_it_4_bit(fake_gpu):
 def test_16_bit_is_picked_only_with_room_for_a_batch_of_two(fake_gpu):
     """On cards from 20 GiB the first try is 16-bit at 2048 tokens, rank 16: taken when at least 2 rows fit, passed
     over for a smaller setting when only 1 does. The scan crosses that boundary (both cases occur)."""
-    from nbkit.memory import largest_batch
+    from nbkit.planning.memory import largest_batch
 
     first_try = RunConfig(model=L8B.name, quantization="16bit", lora_r=16, lora_alpha=16, max_seq_length=2048,
                           gradient_checkpointing=True)
@@ -157,7 +157,7 @@ def test_memory_already_in_use_shrinks_the_plan():
 
 
 def test_what_differs_from_the_defaults_was_set_on_purpose():
-    from nbkit.recommend import set_by_user
+    from nbkit.planning.recommend import set_by_user
 
     assert set_by_user(RunConfig(model=L8B.name)) == []
     assert set_by_user(RunConfig(model=L8B.name, max_seq_length=4096, quantization="16bit")) == \

@@ -1,4 +1,4 @@
-"""nbkit.runs: what training into a folder may do, decided from its marker, and written only when training starts."""
+"""nbkit.training.runs: what training into a folder may do, decided from its marker, and written only when training starts."""
 import json
 import os
 import socket
@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from helpers.kernel import tree_digest
-from nbkit import ConfigError, RunConfig, runs
+from nbkit import ConfigError, RunConfig
+from nbkit.training import runs
 from nbkit.errors import ExportError, RunFinished
 
 

@@ -133,7 +133,7 @@ def test_failed_data_set_fixed_retried_resumed_and_exported_from_a_new_kernel(ke
     # the next morning: a new kernel exports from the folder alone, without training
     later = Kernel(tmp_path)
     try:
-        out = later.run('from nbkit import export\nw = export.from_run("run", merged=True, gguf="q8_0")\n'
+        out = later.run('from nbkit.exporting import export\nw = export.from_run("run", merged=True, gguf="q8_0")\n'
                         'print("WROTE", sorted(w))')
     finally:
         later.close()

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from nbkit import RunConfig
-from nbkit.hardware import GIB
-from nbkit.memory import CALIBRATION, estimate
-from nbkit.sharding import GATHERED_LAYERS, PACKED_4BIT, ROOT_GATHERED, STATS_4BIT, gathered_bytes, weight_bytes
+from nbkit.planning.hardware import GIB
+from nbkit.planning.memory import CALIBRATION, estimate
+from nbkit.planning.sharding import GATHERED_LAYERS, PACKED_4BIT, ROOT_GATHERED, STATS_4BIT, gathered_bytes, weight_bytes
 from nbkit.specs import ModelSpec, spec_for
 
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
@@ -75,7 +75,7 @@ def test_measured_sharded_peaks_are_predicted_within_12_percent_never_under(name
     """Re-predicts every measured nbkit run (sharded and one-GPU) with the current code: the planned allocation may
     not fall under what was allocated, nor exceed it by more than 12 %; the planned reservation covers what was
     reserved; and the reservation stayed within the GPU's cap."""
-    from nbkit.memory import CALIBRATION
+    from nbkit.planning.memory import CALIBRATION
 
     spec = spec_for(data["model_shape"])
     cfg = RunConfig(model=data["model_shape"], quantization="4bit", max_seq_length=run["seq"],

@@ -2,7 +2,7 @@
 multimodal. Each test builds the real model class (on the meta device: shapes only, nothing allocated)."""
 import pytest
 
-from nbkit import backend
+from nbkit.loading import backend
 from nbkit.specs import from_config_dict, spec_for
 
 SMALL = dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=500)

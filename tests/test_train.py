@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from nbkit import RunConfig, data, models, outputs, runs, train
+from nbkit import RunConfig
+from nbkit.loading import data, models
+from nbkit.training import outputs, runs, train
 from helpers.observers import StopAt
-from nbkit.events import RunObserver, StopControl
+from nbkit.training.events import RunObserver, StopControl
 
 HELPER = Path(__file__).parent / "helpers" / "train_run.py"
 TOL = 1e-5
@@ -80,7 +82,7 @@ def reference(tmp_path_factory, tiny_dir):
 def reference_here(tmp_path_factory, tiny_dir):
     """The uninterrupted run in this process, for the runs that stay in this process (as in a notebook kernel):
     CPU kernels may pick other thread splits here than in a fresh process."""
-    from nbkit import export
+    from nbkit.exporting import export
 
     tmp = tmp_path_factory.mktemp("reference-here")
     cfg = config(tmp / "run")
@@ -136,7 +138,7 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(tmp_path, reference
 
 def test_resume_after_a_stop_request_in_the_same_kernel(tmp_path, reference_here):
     """The launcher's Stop button: the model stays usable in the kernel, and the run continues from there."""
-    from nbkit import export, generate
+    from nbkit.exporting import export, generate
 
     ref, ref_dir = reference_here
     cfg = config(tmp_path / "run")

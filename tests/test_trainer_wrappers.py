@@ -4,7 +4,10 @@ import types
 
 import pytest
 
-from nbkit import RunConfig, data, generate, models, train
+from nbkit import RunConfig
+from nbkit.loading import data, models
+from nbkit.exporting import generate
+from nbkit.training import train
 from nbkit.training import trainer_wrappers
 
 

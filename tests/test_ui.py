@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from nbkit import RunConfig
-from nbkit.hardware import GpuInfo
+from nbkit.planning.hardware import GpuInfo
 from nbkit.ui.form import ConfigForm, quantization_availability
 from nbkit.ui.gauge import MemoryGauge, verdict
 from nbkit.ui.launcher import Launcher
@@ -65,7 +65,7 @@ def test_gauge_follows_the_form(fake_gpu):
 
 def test_gauge_shows_each_gpu_of_a_sharded_run(fake_gpu):
     """A 70B does not fit one 40 GB card; sharded across two it does: the gauge predicts per GPU, as the run is."""
-    from nbkit.memory import estimate
+    from nbkit.planning.memory import estimate
     from nbkit.specs import spec_for
 
     gpu = fake_gpu(40.0)
@@ -142,7 +142,7 @@ def test_launcher_trains_without_blocking_and_stops_and_resumes(tmp_path, tiny_d
 def test_data_in_the_form_with_a_masked_preview(tmp_path, tiny_dir, monkeypatch):
     """The form takes the data too: checked inline, and previewed as the model sees it, answer tokens apart from
     the masked prompt."""
-    from nbkit.config import DEFAULT_DATASET
+    from nbkit.planning.config import DEFAULT_DATASET
 
     monkeypatch.chdir(tmp_path)
     form = ConfigForm(RunConfig(), CPU)

@@ -1,7 +1,7 @@
 """verify: the adapters changed means every trainable LoRA tensor changed and is finite."""
 import torch
 
-from nbkit import verify
+from nbkit.exporting import verify
 
 
 def tensors(**values):

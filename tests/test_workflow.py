@@ -5,8 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from nbkit import ModelNotFoundError, RunConfig, data, export, models, train, verify
-from nbkit.data import IGNORE
+from nbkit import ModelNotFoundError, RunConfig
+from nbkit.loading import data, models
+from nbkit.exporting import export, verify
+from nbkit.training import train
+from nbkit.loading.data import IGNORE
 
 
 def mean(xs):
@@ -178,7 +181,7 @@ def test_a_failed_save_keeps_the_trained_model(tmp_path, monkeypatch):
 
 
 def test_speed_after_warm_up_leaves_out_the_first_steps():
-    from nbkit.train import TrainResult
+    from nbkit.training.train import TrainResult
 
     # a 10 s first step (compilation), then 1 s per 1000-token step
     marks = [(10.0, 1000)] + [(10.0 + i, 1000 * (i + 1)) for i in range(1, 10)]

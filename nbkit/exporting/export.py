@@ -1,7 +1,6 @@
 """Save what training produced: LoRA adapters (always), merged 16-bit weights, GGUF."""
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -9,24 +8,14 @@ from pathlib import Path
 from ..training import outputs, runs
 from ..errors import ExportError
 from ..loading.models import LoadedModel
+from ..training.adapters import rescue_adapters, write_adapters
 
 
-def _write_lora(loaded: LoadedModel, directory: Path) -> None:
-    if loaded.adapter_state is not None:  # a sharded model's, gathered whole beforehand by every rank
-        from ..gpus.fsdp import save_adapters
-
-        save_adapters(loaded.model, directory, loaded.adapter_state)
-    else:
-        loaded.model.save_pretrained(directory)
-    loaded.tokenizer.save_pretrained(directory)
-    (directory / outputs.RUN_MARKER).write_text(json.dumps(
-        {"base_model": loaded.base_path, "backend": loaded.backend, **loaded.config.to_dict()}, indent=2))
-    if not any(directory.glob("adapter_model.*")):
-        raise ExportError(f"Saving adapters to {directory} produced no adapter_model file; check disk space.")
+_write_lora = write_adapters  # the one writer of adapters, here and in a rescue (tests fill the disk through it)
 
 
 def _check_finite(loaded: LoadedModel) -> None:
-    from .verify import snapshot
+    from ..training.adapters import snapshot
 
     tensors = loaded.adapter_state if loaded.adapter_state is not None else snapshot(loaded.model)
     bad = [name for name, t in tensors.items() if not t.isfinite().all()]
@@ -41,7 +30,7 @@ def save_lora(loaded: LoadedModel, directory: str | Path, rescue: bool = True,
 
     If the folder cannot take them (disk full, no permission), they are saved to a rescue folder instead and
     the ExportError says where (`err.saved_to`): a trained result is never lost to a full disk. A model whose
-    run stopped or was interrupted is saved only with `allow_unfinished=True` (nbkit.runs.require_finished)."""
+    run stopped or was interrupted is saved only with `allow_unfinished=True` (nbkit.training.runs.require_finished)."""
     directory = Path(directory)
     runs.require_finished(loaded.trained, "save its adapters", allow_unfinished)
     _check_finite(loaded)
@@ -54,7 +43,7 @@ def save_lora(loaded: LoadedModel, directory: str | Path, rescue: bool = True,
         reason = f"Could not write the adapters to {directory}: {exc.strerror or exc}."
         if not rescue:
             raise ExportError(f"{reason} Free disk space or pick another folder, then call "
-                              f"nbkit.export.save_lora(loaded, folder) again.") from exc
+                              f"nbkit.exporting.export.save_lora(loaded, folder) again.") from exc
     try:
         spare = rescue_lora(loaded)
     except ExportError as exc2:
@@ -67,16 +56,7 @@ def save_lora(loaded: LoadedModel, directory: str | Path, rescue: bool = True,
 
 def rescue_lora(loaded: LoadedModel) -> Path:
     """Save the adapters where a save can still go (the user cache, else the temp folder); raise if none can."""
-    spare = None
-    try:
-        spare = outputs.rescue_dir("lora_adapters")
-        _write_lora(loaded, spare)
-        return spare
-    except (OSError, ExportError) as exc:
-        if spare is not None:
-            shutil.rmtree(spare, ignore_errors=True)  # an empty or partial rescue folder helps nobody
-        raise ExportError(f"A rescue copy failed too ({exc}). The trained model is still in memory: free disk "
-                          "space, then call nbkit.export.save_lora(loaded, 'another/folder').") from None
+    return rescue_adapters(loaded, _write_lora)
 
 
 def save_merged(loaded: LoadedModel, directory: str | Path, adapter_dir: str | Path | None = None,
@@ -149,7 +129,7 @@ def save_gguf(loaded: LoadedModel, directory: str | Path, quantization_method: s
 
     Unsloth's own export is used where it works (it needs llama.cpp from GitHub); otherwise, and on the
     transformers backend, the merged 16-bit model goes through llama.cpp's converter from the package index
-    (nbkit.gguf). The folder is written under a temporary name and renamed when complete."""
+    (nbkit.exporting.gguf). The folder is written under a temporary name and renamed when complete."""
     from . import gguf
 
     directory = Path(directory)

@@ -4,14 +4,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from ..gpus.fsdp import plain_name, whole
-
-
-def snapshot(model) -> dict[str, "torch.Tensor"]:  # noqa: F821
-    """CPU copies of every trainable LoRA tensor, whole: a sharded model's are gathered (then every rank must
-    call this), under the names they had before sharding."""
-    return {plain_name(name): whole(p).detach().float().cpu().clone()
-            for name, p in model.named_parameters() if "lora_" in name and p.requires_grad}
+from ..training.adapters import snapshot  # noqa: F401  (verify.snapshot: the "before" that compare() reads)
 
 
 def digest(tensors: dict) -> str:

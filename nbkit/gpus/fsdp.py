@@ -1,7 +1,7 @@
 """Sharded training: a model split across GPUs with FSDP2, through the HF Trainer's `fsdp` options (accelerate),
 on transformers + peft + bitsandbytes: Unsloth does not shard a model.
 
-nbkit's part is what the engines leave to their user: deciding when to shard (nbkit.recommend), loading the
+nbkit's part is what the engines leave to their user: deciding when to shard (nbkit.planning.recommend), loading the
 model so that no GPU ever holds all of it (into CPU memory, 4-bit weights stored in the compute dtype as FSDP
 needs), telling the trainer to shard, and gathering the trained adapters back into whole tensors for verifying
 and saving. Every function that gathers is a collective: every rank must call it, in the same order.

@@ -133,7 +133,7 @@ _background_error: BaseException | None = None
 def start_import(requested: str = "auto") -> threading.Thread:
     """Begin importing the training engine (Unsloth, 25-40 s on a GPU machine; else transformers) on a thread,
     so the GPU check and the form show at once. Every nbkit function that needs the engine calls ensure(),
-    which waits for this import; code of your own should call `nbkit.backend.ensure()` before importing
+    which waits for this import; code of your own should call `nbkit.loading.backend.ensure()` before importing
     transformers, so that Unsloth still comes first."""
     global _background
     # torch first, on this thread: the GPU check needs it anyway, and two threads importing one package at once

@@ -37,7 +37,7 @@ class PreparedData:
     dropped: int = 0
     notes: list[str] = field(default_factory=list)
     duplicated: int = 0  # rows identical to an earlier one (kept: each trains as often as it is written)
-    packing: Any = None  # nbkit.packing.PackingPlan, once the trainer decided (a packed run's summary says so)
+    packing: Any = None  # nbkit.loading.packing.PackingPlan, once the trainer decided (a packed run's summary says so)
 
     def summary(self) -> str:
         """What happened to the rows: kept for training, split off for eval, truncated, dropped, duplicated."""

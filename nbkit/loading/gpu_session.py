@@ -4,16 +4,15 @@ A notebook cell that loads a model is run again and again. Without care each run
 (`loaded` is rebound, but the old model is still reachable from the widgets, the last traceback or `_`), and the
 next training step runs out of memory on a card the plan said was big enough. So loading again releases the model
 nbkit loaded before (its tensors are emptied in place, so every reference to it lets go of the memory), and says
-so; what is still held afterwards is named in the plan's memory check (nbkit.hardware.GpuInfo.held_gib).
+so; what is still held afterwards is named in the plan's memory check (nbkit.planning.hardware.GpuInfo.held_gib).
 """
 from __future__ import annotations
 
 import gc
-import weakref
 
 from ..errors import HardwareError
-
-_loaded: list[weakref.ref] = []  # LoadedModel objects this process put on a GPU, oldest first
+# the registry of what this process holds: the memory check, on the floor below, names what it finds there
+from ..planning.gpu_holders import held_models, holders, register  # noqa: F401
 
 RELEASED = ("This model was released when a newer one was loaded in this kernel (nbkit keeps one model on the "
             "GPU, so that the new one fits): use the newer `loaded`, or load with keep_previous=True to keep both.")
@@ -30,17 +29,6 @@ class ReleasedModel:
 
     def __call__(self, *args, **kwargs):
         raise HardwareError(f"{self.name}: {RELEASED}")
-
-
-def register(loaded) -> None:
-    """Remember a model loaded onto the GPU, so that the next load can release it."""
-    _loaded[:] = [ref for ref in _loaded if ref() is not None]
-    _loaded.append(weakref.ref(loaded))
-
-
-def held_models() -> list:
-    """The models nbkit loaded onto the GPU in this kernel that still hold memory, oldest first."""
-    return [m for ref in _loaded if (m := ref()) is not None and not m.released]
 
 
 def release_previous(keep_previous: bool = False) -> str | None:
@@ -87,19 +75,3 @@ def release(loaded) -> None:
     loaded.released = True
     gc.collect()
     torch.cuda.empty_cache()
-
-
-def holders(held_gib: float, own_reserved_gib: float) -> list[str]:
-    """What holds the memory a new run cannot use, in words, for the memory check's message."""
-    if held_gib < 0.05:
-        return []
-    models = held_models()
-    named = (f" (models nbkit loaded here: {', '.join(m.config.model for m in models)}; load without "
-             "keep_previous=True releases them)" if models else
-             " (tensors of this kernel that nbkit did not load: del them, or restart the kernel)")
-    out = []
-    if own_reserved_gib >= 0.05:
-        out.append(f"{own_reserved_gib:.2f} GiB by this kernel{named}")
-    if held_gib - own_reserved_gib >= 0.05:
-        out.append(f"{held_gib - own_reserved_gib:.2f} GiB by other processes (nvidia-smi lists them)")
-    return out

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from ..planning.config import TINY_MODEL
+from ..resources import TINY_MODEL
 from ..errors import ModelNotFoundError
 
 _OFFLINE_TEXT = ("couldn't connect", "could not connect", "connection", "offline", "failed to resolve",

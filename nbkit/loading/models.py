@@ -11,12 +11,11 @@ from typing import Any
 
 from . import backend, hub, moe_lora
 from ..gpus import fsdp
-from ..training import outputs
 from ..planning import sharding
 from ..planning.config import TINY_MODEL, RunConfig
 from ..gpus.distributed import is_main, local_rank, world_size
 from ..errors import ConfigError, HardwareError, ModelNotFoundError
-from ..planning.hardware import GpuInfo, check_gpu, require_fp8
+from ..planning.hardware import GpuInfo, check_gpu, disk_free_gib, require_fp8
 from ..planning.fp8 import fp8_copy_gib
 from ..planning.recommend import NO_BF16, SHARDED_BACKEND, can_shard, check_fits, choose_parallelism
 from ..specs import FUSED, curated_ids, fused_targets, spec_for
@@ -32,8 +31,8 @@ class LoadedModel:
     on_cuda: bool
     gpu: GpuInfo | None = None  # what it was loaded for (an emulated card: its abilities, e.g. no bf16)
     adapter_state: dict | None = None  # sharded runs: the trained adapters gathered whole, what rank 0 saves
-    trained: Any = None  # nbkit.runs.RunState once trained: finished, stopped or interrupted at step k/N
-    released: bool = False  # its GPU memory was given back when a newer model was loaded (nbkit.gpu_session)
+    trained: Any = None  # nbkit.training.runs.RunState once trained: finished, stopped or interrupted at step k/N
+    released: bool = False  # its GPU memory was given back when a newer model was loaded (nbkit.loading.gpu_session)
 
     @property
     def device(self):
@@ -156,7 +155,7 @@ def _check_fp8_disk(spec) -> None:
     if spec.checkpoint == "fp8":
         return
     folder = tempfile.gettempdir()
-    need, free = fp8_copy_gib(spec), outputs.free_gib(folder)
+    need, free = fp8_copy_gib(spec), disk_free_gib(folder)
     if free < 1.1 * need:
         raise HardwareError(
             f"FP8 from this bf16 checkpoint writes an FP8 copy of about {need:.1f} GB to {folder}, which has "

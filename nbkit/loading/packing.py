@@ -4,7 +4,7 @@ TRL packs them (best-fit decreasing; a row is never split or cut: `packing_strat
 collator numbers each row's positions from 0. From those positions the attention keeps rows apart (Unsloth's
 variable-length kernels; transformers' packed-sequence mask on CPU), and the first label of every row is masked, so
 no row predicts its neighbour's first token. nbkit's answer-only labels travel unchanged. The memory plan already
-counts batch × max_seq_length tokens a step (nbkit.memory.estimate): the most a packed step can hold.
+counts batch × max_seq_length tokens a step (nbkit.planning.memory.estimate): the most a packed step can hold.
 
 A packed step holds more rows, so an epoch has fewer optimizer steps: EpochPlan says how many, so that a packed run
 does not look smaller than it is.

@@ -17,7 +17,7 @@ class Breakdown:
     cuda_context: float
     load: float = 0.0  # reserved while the model loads (before training); see load_peak()
     load_note: str = ""  # what loading holds, when it is more than the weights
-    gathered: float = 0.0  # sharded runs: weights gathered whole while they compute (nbkit.sharding)
+    gathered: float = 0.0  # sharded runs: weights gathered whole while they compute (nbkit.planning.sharding)
     fragmentation: float = 0.0  # reserved beyond what is allocated where scores are materialised (SCORE_FRAGMENTATION)
     cache: float = 0.0  # reserved beyond what is allocated: the allocator's cache (Calibration.reserve_factor)
 

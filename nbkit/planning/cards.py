@@ -110,7 +110,7 @@ def emulate(name: str, device: int = 0) -> Rehearsal:
     check_gpu() reports that card's memory, compute capability, bf16 and FP8 from now on in this process, so
     recommend(), the gauge, loading (fp16 where the card has no bf16) and training all act as on that card.
     A rehearsal already going ends first. `with emulate("T4") as gpu: ...` ends it with the block; otherwise
-    `.end()` or nbkit.cards.end_rehearsal() does."""
+    `.end()` or nbkit.planning.cards.end_rehearsal() does."""
     target = card(name)
     end_rehearsal(device)
     real = hardware.check_gpu(device)

@@ -10,20 +10,20 @@ from typing import Any
 
 from .config_files import read_mapping
 from ..errors import ConfigError
+from ..resources import TINY_MODEL  # the default model  # noqa: F401
+from ..specs import ALL_LINEAR  # the default LoRA targets  # noqa: F401
 
 # 8-bit (bitsandbytes LLM.int8) is not offered: its memory and speed were never measured, so nbkit could not
 # plan it honestly, and 4-bit fits in less with Unsloth's kernels.
 QUANTIZATIONS = ("4bit", "16bit", "fp8")
 BACKENDS = ("auto", "unsloth", "transformers")
 # How several GPUs share a run: "ddp" copies the model to every GPU (faster, needs it to fit one), "fsdp" shards
-# it across them (for models no single GPU holds), "auto" lets the memory model choose (nbkit.recommend).
+# it across them (for models no single GPU holds), "auto" lets the memory model choose (nbkit.planning.recommend).
 PARALLELISMS = ("auto", "ddp", "fsdp")
-ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-TINY_MODEL = "nbkit/tiny-llama"
 DEFAULT_DATASET = "nbkit/instruct-mini"
 # Optimizer names are the HF Trainer's; "auto" resolves per device in resolved_optimizer().
 OPTIMIZERS = ("auto", "adamw_8bit", "adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "sgd", "adafactor")
-# Several short rows in one sequence of up to max_seq_length tokens (nbkit.packing): "auto" packs where a step then
+# Several short rows in one sequence of up to max_seq_length tokens (nbkit.loading.packing): "auto" packs where a step then
 # holds clearly more real tokens (on a GPU), "on" always, "off" never.
 PACKINGS = ("auto", "on", "off")
 
@@ -57,9 +57,9 @@ class RunConfig:
     save_minutes: float = 10.0  # also checkpoint whenever this long has passed (0: off): a dying session loses less
     backend: str = "auto"
     parallelism: str = "auto"  # several GPUs: "ddp", "fsdp" (sharded), or "auto" (the memory model chooses)
-    packing: str = "auto"  # "auto", "on", "off": short rows share a sequence (nbkit.packing); true/false read as on/off
+    packing: str = "auto"  # "auto", "on", "off": short rows share a sequence (nbkit.loading.packing); true/false read as on/off
     # more SFTConfig (TRL) settings, passed to the trainer as they are, e.g. {"max_grad_norm": 0.5}; checked
-    # against SFTConfig's fields before anything loads (nbkit.train.check_extra)
+    # against SFTConfig's fields before anything loads (nbkit.training.train.check_extra)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -1,7 +1,9 @@
 """check_gpu(): what accelerator this process has, which nbkit tier it falls in, and what it supports."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import HardwareError
 
@@ -26,7 +28,7 @@ class GpuInfo:
     fp8: bool = False
     count: int = 0
     capped_gib: float | None = None
-    emulated: bool = False  # a rehearsal of another card (nbkit.cards.emulate): its memory and abilities
+    emulated: bool = False  # a rehearsal of another card (nbkit.planning.cards.emulate): its memory and abilities
     held_gib: float = 0.0  # already in use when checked (this kernel's tensors, other processes): not for a new run
     held_by: tuple[str, ...] = ()  # what holds it, in words
 
@@ -79,7 +81,7 @@ def supports_fp8(capability: tuple[int, int]) -> bool:
 
 
 # This process's own CUDA context, which mem_get_info counts as used but the memory model plans for itself
-# (nbkit.memory's context_gib, measured up to 0.85 GiB): not memory "already in use" by anything else.
+# (nbkit.planning.memory's context_gib, measured up to 0.85 GiB): not memory "already in use" by anything else.
 OWN_CONTEXT_GIB = 0.85
 
 
@@ -89,7 +91,7 @@ def check_gpu(device: int = 0) -> GpuInfo:
     if not torch.cuda.is_available():
         return GpuInfo(available=False)
     from ..loading.backend import configure_allocator
-    from ..loading.gpu_session import holders
+    from .gpu_holders import holders
 
     configure_allocator()  # before this process's first CUDA allocation
     props = torch.cuda.get_device_properties(device)
@@ -119,7 +121,7 @@ def check_gpu(device: int = 0) -> GpuInfo:
 
 
 def set_emulated(name: str, total_gib: float, capability: tuple[int, int]) -> None:
-    """From now on check_gpu() reports this card (nbkit.cards.emulate sets it, with the memory cap)."""
+    """From now on check_gpu() reports this card (nbkit.planning.cards.emulate sets it, with the memory cap)."""
     global _emulated
     _emulated = (name, total_gib, capability)
 
@@ -130,7 +132,7 @@ def emulating() -> str | None:
 
 
 def end_emulation(device: int = 0) -> None:
-    """Report the real card again and lift the memory cap (nbkit.cards.emulate's rehearsal ends)."""
+    """Report the real card again and lift the memory cap (nbkit.planning.cards.emulate's rehearsal ends)."""
     global _emulated, _cap_gib
     if _cap_gib is not None:
         import torch
@@ -234,3 +236,11 @@ def require_fp8(gpu: GpuInfo) -> None:
             f"FP8 LoRA needs compute capability 8.9+ (Ada/Hopper); {gpu.name} is "
             f"{gpu.capability[0]}.{gpu.capability[1]}. Use quantization='4bit' (least memory) or '16bit'."
         )
+
+
+def disk_free_gib(folder: str | Path) -> float:
+    """Free disk space where `folder` is (or would be created), in GiB."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free / 1024**3

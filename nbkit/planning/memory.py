@@ -66,7 +66,7 @@ CALIBRATION = {
     "unsloth-kbit": replace(_UNSLOTH, act_gc=1.05, reserve_factor=1.06, load_factor=1.04),
     "unsloth-fp8": replace(_UNSLOTH, act_gc=1.95, fixed_gib=0.15, reserve_factor=1.02),
     # sharded (FSDP2 + transformers + peft, no k-bit preparation: embeddings stay 16-bit): fitted to two H200
-    # runs with nbkit.sharding.ROOT_GATHERED (see there), about half the activations of a one-GPU transformers run
+    # runs with nbkit.planning.sharding.ROOT_GATHERED (see there), about half the activations of a one-GPU transformers run
     "transformers-fsdp": replace(_HF, act_gc=1.0, keeps_checkpoints=0.55, reserve_factor=1.23),
 }
 
@@ -122,7 +122,7 @@ def estimate(config: RunConfig, spec: ModelSpec, backend: str = "unsloth", on_cu
     `bf16=False` plans a card without bf16 (T4), where Unsloth trains some families in float32 (memory_moe).
 
     Memory is per GPU. With config.parallelism == "fsdp" the model is sharded across `processes` GPUs
-    (nbkit.sharding says what each holds); otherwise every GPU holds the whole model (one GPU, or DDP)."""
+    (nbkit.planning.sharding says what each holds); otherwise every GPU holds the whole model (one GPU, or DDP)."""
     sharded = config.parallelism == "fsdp"
     cal = CALIBRATION["transformers-fsdp"] if sharded else calibration(backend, config.quantization)
     n = processes if sharded else 1

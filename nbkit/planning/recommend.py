@@ -1,7 +1,7 @@
 """Settings that fit: recommend() picks quantization, rank, length, batch and, with several GPUs, whether to copy
 the model to each (DDP) or shard it across them (FSDP); check_fits() stops a run that cannot fit, with the fix.
 
-Everything is decided from nbkit.memory's predictions, before anything is loaded.
+Everything is decided from nbkit.planning.memory's predictions, before anything is loaded.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What one GPU holds when a model is sharded across several (FSDP2 through accelerate, QLoRA or 16-bit LoRA).
 
-Pure arithmetic on byte counts, used by nbkit.memory.estimate for `parallelism="fsdp"`:
+Pure arithmetic on byte counts, used by nbkit.planning.memory.estimate for `parallelism="fsdp"`:
 
 - the frozen weights are split: each GPU keeps 1/N of them (4-bit weights are stored in the compute dtype, as
   FSDP needs, at the same bytes), except the 4-bit quantization statistics (absmax), which bitsandbytes keeps

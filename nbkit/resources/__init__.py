@@ -7,6 +7,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA_PATH = HERE / "nbkit-instruct-mini.jsonl"
 TINY_CHAT_PATH = HERE / "tiny-chat"  # made by scripts/make_demo_model.py
+TINY_MODEL = "nbkit/tiny-llama"  # the id a RunConfig names the tiny model by (the default model)
 
 
 def iter_texts(path: Path = DEFAULT_DATA_PATH):

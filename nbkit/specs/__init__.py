@@ -6,11 +6,14 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
-from ..planning.config import ALL_LINEAR, TINY_MODEL
 from ..errors import ModelNotFoundError
+from ..resources import TINY_CHAT_PATH, TINY_MODEL
 from . import moe
 from .quantized import (DYNAMIC_4BIT_ALLOWANCE, DYNAMIC_SUFFIX, as_unsloth_loads_it, checkpoint_kind,  # noqa: F401
                         skipped_params)
+
+# LoRA on every linear layer of attention and MLP: RunConfig's default target_modules
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 HERE = Path(__file__).resolve().parent
 
@@ -291,10 +294,8 @@ def spec_for(model: str) -> ModelSpec:
     for key, data in table.items():  # ids are case-insensitive on the Hub
         if key.lower() == model.lower():
             return as_unsloth_loads_it(from_config_dict(data, key), key)
-    if model == TINY_MODEL:
-        from ..loading.tiny import ensure_tiny_model
-
-        model = str(ensure_tiny_model())
+    if model == TINY_MODEL:  # the package's own copy: its config is what loading.tiny copies to the cache
+        model = str(TINY_CHAT_PATH)
     cfg = Path(model).expanduser() / "config.json"
     if cfg.exists():
         return from_config_dict(json.loads(cfg.read_text()), model)

@@ -1,6 +1,6 @@
 """Output folders that never lose work: one folder per run, marked as nbkit's, written atomically.
 
-What a run folder's marker says of the run's life (and who may claim the folder) is nbkit.runs'.
+What a run folder's marker says of the run's life (and who may claim the folder) is nbkit.training.runs'.
 
 nbkit only ever replaces or deletes what it wrote itself: the entries a run folder's marker (`nbkit_run.json`)
 lists, and checkpoints that carry nbkit's completion marker. Everything is written under a temporary name and
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, ExportError
+from ..planning.hardware import disk_free_gib as free_gib  # noqa: F401  (checkpoints and the workflow ask here)
 
 RUN_MARKER = "nbkit_run.json"
 CHECKPOINT_MARKER = "nbkit_checkpoint.json"
@@ -127,13 +128,6 @@ def check_writable(folder: Path) -> None:
     except OSError as exc:
         raise ConfigError(f"Cannot write to output_dir={str(folder)!r}: {exc.strerror or exc}. Pick a folder you "
                           "can write to.") from None
-
-
-def free_gib(folder: str | Path) -> float:
-    folder = Path(folder)
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    return shutil.disk_usage(folder).free / 1024**3
 
 
 @contextmanager

@@ -82,7 +82,7 @@ def probe_batch(loaded: LoadedModel, predicted: int, steps: int = 2, grow: float
 
     from . import train
     from ..planning.hardware import is_oom
-    from ..exporting.verify import snapshot
+    from .adapters import snapshot
 
     saved = snapshot(loaded.model)
     seq = loaded.config.max_seq_length

@@ -65,7 +65,7 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)  # OOM recoveries and other changes made on the way
     processes: int = 1  # data-parallel GPUs: `tokens` is their total, `tokens_this_rank` this process's share
     tokens_this_rank: int = 0
-    state: str = "finished"  # or "stopped" (asked: a button, an observer) or "interrupted" (nbkit.runs)
+    state: str = "finished"  # or "stopped" (asked: a button, an observer) or "interrupted" (nbkit.training.runs)
     total: int = 0  # the steps the run was set to train
 
     @property

@@ -114,7 +114,7 @@ def plan(config, resume: bool = False, overwrite: bool = False) -> Claim:
         if config.max_steps <= done:
             raise RunFinished(f"The run in {folder} already {describe(marker)}; nothing was changed. "
                               f"To train longer, resume with max_steps above {done}; to export it: "
-                              f"nbkit export {folder} --merged (Python: nbkit.export.from_run('{folder}')).")
+                              f"nbkit export {folder} --merged (Python: nbkit.exporting.export.from_run('{folder}')).")
         if outputs.newest_checkpoint(folder)[0] is None:
             raise ConfigError(f"The run in {folder} finished at step {done} without a checkpoint (save_steps=0), "
                               "so it cannot continue: start a new run with more steps instead.")
@@ -135,7 +135,7 @@ def _choices(folder: Path, marker: dict) -> str:
     fresh = ("or run the cell that builds the config again for a fresh folder" if is_auto_output_dir(str(folder))
              else "or leave output_dir unset for a fresh folder per run")
     if marker.get("status") == FINISHED:
-        return (f"It is final: export it with nbkit export {folder} (Python: nbkit.export.from_run), train longer "
+        return (f"It is final: export it with nbkit export {folder} (Python: nbkit.exporting.export.from_run), train longer "
                 f"with resume=True and max_steps above {marker.get('step', '?')}, replace it with overwrite=True "
                 f"(CLI: --overwrite), {fresh}.")
     return f"Continue it with resume=True (CLI: --resume), replace it with overwrite=True (--overwrite), {fresh}."
@@ -177,7 +177,7 @@ def check_same_run(saved: dict, config, folder: Path) -> None:
     if changed:
         detail = ", ".join(f"{k}: {saved[k]!r} → {given[k]!r}" if k in saved else k for k in changed)
         raise ConfigError(f"Cannot resume the run in {str(folder)!r} with different settings ({detail}): the "
-                          "result would mix two runs. Resume with the saved settings (nbkit.outputs.saved_config("
+                          "result would mix two runs. Resume with the saved settings (nbkit.training.outputs.saved_config("
                           f"'{folder}') returns them), or start a new run in another folder.")
 
 

@@ -1,6 +1,6 @@
 """Build TRL's SFTTrainer from a RunConfig, run it under observation, and return what happened.
 
-What the run does is published through nbkit.events (observers are passed in; this module knows no view).
+What the run does is published through nbkit.training.events (observers are passed in; this module knows no view).
 A stop request ends it at a step boundary with a resumable checkpoint; an out-of-memory step is retried from
 the last completed step with half the batch and twice the accumulation; a non-finite loss stops it unsaved.
 """
@@ -62,7 +62,7 @@ def sft_config(loaded: LoadedModel, data: PreparedData, **overrides: Any):
         fp16=on_cuda and not bf16,
         use_cpu=not on_cuda,
         max_length=cfg.max_seq_length,
-        # build_trainer decides packing (nbkit.packing): rows packed whole (never cut), each attending to itself;
+        # build_trainer decides packing (nbkit.loading.packing): rows packed whole (never cut), each attending to itself;
         # eval unpacked, so its loss means the same with packing on or off
         packing=False,
         packing_strategy="bfd",
@@ -80,7 +80,7 @@ def sft_config(loaded: LoadedModel, data: PreparedData, **overrides: Any):
     args = SFTConfig(**kwargs)
     if on_cuda and args.n_gpu > 1:
         # one process trains on its own GPU: with several visible the Trainer would wrap the model in
-        # nn.DataParallel (which TRL refuses); several GPUs are used through torchrun or nbkit.parallel.launch
+        # nn.DataParallel (which TRL refuses); several GPUs are used through torchrun or nbkit.workflow.run_parallel
         args._n_gpu = 1
     return args
 
@@ -189,9 +189,9 @@ def _adapters_to_fp32(model) -> None:
 def run(loaded: LoadedModel, data: PreparedData, observers: Any = None, *, stop: StopControl | None = None,
         resume: bool = False, overwrite: bool = False, claim: bool = True, recover_oom: bool = True, callbacks=(),
         progress: RunObserver | None = None, **overrides: Any) -> TrainResult:
-    """Train and return losses, speed and peak memory; the run folder records how it ended (nbkit.runs).
+    """Train and return losses, speed and peak memory; the run folder records how it ended (nbkit.training.runs).
 
-    `observers` (nbkit.events.RunObserver, e.g. nbkit.ui.progress.TrainingProgress) watch the run; `stop`
+    `observers` (nbkit.training.events.RunObserver, e.g. nbkit.ui.progress.TrainingProgress) watch the run; `stop`
     lets any of them end it at a step boundary (the run is "stopped", resumable). Interrupting the kernel (or
     Ctrl-C, SIGTERM) also ends it at a step boundary with a checkpoint, then raises TrainingInterrupted, so a
     Run All stops there. `resume=True` continues from the newest complete checkpoint in the config's output_dir

@@ -38,11 +38,11 @@ def failed(exc: BaseException, loaded: LoadedModel, trainer, events, folder: Pat
 def rescued(exc: ExportError, loaded: LoadedModel, step: int, total) -> ExportError:
     """A checkpoint the disk could not take: the adapters trained so far go to a rescue folder, and the error
     (one line) says where and carries the model (`.loaded`)."""
-    from ..exporting import export
+    from .adapters import rescue_adapters
 
     loaded.trained = runs.RunState(runs.FAILED, step, total, loaded.config.output_dir)
     try:
-        spare = export.rescue_lora(loaded)
+        spare = rescue_adapters(loaded)
         where = f"The adapters trained so far (step {step}) were saved to {spare} instead"
     except NbkitError as again:
         spare, where = None, f"A rescue copy failed too ({again}); the model is still in memory"

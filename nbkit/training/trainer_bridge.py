@@ -39,7 +39,7 @@ def bridge(events: RunEvents, stop: StopControl | None = None, counter: TokenCou
            save_minutes: float = 0.0, clock=time.perf_counter, packing=None):
     """The TrainerCallback that publishes the run (see module doc), for any HF Trainer. `save_minutes` > 0 also
     saves a checkpoint whenever that long has passed since the last one. Without `counter`, tokens read 0.
-    `packing` (nbkit.packing.PackingPlan) says what an epoch holds; without it the epoch is not described."""
+    `packing` (nbkit.loading.packing.PackingPlan) says what an epoch holds; without it the epoch is not described."""
     from transformers import TrainerCallback
 
     stop = stop or StopControl()

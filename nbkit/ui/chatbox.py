@@ -1,6 +1,6 @@
 """chat(loaded): a prompt box and streamed answers, with a switch between the fine-tuned and the base model.
 
-A thin view over nbkit.generate.stream: the same greedy generation through the chat template that the
+A thin view over nbkit.exporting.generate.stream: the same greedy generation through the chat template that the
 notebooks' before/after samples use; the base model is the same loaded model with its adapters switched off.
 """
 from __future__ import annotations

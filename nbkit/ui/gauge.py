@@ -34,7 +34,7 @@ class MemoryGauge(w.VBox, RunObserver):
 
     def __init__(self, gpu: GpuInfo | None = None, backend: str | None = None, processes: int = 1):
         self.gpu = gpu or check_gpu()
-        self.processes = processes  # GPUs the run will use (nbkit.parallel.launch): the prediction is per GPU
+        self.processes = processes  # GPUs the run will use (nbkit.workflow.run_parallel): the prediction is per GPU
         if backend is None:
             from ..loading.backend import unsloth_installed
 
@@ -173,7 +173,7 @@ class MemoryGauge(w.VBox, RunObserver):
             bundle["text/html"] = html
         return bundle
 
-    # --- as an observer of the run (nbkit.events) ------------------------------------------------
+    # --- as an observer of the run (nbkit.training.events) ------------------------------------------------
     def run_planned(self, config, breakdown) -> None:
         self.update(config)
 

@@ -1,4 +1,4 @@
-"""TrainingProgress: an observer of the run (nbkit.events) showing steps, ETA, tokens/s, loss, LR and a loss curve.
+"""TrainingProgress: an observer of the run (nbkit.training.events) showing steps, ETA, tokens/s, loss, LR and a loss curve.
 
 It only reads what the run's events carry (values the trainer already brought to the host, the allocator's
 host-side counters), so it never forces a GPU synchronisation. The loss curve is redrawn every `plot_interval`
@@ -68,11 +68,11 @@ class TrainingProgress(RunObserver):
         self._last_plot_end = -1e9
         self._last_plot_cost = 0.0
         self.finished = False
-        self.state = "finished"  # how the run ended: finished, stopped or interrupted (nbkit.runs)
+        self.state = "finished"  # how the run ended: finished, stopped or interrupted (nbkit.training.runs)
         self.error: str | None = None
         self.notes: list[str] = []
         self.phase = ""
-        self.epoch = None  # nbkit.events.EpochPlan: what an epoch is (packing makes fewer, fuller steps)
+        self.epoch = None  # nbkit.training.events.EpochPlan: what an epoch is (packing makes fewer, fuller steps)
         # (clock, tokens, step) when the first step ended: that step includes one-off compilation (minutes
         # for FP8), so speed and ETA are measured from there once a second step exists
         self._first: tuple[float, int, int] | None = None

@@ -8,7 +8,8 @@ import errno
 import os
 import sys
 
-from nbkit import export, outputs
+from nbkit.exporting import export
+from nbkit.training import outputs
 from nbkit.cli import main
 
 rescue_ok = os.environ.get("NBKIT_FULL_DISK_RESCUE") == "ok"
@@ -35,5 +36,5 @@ if at_step:
     Trainer._save_optimizer_and_scheduler = full_at_step
 else:
     export._write_lora = full
-assert outputs  # the rescue folder comes from nbkit.outputs.rescue_dir, unchanged
+assert outputs  # the rescue folder comes from nbkit.training.outputs.rescue_dir, unchanged
 sys.exit(main(sys.argv[1:]))

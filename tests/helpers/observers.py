@@ -1,5 +1,5 @@
 """Observers the tests attach to a run."""
-from nbkit.events import RunObserver, StopControl
+from nbkit.training.events import RunObserver, StopControl
 
 
 class StopAt(RunObserver):

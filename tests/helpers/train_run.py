@@ -9,9 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-from nbkit import RunConfig, data, export, models, train
+from nbkit import RunConfig
+from nbkit.loading import data, models
+from nbkit.exporting import export
+from nbkit.training import train
 from nbkit.errors import TrainingInterrupted
-from nbkit.events import RunObserver
+from nbkit.training.events import RunObserver
 
 ap = argparse.ArgumentParser()
 ap.add_argument("config")
