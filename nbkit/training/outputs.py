@@ -102,13 +102,16 @@ def owned_files(final: Path) -> list[str] | None:
     return None if legacy else []
 
 
-def remove_owned(target: Path) -> None:
+def remove_owned(target: Path) -> bool:
     """Remove what nbkit wrote at `target` (a file, or the files it wrote in a folder, then the folder if that
-    leaves it empty); a folder an older nbkit wrote without a list of its files is left as it is."""
+    leaves it empty). A folder an older nbkit wrote without a list of its files is left as it is (True): the
+    next export there replaces only the names it writes."""
     if not target.is_dir():
         target.unlink(missing_ok=True)
-        return
+        return False
     files = owned_files(target)
+    if files is None:
+        return True
     for name in files or []:
         entry = target / name
         if entry.is_dir():
@@ -117,18 +120,19 @@ def remove_owned(target: Path) -> None:
             entry.unlink(missing_ok=True)
     if files and not any(target.iterdir()):
         target.rmdir()
+    return False
 
 
-def remove_run_entries(folder: Path, marker: dict) -> None:
+def remove_run_entries(folder: Path, marker: dict) -> list[str]:
     """Delete an earlier run's own files (what its marker lists, and checkpoints carrying nbkit's completion
     marker) and its marker: nothing else in the folder is touched, not even a file of the user's put inside an
-    export's folder."""
-    for name in marker.get("written", []):
-        remove_owned(folder / name)
+    export's folder. Returns the folders kept because an older nbkit listed no files for them (still nbkit's)."""
+    kept = [name for name in marker.get("written", []) if remove_owned(folder / name)]
     for ckpt in checkpoints(folder):
         if is_complete(ckpt):
             shutil.rmtree(ckpt)
     (folder / RUN_MARKER).unlink()
+    return kept
 
 
 def update_marker(folder: str | Path, written: str | None = None, **fields: Any) -> None:

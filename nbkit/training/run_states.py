@@ -77,7 +77,7 @@ def missing(marker: dict) -> str:
 
 def pending_exports(marker: dict | None) -> list[str]:
     """The exports a run was asked for that are not made yet (its finishing was cut short)."""
-    return [t for t in (marker or {}).get("todo", []) if t in EXPORTS]
+    return [t for t in (marker or {}).get("todo") or [] if t in EXPORTS]
 
 
 def finish_command(folder: str | Path, marker: dict | None) -> str:

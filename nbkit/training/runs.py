@@ -196,8 +196,7 @@ def start_training(config, resume: bool = False, overwrite: bool = False) -> Cla
 
 def _start(claim: Claim, config) -> None:
     folder, marker = claim.folder, claim.marker or {}
-    if claim.mode == "overwrite":
-        outputs.remove_run_entries(folder, marker)
+    kept = outputs.remove_run_entries(folder, marker) if claim.mode == "overwrite" else []
     fields = dict(status=TRAINING, config=config.to_dict(), phase=None, error=None, total=config.max_steps or None,
                   todo=None, cut_short=None)
     if not claim.continues:
@@ -211,6 +210,8 @@ def _start(claim: Claim, config) -> None:
         print(f"nbkit: the exports in {folder} ({', '.join(sorted(marker['exported']))}) hold step "
               f"{marker.get('step')}; they are marked stale, and this run's exports will replace them.")
     _write(folder, **fields)
+    for name in kept:  # an older nbkit's export folders, still nbkit's to replace file by file
+        _write(folder, written=name)
 
 
 def end(folder: str | Path, status: str, step: int | None = None, total: int | None = None, **fields) -> None:
