@@ -17,7 +17,7 @@ from ..errors import ConfigError
 RESUMABLE_CHANGES = {"output_dir", "save_steps", "save_total_limit", "save_minutes", "backend", "batch_size",
                      "grad_accum", "extra", "max_steps"}
 
-_cache: dict[tuple, str] = {}  # (path, size, mtime) of each file -> its sha256: one read per change
+_cache: dict[tuple, str] = {}  # (path, inode, size, mtime, ctime) of a file -> its sha256: one read per change
 
 
 def check_same_run(saved: dict, config, folder: Path) -> None:
@@ -48,14 +48,17 @@ def data_files(dataset: str) -> list[Path] | None:
 
 def _sha256(path: Path) -> str:
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _cache:
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if key in _cache:
+        return _cache[key]
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    # a file changed within the last seconds may change again under the same (coarse) timestamp: not cached
+    if time.time() - stat.st_mtime > 2:
         _cache[key] = h.hexdigest()
-    return _cache[key]
+    return h.hexdigest()
 
 
 def data_fingerprint(config) -> dict | None:
