@@ -1,4 +1,4 @@
-"""The whole run in one call: check → load → LoRA → data → train (observed) → save → verify → sample → export.
+"""The whole run in one call: check → load → LoRA → data → train (observed) → save → verify → sample → exports.
 
 Everything that can be checked without the model (settings, data, output folder) is checked first, in
 seconds. Views watch through `observers` (nbkit.events); nothing here imports one.

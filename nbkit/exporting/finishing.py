@@ -69,12 +69,15 @@ class Finishing:
             self.loaded.adapter_state = fsdp.full_adapter_state(self.loaded.model)
         failure = None
         if self.record:
+            self._note()  # from now on the folder says what is left, even after a kill -9
             self._holding = True
             try:
                 # a stopped run's adapters are saved too: what Resume or an explicit export continues from
                 export.save_lora(self.loaded, self.adapter_dir, allow_unfinished=True)
             except Exception as exc:  # noqa: BLE001 — any failure here is said with where the adapters are
                 failure = exc
+            except KeyboardInterrupt:  # a second Ctrl-C: the user would rather stop than wait for the save
+                raise self._save_interrupted() from None
             finally:
                 self._holding = False
         said = distributed.from_main(None if failure is None else one_line(failure))
@@ -136,6 +139,16 @@ class Finishing:
     def _note(self) -> None:
         if self.record:
             runs.note(self.folder, todo=self.todo or None, cut_short="; ".join(self.cut_short) or None)
+
+    def _save_interrupted(self) -> TrainingInterrupted:
+        from ..training import outputs
+
+        self._cut("interrupted (SIGINT) while saving the adapters")
+        newest, _ = outputs.newest_checkpoint(self.folder)
+        fix = (f"nbkit export {self.folder} rebuilds them from {newest.name}" if newest is not None else
+               "train again (no checkpoint was kept)")
+        return TrainingInterrupted(f"Interrupted twice (SIGINT) while the adapters were being saved: they are not "
+                                   f"saved; {fix}.", self.result, self.loaded, None, "SIGINT")
 
     def _save_failed(self, exc: Exception) -> ExportError:
         self._cut(f"saving the adapters failed: {one_line(exc)}")
