@@ -63,8 +63,8 @@ def plan(config, resume: bool = False, overwrite: bool = False, accept_changed_d
     if overwrite:
         return Claim(folder, "overwrite", marker)
     if not resume:
-        raise ConfigError(f"output_dir={str(folder)!r} already holds an nbkit run ({describe(marker)}, started "
-                          f"{marker.get('started', '?')}). {choices(folder, marker)}")
+        raise ConfigError(f"output_dir={str(folder)!r} already holds an nbkit run ({describe(marker, folder)}, "
+                          f"started {marker.get('started', '?')}). {choices(folder, marker)}")
     check_same_run(marker.get("config", {}), config, folder)
     if not accept_changed_data:
         check_same_data(marker, config, folder)
@@ -77,7 +77,7 @@ def plan(config, resume: bool = False, overwrite: bool = False, accept_changed_d
             err.pending = pending_exports(marker)
             raise err
         if config.max_steps <= done:
-            raise RunFinished(f"The run in {folder} already {describe(marker)}; nothing was changed. "
+            raise RunFinished(f"The run in {folder} already {describe(marker, folder)}; nothing was changed. "
                               f"To train longer, resume with max_steps above {done}; to export it: "
                               f"nbkit export {folder} --merged (Python: nbkit.export.from_run('{folder}')).")
         if outputs.newest_checkpoint(folder)[0] is None:
