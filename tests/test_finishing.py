@@ -126,3 +126,19 @@ def test_a_signal_after_the_last_step_leaves_a_saved_run(tmp_path, stage, sig):
     assert m["cut_short"] == f"interrupted ({sig}) during {STAGES[during]}"
     assert not (run / "nbkit_report.json").exists() and not (run / ".nbkit_run.lock").exists()
     assert (run / "merged_16bit").exists() == (stage == "gguf")  # the exports before the signal are made
+
+
+def test_ctrl_c_twice_during_the_save_stops_at_once_and_says_so(tmp_path):
+    """The first Ctrl-C waits for the adapters; a second one means "now": they are not saved, and the one line
+    says what rebuilds them (here nothing: no checkpoint was kept), exit 130."""
+    run = tmp_path / "run"
+    path = cfg(tmp_path).save(tmp_path / "run.yaml")
+    proc = nbkit_cli(["train", "--config", str(path)], {"NBKIT_FAULT_AT": "save", "NBKIT_FAULT": "SIGINTx2"})
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (line,) = [x for x in proc.stderr.splitlines() if "Interrupted twice" in x]
+    assert line == ("nbkit: Interrupted twice (SIGINT) while the adapters were being saved: they are not saved; "
+                    "train again (no checkpoint was kept).")
+    m = marker(run)
+    assert m["status"] == "finished" and m["todo"][0] == "save"
+    assert m["cut_short"] == "interrupted (SIGINT) while saving the adapters"
+    assert not (run / "lora_adapters").exists() and not list(run.glob(".nbkit-tmp-*"))

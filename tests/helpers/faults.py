@@ -4,7 +4,7 @@ In-process: `install(stage, fault, monkeypatch.setattr)`. As the CLI in a child 
 `NBKIT_FAULT_AT=STAGE NBKIT_FAULT=KIND python faults.py ARGS...` (as `python -m nbkit ARGS...`).
 
 STAGE: save (the adapters), verify, sample (the after-sample: generate's second call), merged, gguf.
-KIND: error (RuntimeError), ENOSPC (OSError: no space left on device), SIGINT, SIGTERM. A signal is sent to the
+KIND: error (RuntimeError), ENOSPC (OSError: no space left on device), SIGINT, SIGTERM, SIGINTx2 (twice). A signal is sent to the
 process itself as the stage begins; the stage then runs as it would (the signal's handler decides what happens).
 Everything else is nbkit's real pipeline on the tiny model.
 """
@@ -33,8 +33,10 @@ def install(stage: str, fault: str, patch=setattr) -> None:
             raise RuntimeError(f"injected failure at {stage}")
         if fault == "ENOSPC":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "injected")
-        os.kill(os.getpid(), getattr(signal, fault))
-        time.sleep(3)  # a handler that raises does so here, as a real signal arriving mid-stage would
+        for _ in range(2 if fault == "SIGINTx2" else 1):  # SIGINTx2: Ctrl-C pressed again, impatient
+            os.kill(os.getpid(), getattr(signal, fault.removesuffix("x2")))
+            time.sleep(1)
+        time.sleep(2)  # a handler that raises does so here, as a real signal arriving mid-stage would
         return real(*args, **kwargs)
 
     patch(module, name, faulty)
