@@ -65,8 +65,12 @@ def _train(args) -> int:
 
     try:
         report = workflow.run(cfg, merged=args.merged, gguf=args.gguf, observers=[TrainingProgress()],
-                              probe=args.probe, resume=args.resume, overwrite=args.overwrite)
+                              probe=args.probe, resume=args.resume, overwrite=args.overwrite,
+                              accept_changed_data=args.accept_changed_data)
     except RunFinished as exc:  # asked to resume what is done: nothing to train is not a failure
+        if getattr(exc, "pending", None) and not (args.merged or args.gguf):  # saved, but not all it was asked
+            print(f"nbkit: {exc}", file=sys.stderr)
+            return 1
         print(f"nbkit: {exc}")
         if args.merged or args.gguf:  # the exports asked for (a failed one, say) are made alone, from the folder
             from .exporting.export import from_run
@@ -231,6 +235,8 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in output_dir from its newest complete checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the nbkit run already in output_dir")
+    p.add_argument("--accept-changed-data", action="store_true",
+                   help="with --resume: continue even though the data file changed since the run trained on it")
     p.add_argument("--packing", choices=["auto", "on", "off"],
                    help="short rows share a sequence of up to max_seq_length tokens (replaces the config's packing)")
     p.set_defaults(fn=_train)

@@ -45,3 +45,9 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, message: str, result=None, loaded=None, checkpoint=None, signal_name: str = "SIGINT"):
         super().__init__(message)
         self.result, self.loaded, self.checkpoint, self.signal = result, loaded, checkpoint, signal_name
+
+
+class AfterTrainingError(NbkitError, RuntimeError):
+    """Training ended and the adapters are saved, but a stage after it failed (the verification, the after-sample):
+    the run folder says what is missing and the message gives the command that finishes it. `.loaded` (the trained
+    model, usable), `.result` (the TrainResult), `.adapter_dir`, `.report` (the WorkflowReport so far, or None)."""

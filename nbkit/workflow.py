@@ -1,4 +1,4 @@
-"""The whole run in one call: check → load → LoRA → data → train (observed) → verify → generate → save.
+"""The whole run in one call: check → load → LoRA → data → train (observed) → save → verify → sample → exports.
 
 Everything that can be checked without the model (settings, data, output folder) is checked first, in
 seconds. Views watch through `observers` (nbkit.training.events); nothing here imports one.
@@ -13,9 +13,10 @@ from typing import Any
 from .loading import data, models
 from .gpus import distributed, fsdp
 from .exporting import generate, verify
+from .exporting.finishing import Finishing
 from .training import outputs, runs, train
 from .planning.config import RunConfig
-from .errors import ConfigError, ExportError
+from .errors import ConfigError
 from .training.events import StopControl, as_events
 
 DEFAULT_PROMPT = "What is the capital of France?"
@@ -81,7 +82,8 @@ class WorkflowReport:
         }
 
 
-def preflight(config: RunConfig, resume: bool = False, overwrite: bool = False) -> list[str]:
+def preflight(config: RunConfig, resume: bool = False, overwrite: bool = False,
+              accept_changed_data: bool = False) -> list[str]:
     """Checks that need no model, in seconds: the settings (however the config was built or changed since),
     the data, and (on the process that writes) what training into the output folder would do. Writes nothing:
     the folder is claimed when training starts. Raises an NbkitError (RunFinished for a finished run to resume)."""
@@ -89,7 +91,7 @@ def preflight(config: RunConfig, resume: bool = False, overwrite: bool = False) 
     train.check_extra(config.extra)
     lines = [data.check(config)]
     if distributed.is_main():
-        claim = runs.plan(config, resume=resume, overwrite=overwrite)
+        claim = runs.plan(config, resume=resume, overwrite=overwrite, accept_changed_data=accept_changed_data)
         free = outputs.free_gib(claim.folder)
         if free < 1.0:
             raise ConfigError(f"Only {free:.2f} GiB free where {claim.folder} is: checkpoints and adapters need "
@@ -104,44 +106,34 @@ _CLAIM_NOTES = {"retry": "; retrying the run there that never trained", "extend"
 
 def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, gguf: bool = False,
         observers: Any = None, max_new_tokens: int = 48, probe: bool = False, resume: bool = False,
-        overwrite: bool = False, stop: StopControl | None = None, progress: Any = None) -> WorkflowReport:
+        overwrite: bool = False, stop: StopControl | None = None, progress: Any = None,
+        accept_changed_data: bool = False) -> WorkflowReport:
     """`probe=True` first trains a couple of full-length steps at the configured batch (nbkit.training.probe) and, if
     that runs out of memory, trains with the largest batch that fits and more accumulation instead; the memory
     check before loading then asks only that the model fits with batch 1. `resume=True` continues the run in
-    config.output_dir from its newest complete checkpoint (a finished one only to a larger max_steps);
-    `overwrite=True` replaces the run there. Each phase that fails is recorded in the run folder (nbkit.training.runs)."""
+    config.output_dir from its newest complete checkpoint (a finished one only to a larger max_steps), on the
+    same data unless `accept_changed_data=True`; `overwrite=True` replaces the run there. Each phase that fails
+    is recorded in the run folder (nbkit.training.runs). The adapters are saved the moment training ends; a failure or an
+    interrupt after that leaves a saved run that says what is missing (nbkit.exporting.finishing)."""
     main = distributed.is_main()
     events = as_events(observers if main else None)
     if progress and main:  # older spelling: one observer
         events.add(progress)
     config = _checked(config, probe, merged, gguf)
-    for line in preflight(config, resume, overwrite):
+    for line in preflight(config, resume, overwrite, accept_changed_data):
         _say(line)
-    if main:
-        runs.begin(config, resume=resume, overwrite=overwrite)
-    events.run_planned(config, None)
-    with runs.phase(config.output_dir, "loading", main):
-        events.phase_changed("loading", config.model)
-        loaded, notes = _load(config, probe)
-        config = loaded.config
-    with runs.phase(config.output_dir, "preparing", main):
-        events.phase_changed("preparing", "tokenizing the data")
-        prepared = data.prepare(config, loaded.tokenizer)
-        before = verify.snapshot(loaded.model)
-        sharded = fsdp.sharded(loaded.config)
-        # a sharded model is still in CPU memory here (FSDP moves it to the GPUs when training starts): its "before"
-        # answer comes after training, from the base model with the adapters switched off
-        sample_before = "" if sharded else generate.generate(loaded, prompt, max_new_tokens)
-    result = train.run(loaded, prepared, events, stop=stop, resume=resume, overwrite=overwrite)
-    wf = _report(loaded, result, before, sample_before, prompt, max_new_tokens, notes, sharded)
-    if not main:
-        # wait for rank 0's files, so no rank returns before the run is saved, or fails if it was not
-        failure = distributed.from_main(None)
-        if failure:
-            raise ExportError(f"Rank 0 could not save this run, so it is not saved: {failure}")
-        return wf
-    events.phase_changed("saving", config.output_dir)
-    _save_or_rescue(wf, loaded, merged, gguf)
+    with runs.claimed(config, resume, overwrite, record=main, accept_changed_data=accept_changed_data):
+        events.run_planned(config, None)
+        loaded, notes = _loading(config, probe, events, main)
+        prepared, before, sample_before = _preparing(loaded, prompt, max_new_tokens, events, main)
+        result = train.run(loaded, prepared, events, stop=stop, resume=resume, overwrite=overwrite)
+        events.phase_changed("saving", loaded.config.output_dir)
+        with Finishing(loaded, result, _todo(result, merged, gguf), record=main) as finish:
+            finish.save()
+            wf = _checks(finish, before, sample_before, prompt, max_new_tokens, notes)
+            _exports(finish, wf, merged, gguf)
+            with finish.stage("report"):
+                _write_report(wf, finish)
     events.phase_changed("done", result.state if result.stopped else "")
     return wf
 
@@ -180,87 +172,74 @@ def _load(config: RunConfig, probe: bool):
     return loaded, notes
 
 
-def _report(loaded, result, before, sample_before, prompt, max_new_tokens, notes, sharded) -> WorkflowReport:
-    """Verify the adapters (every rank), gather a sharded model's, and sample the trained model."""
-    report = verify.adapters_changed(loaded.model, before)
-    digests = distributed.gather(report.hash_after)
-    shard_fraction = fsdp.local_fraction(loaded.model)
-    if sharded:  # every rank gathers, so that rank 0 alone can save them
-        loaded.adapter_state = fsdp.full_adapter_state(loaded.model)
-        sample_before = generate.generate(loaded, prompt, max_new_tokens, adapters=False)
-    sample_after = generate.generate(loaded, prompt, max_new_tokens)
-    adapter_dir = Path(loaded.config.output_dir) / "lora_adapters"
-    return WorkflowReport(loaded.config, loaded.backend, result, report, sample_before, sample_after,
-                          str(adapter_dir), notes=notes, world_size=len(digests), ranks_agree=len(set(digests)) == 1,
-                          loaded=loaded, shard_fraction=shard_fraction)
+def _loading(config: RunConfig, probe: bool, events, main: bool):
+    with runs.phase(config.output_dir, "loading", main):
+        events.phase_changed("loading", config.model)
+        return _load(config, probe)
 
 
-def _save_or_rescue(wf: WorkflowReport, loaded, merged: bool, gguf: bool) -> None:
-    """Save (rank 0), then release the other ranks; if saving fails, the error keeps the trained model."""
-    try:
-        _save(wf, loaded, Path(wf.config.output_dir), merged, gguf)
-    except BaseException as exc:
-        distributed.from_main(f"{type(exc).__name__}: {exc}")  # release the other ranks with the reason
-        if not isinstance(exc, Exception):
-            raise
-        runs.note(wf.config.output_dir, save_failed=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        saved = getattr(exc, "saved_to", None)
-        where = (f"the adapters were saved to {saved} instead" if saved else
-                 "save it elsewhere with nbkit.exporting.export.save_lora(err.loaded, 'another/folder')")
-        # the trained adapters are still in memory: hand them to the caller rather than lose them
-        err = ExportError(f"Training finished but saving failed: {exc} The trained model is kept on this error "
-                          f"as `.loaded` (and the run's report as `.report`); {where}.")
-        err.loaded, err.report, err.saved_to = loaded, wf, saved
-        raise err from None
-    distributed.from_main(None)
+def _preparing(loaded, prompt: str, max_new_tokens: int, events, main: bool):
+    """The data as token rows, the adapters before training, and the model's answer before it."""
+    with runs.phase(loaded.config.output_dir, "preparing", main):
+        events.phase_changed("preparing", "tokenizing the data")
+        prepared = data.prepare(loaded.config, loaded.tokenizer)
+        before = verify.snapshot(loaded.model)
+        # a sharded model is still in CPU memory here (FSDP moves it to the GPUs when training starts): its "before"
+        # answer comes after training, from the base model with the adapters switched off
+        sharded = fsdp.sharded(loaded.config)
+        return prepared, before, None if sharded else generate.generate(loaded, prompt, max_new_tokens)
 
 
-def _save(wf: WorkflowReport, loaded, out: Path, merged: bool, gguf: bool) -> None:
+def _todo(result, merged: bool, gguf: bool) -> list[str]:
+    """The stages after the save; the exports only for a finished run (a stopped one is resumed first)."""
+    wanted = [kind for kind, asked in (("merged", merged), ("gguf", gguf)) if asked and result.finished]
+    return ["verify", "sample", *wanted, "report"]
+
+
+def _checks(finish: Finishing, before, sample_before, prompt, max_new_tokens, notes) -> WorkflowReport:
+    """Verify the adapters (every rank) and sample the trained model, each a stage of finishing."""
+    loaded, result = finish.loaded, finish.result
+    wf = finish.report = WorkflowReport(loaded.config, loaded.backend, result, None, sample_before, None,
+                                        str(finish.adapter_dir), notes=notes, loaded=loaded,
+                                        failures=finish.failures)
+    with finish.stage("verify"):
+        wf.verify = verify.adapters_changed(loaded.model, before)
+        digests = distributed.gather(wf.verify.hash_after)
+        wf.world_size, wf.ranks_agree = len(digests), len(set(digests)) == 1
+        wf.shard_fraction = fsdp.local_fraction(loaded.model)
+    with finish.stage("sample"):
+        if wf.sample_before is None:  # sharded: the base model's answer, the adapters switched off
+            wf.sample_before = generate.generate(loaded, prompt, max_new_tokens, adapters=False)
+        wf.sample_after = generate.generate(loaded, prompt, max_new_tokens)
+    return wf
+
+
+def _exports(finish: Finishing, wf: WorkflowReport, merged: bool, gguf: bool) -> None:
+    """The exports asked for (rank 0, a finished run): a failed one is a failed step of the run, not its end."""
     from .exporting import export
 
-    adapter_dir = Path(wf.adapter_dir)
-    # a stopped run's adapters are saved (what Resume or an explicit export continues from); exports wait for a
-    # finished run
-    export.save_lora(loaded, adapter_dir, allow_unfinished=True)
+    out, loaded = finish.folder, finish.loaded
     wanted = [kind for kind, asked in (("merged", merged), ("gguf", gguf)) if asked]
-    if wanted and not wf.train.finished:
+    if not finish.record or not wanted:
+        return
+    if not wf.train.finished:
         wf.notes.append(f"not exported ({', '.join(wanted)}): the run {wf.train.state} at step {wf.train.steps}/"
                         f"{wf.train.total}; resume it, or export it as it is with nbkit export {out} "
                         f"--allow-unfinished")
-        wanted = []
-    if "merged" in wanted:
-        try:
-            wf.merged_dir = str(export.save_merged(loaded, out / "merged_16bit", adapter_dir))
-        except ExportError as exc:
-            wf.failures["merged export"] = str(exc)
-    if "gguf" in wanted:
-        try:
-            wf.gguf_dir = str(export.save_gguf(loaded, out / "gguf", adapter_dir=adapter_dir))
-        except ExportError as exc:
-            wf.failures["GGUF export"] = str(exc)
-    outputs.write_text_atomic(out / "nbkit_report.json", json.dumps(wf.to_dict(), indent=2, default=str))
-    runs.note(out, written="nbkit_report.json", failures=wf.failures)
-    for step, why in wf.failures.items():
-        print(f"nbkit: {step} FAILED: {why}\nnbkit: the LoRA adapters are saved in {adapter_dir}; retry the "
-              f"export alone with nbkit export {out} --{step.split()[0].lower()}")
+        return
+    if merged:
+        with finish.stage("merged", tolerate=True):
+            wf.merged_dir = str(export.save_merged(loaded, out / "merged_16bit", finish.adapter_dir))
+    if gguf:
+        with finish.stage("gguf", tolerate=True):
+            wf.gguf_dir = str(export.save_gguf(loaded, out / "gguf", adapter_dir=finish.adapter_dir))
+    for step, why in finish.failures.items():  # one line each, with the command that finishes the job
+        print(f"nbkit: {step} FAILED: {why} The adapters are saved in {finish.adapter_dir}; retry the export "
+              f"alone with: nbkit export {out} --{step.split()[0].lower()}")
 
 
-def _run_in_worker(config_dict: dict, merged: bool, view) -> None:
-    run(RunConfig.from_dict(config_dict), merged=merged, observers=[view()] if view else [])
-
-
-def run_parallel(config: RunConfig, num_processes: int | None = None, merged: bool = False, view=None) -> dict:
-    """Train `config` data-parallel from a notebook: one forked process per GPU (accelerate's notebook_launcher),
-    each running run() on its share of the data.
-
-    `view` makes rank 0's observer in its own process, e.g. `view=nbkit.ui.progress.TrainingProgress`.
-    Call it before anything touches CUDA in the kernel (forked processes cannot inherit a CUDA context).
-    Returns rank 0's report (also in output_dir/nbkit_report.json).
-    """
-    import torch
-    from accelerate import notebook_launcher
-
-    n = num_processes or max(1, torch.cuda.device_count())
-    notebook_launcher(_run_in_worker, (config.to_dict(), merged, view), num_processes=n,
-                      use_port=str(distributed.free_port()))
-    return json.loads((Path(config.output_dir) / "nbkit_report.json").read_text())
+def _write_report(wf: WorkflowReport, finish: Finishing) -> None:
+    if finish.record:
+        outputs.write_text_atomic(finish.folder / "nbkit_report.json",
+                                  json.dumps(wf.to_dict(), indent=2, default=str))
+        runs.note(finish.folder, written="nbkit_report.json", failures=wf.failures)

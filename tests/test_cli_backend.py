@@ -225,3 +225,35 @@ def test_without_a_network_an_unknown_model_id_fails_at_once(monkeypatch):
     with pytest.raises(ModelNotFoundError, match="could not be asked whether it exists"):
         spec_for("nobody/no-such-model")
     assert time.perf_counter() - start < 10
+
+
+def test_cli_a_run_cut_short_after_training_is_finished_by_the_command_it_names(tmp_path, tiny_dir):
+    """The after-sample fails (as on Qwen3-MoE): the CLI says in one line that the run is trained and saved and
+    which command finishes it (exit non-zero); --resume says what is missing instead of "nothing was changed";
+    the command named makes the export the run was asked for."""
+    import json
+    from pathlib import Path
+
+    run = tmp_path / "run"
+    path = small_run(tmp_path, save_steps=0)
+    faults = str(Path(__file__).parent / "helpers" / "faults.py")
+    env = {**os.environ, "NBKIT_DISPLAY": "text", "OMP_NUM_THREADS": "1", "NBKIT_FAULT_AT": "sample",
+           "NBKIT_FAULT": "error"}
+    first = subprocess.run([sys.executable, faults, "train", "--config", str(path), "--merged"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 2 and "Traceback" not in first.stderr, first.stderr[-2000:]
+    (line,) = [x for x in first.stderr.splitlines() if x.startswith("nbkit: error:")]
+    assert "Training finished, but the after-sample failed: RuntimeError: injected failure at sample" in line
+    assert line.endswith(f"Finish it with: nbkit export {run} --merged") and ".loaded" not in first.stderr
+    assert (run / "lora_adapters" / "adapter_model.safetensors").exists()
+    again = nbkit("train", "--config", str(path), "--resume")
+    assert again.returncode == 1 and "nothing was changed" not in again.stdout + again.stderr
+    assert "not done: the after-sample, the merged export, the report" in again.stderr
+    assert f"Finish it with: nbkit export {run} --merged" in again.stderr
+    done = nbkit("export", str(run))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "making what the run was asked to export and did not: merged" in done.stdout
+    assert (run / "merged_16bit" / "model.safetensors").exists()
+    assert json.loads((run / "nbkit_run.json").read_text())["todo"] == ["sample", "report"]
+    final = nbkit("train", "--config", str(path), "--resume")
+    assert final.returncode == 0 and "nothing was changed" in final.stdout

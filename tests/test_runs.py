@@ -71,10 +71,12 @@ def test_a_finished_run_is_final_unless_asked_for_more_steps(tmp_path):
     claim = runs.start_training(cfg(run).replace(max_steps=8), resume=True)
     m = json.loads((run / "nbkit_run.json").read_text())
     assert claim.mode == "extend" and m["status"] == "training" and m["extended"][0]["from_step"] == 4
-    assert m["exported"] == {"lora": {"step": 4}}  # kept: which step each export holds
+    # the export of step 4 is no longer the run's: marked stale (with its step), its files left as they are
+    assert m["exported"] == {} and m["stale_exports"] == {"lora": {"step": 4}}
     assert {k: v for k, v in tree_digest(tmp_path).items() if "nbkit_run" not in k} == \
         {k: v for k, v in before.items() if "nbkit_run" not in k}
     runs.end(run, runs.FINISHED, step=8, total=8)
+    assert "stale exports: lora (step 4)" in runs.describe(json.loads((run / "nbkit_run.json").read_text()), run)
 
 
 def test_a_finished_run_without_checkpoints_cannot_be_extended(tmp_path):
@@ -83,33 +85,86 @@ def test_a_finished_run_without_checkpoints_cannot_be_extended(tmp_path):
         runs.plan(cfg(tmp_path / "run").replace(max_steps=8), resume=True)
 
 
+HOLDER = """
+import sys, time
+from nbkit import RunConfig
+from nbkit.training import runs
+runs.start_training(RunConfig(output_dir=sys.argv[1], max_steps=4))
+print("holding", flush=True)
+time.sleep(120)
+"""
+
+
 def test_a_folder_another_live_process_trains_into_is_refused(tmp_path):
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    """A process that really trains into the folder holds its lock: every call is refused, naming that process;
+    once it dies (kill -9: no chance to clean up), the folder is free and the run resumable."""
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        checkpoint(run, 1)
+        for kwargs in ({}, {"resume": True}, {"overwrite": True}):
+            with pytest.raises(ConfigError, match=f"Process {holder.pid} .*is using .*{run.name} now"):
+                runs.plan(cfg(run), **kwargs)
+        with pytest.raises(ConfigError, match=f"Process {holder.pid}"):
+            from nbkit.exporting.export import from_run
+            from_run(run, allow_unfinished=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    # its process is gone: the run ended without finishing, and can be resumed
+    marker = json.loads((run / "nbkit_run.json").read_text())
+    assert marker["status"] == "training" and "its process is gone" in runs.describe(marker, run)
+    assert runs.plan(cfg(run), resume=True).mode == "resume"
+
+
+def test_a_recycled_process_id_does_not_lock_the_folder(tmp_path):
+    """The marker names a live process that is not nbkit's (the training process died and its id was given to
+    another program): the folder is not taken, and no advice points at that program."""
+    sleeper = subprocess.Popen(["sleep", "60"])
     try:
         write_marker(tmp_path / "run", status="training", pid=sleeper.pid, host=socket.gethostname(), step=1)
         checkpoint(tmp_path / "run", 1)
-        for kwargs in ({}, {"resume": True}, {"overwrite": True}):
-            with pytest.raises(ConfigError, match=f"Process {sleeper.pid} is training in"):
-                runs.plan(cfg(tmp_path / "run"), **kwargs)
+        assert runs.plan(cfg(tmp_path / "run"), resume=True).mode == "resume"
+        assert runs.plan(cfg(tmp_path / "run"), overwrite=True).mode == "overwrite"
+        with pytest.raises(ConfigError) as err:
+            runs.plan(cfg(tmp_path / "run"))
+        assert str(sleeper.pid) not in str(err.value) and "resume=True" in str(err.value)
+        marker = json.loads((tmp_path / "run/nbkit_run.json").read_text())
+        assert "its process is gone" in runs.describe(marker, tmp_path / "run")
+        assert sleeper.poll() is None  # nothing was done to it
     finally:
         sleeper.kill()
         sleeper.wait()
-    # its process is gone: the run ended without finishing, and can be resumed
-    assert runs.plan(cfg(tmp_path / "run"), resume=True).mode == "resume"
-    assert "its process is gone" in runs.describe(json.loads((tmp_path / "run/nbkit_run.json").read_text()))
 
 
 def test_a_folder_this_kernel_trains_into_is_refused(tmp_path):
+    """A launcher's thread trains into the folder: a cell of the same kernel is refused; the thread's own
+    training (the workflow, then train.run) is not."""
+    import threading
+
     run = tmp_path / "run"
     runs.start_training(cfg(run))
     try:
         assert json.loads((run / "nbkit_run.json").read_text())["pid"] == os.getpid()
-        with pytest.raises(ConfigError, match="A run of this kernel is training into"):
-            runs.plan(cfg(run), resume=True)
+        assert runs.plan(cfg(run), resume=True)  # this thread: its own run, further along (not refused)
+        seen = []
+
+        def other_cell():
+            try:
+                runs.plan(cfg(run), resume=True)
+            except ConfigError as exc:
+                seen.append(str(exc))
+
+        thread = threading.Thread(target=other_cell)
+        thread.start()
+        thread.join()
+        assert seen and "A run of this kernel is using" in seen[0]
     finally:
         checkpoint(run, 1)
         runs.end(run, runs.STOPPED, step=1, total=4)
     assert runs.plan(cfg(run), resume=True).mode == "resume"
+    assert not (run / ".nbkit_run.lock").exists()  # released when the run ended
 
 
 def test_phases_record_failures_and_interrupts(tmp_path):

@@ -168,13 +168,16 @@ def test_a_failed_save_keeps_the_trained_model(tmp_path, monkeypatch):
     out = tmp_path / "run"
     cfg = RunConfig(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=2, lora_r=4,
                     save_steps=0, max_samples=10, output_dir=str(out))
-    with pytest.raises(ExportError, match="saving failed") as info:
+    with pytest.raises(ExportError, match="saving the adapters failed") as info:
         workflow.run(cfg, max_new_tokens=2)
     err = info.value
-    assert err.report.train.steps == 2
+    assert err.result.steps == 2 and ".loaded" not in str(err)
     assert "No space left on device" in str(err) and str(err.saved_to) in str(err)
     assert (Path(err.saved_to) / "adapter_model.safetensors").exists()
     assert sorted(p.name for p in out.iterdir()) == ["nbkit_run.json"]  # nothing half-written, no temp folder
+    marker = json.loads((out / "nbkit_run.json").read_text())
+    assert marker["status"] == "finished" and marker["todo"][0] == "save"
+    assert marker["cut_short"].startswith("saving the adapters failed: ExportError: Could not write")
     monkeypatch.setattr(export, "_write_lora", write)
     saved = export.save_lora(err.loaded, tmp_path / "elsewhere")  # the advice in the message works
     assert (saved / "adapter_model.safetensors").exists()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..training import outputs, runs
@@ -37,13 +38,13 @@ def save_lora(loaded: LoadedModel, directory: str | Path, rescue: bool = True,
     try:
         with outputs.atomic_dir(directory) as tmp:
             _write_lora(loaded, tmp)
-        _record(directory, "lora", loaded)
+            files = _names(tmp)
+        _record(directory, "lora", loaded, files)
         return directory
     except OSError as exc:
         reason = f"Could not write the adapters to {directory}: {exc.strerror or exc}."
         if not rescue:
-            raise ExportError(f"{reason} Free disk space or pick another folder, then call "
-                              f"nbkit.exporting.export.save_lora(loaded, folder) again.") from exc
+            raise ExportError(f"{reason} {_retry(directory, '')}") from None
     try:
         spare = rescue_lora(loaded)
     except ExportError as exc2:
@@ -72,15 +73,37 @@ def save_merged(loaded: LoadedModel, directory: str | Path, adapter_dir: str | P
         raise ExportError("save_merged on the transformers backend needs adapter_dir: call save_lora() first "
                           "and pass its folder.")
     _check_finite(loaded)
-    with outputs.atomic_dir(directory) as tmp:
+    with _disk_errors("the merged model", directory, "--merged"), outputs.atomic_dir(directory) as tmp:
         if loaded.backend == "unsloth":
             loaded.model.save_pretrained_merged(str(tmp), loaded.tokenizer, save_method="merged_16bit")
         else:
             merged_model(loaded, adapter_dir).save_pretrained(tmp)
             loaded.tokenizer.save_pretrained(tmp)
         _checked(tmp)
-    _record(directory, "merged", loaded)
+        files = _names(tmp)
+    _record(directory, "merged", loaded, files)
     return directory
+
+
+@contextmanager
+def _disk_errors(what: str, directory: Path, flag: str):
+    """A write that fails (a full disk, no permission) as one line with the command that finishes the job."""
+    try:
+        yield
+    except OSError as exc:
+        raise ExportError(f"Could not write {what} to {directory}: {exc.strerror or exc}. "
+                          f"{_retry(directory, flag)}") from None
+
+
+def _retry(directory: Path, flag: str) -> str:
+    """How to try again: the export command for a run folder's export, else the call."""
+    if (outputs.read_marker(directory.parent) or {}).get("config"):
+        return f"Free disk space, then finish with: nbkit export {directory.parent}{' ' + flag if flag else ''}"
+    return "Free disk space or pick another folder, then call it again."
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
 
 
 def merged_model(loaded: LoadedModel, adapter_dir: str | Path):
@@ -143,13 +166,15 @@ def save_gguf(loaded: LoadedModel, directory: str | Path, quantization_method: s
                 if not files:
                     raise ExportError("Unsloth's GGUF export wrote no .gguf file.")
                 (tmp / "Modelfile").write_text(gguf.modelfile(files[-1].name, loaded.tokenizer.chat_template))
-            _record(directory, "gguf", loaded)
+                names = _names(tmp)
+            _record(directory, "gguf", loaded, names)
             return directory
         except Exception as exc:  # llama.cpp not reachable or not buildable here: the converter path below
             print(f"nbkit: Unsloth's GGUF export did not work here ({str(exc)[:200]}); using llama.cpp's "
                   "converter from the package index instead.")
     method = quantization_method.lower()
-    with tempfile.TemporaryDirectory(prefix="nbkit-merge-") as work, outputs.atomic_dir(directory) as tmp:
+    with _disk_errors("the GGUF export", directory, "--gguf " + method), \
+            tempfile.TemporaryDirectory(prefix="nbkit-merge-") as work, outputs.atomic_dir(directory) as tmp:
         if adapter_dir is None and loaded.backend != "unsloth":  # the transformers merge starts from saved adapters
             adapter_dir = save_lora(loaded, Path(work) / "lora", allow_unfinished=True)
         merged = save_merged(loaded, Path(work) / "merged", adapter_dir, allow_unfinished=True)
@@ -163,15 +188,16 @@ def save_gguf(loaded: LoadedModel, directory: str | Path, quantization_method: s
             f16 = gguf.convert(merged, Path(work) / f"{stem}-f16.gguf", "f16")
             out = gguf.quantize(f16, tmp / f"{stem}-{method}.gguf", method)
         (tmp / "Modelfile").write_text(gguf.modelfile(out.name, loaded.tokenizer.chat_template))
-    _record(directory, "gguf", loaded)
+        names = _names(tmp)
+    _record(directory, "gguf", loaded, names)
     return directory
 
 
-def _record(directory: Path, kind: str, loaded: LoadedModel) -> None:
-    """Inside a run folder, note what was exported there and from which step: only what a run wrote may be
+def _record(directory: Path, kind: str, loaded: LoadedModel, files: list[str]) -> None:
+    """Inside a run folder, note what was exported there, from which step, and its files: only those may be
     replaced later, and `nbkit export` knows what is already done."""
     state = loaded.trained
-    runs.exported(directory.parent, kind, directory, state.step if state is not None else None)
+    runs.exported(directory.parent, kind, directory, state.step if state is not None else None, files)
 
 
 def _checked(directory: Path) -> Path:
@@ -185,31 +211,45 @@ def from_run(run_dir: str | Path, merged: bool = False, gguf: str | None = None,
     """Export a run from its folder alone, in any later kernel or process: the base model and the saved adapters
     are loaded (never trained) and written as LoRA adapters (if not there yet), merged 16-bit and/or GGUF
     (`gguf="q8_0"`). A run that stopped or was interrupted is exported only with `allow_unfinished=True`.
-    Returns {kind: folder}; the run folder's marker records each export."""
-    from ..loading import models
-    from ..planning.config import RunConfig
-
+    Returns {kind: folder}; the run folder's marker records each export. Without `merged` or `gguf`, the exports
+    the run was asked for and did not make (its finishing was cut short) are made."""
     folder = Path(run_dir).expanduser()
     marker = outputs.read_marker(folder)
     if marker is None or not marker.get("config"):
         raise ExportError(f"{folder} is not an nbkit run folder (it has no nbkit_run.json with settings): pass "
                           "the folder a run wrote, e.g. outputs/<model>-<date>-<time>.")
+    with runs.holding(folder):  # refused while another live process uses the folder; nobody else takes it now
+        marker = outputs.read_marker(folder)
+        pending = runs.pending_exports(marker)
+        if pending and not merged and not gguf:  # what the run was asked for and did not make: finish the job
+            merged, gguf = "merged" in pending, "q8_0" if "gguf" in pending else None
+            print(f"nbkit: making what the run was asked to export and did not: {', '.join(pending)}")
+        return _export_run(folder, marker, merged, gguf, allow_unfinished)
+
+
+def _export_run(folder: Path, marker: dict, merged: bool, gguf: str | None, allow_unfinished: bool) -> dict:
+    from ..loading import models
+    from ..planning.config import RunConfig
+
     source, step = trained_adapters(folder, marker)
-    state = runs.RunState(marker.get("status", "?"), step, marker.get("total"), str(folder))
+    status = marker.get("status", "?")
+    # still "training" in the marker, but we hold the folder: its process is gone, what it saved is unfinished
+    state = runs.RunState(runs.INTERRUPTED if status in runs.ACTIVE else status, step, marker.get("total"),
+                          str(folder))
     if not state.finished and state.status not in runs.UNFINISHED:
-        raise ExportError(f"The run in {folder} {runs.describe(marker)}: there is no trained result to export. "
-                          "Fix what it says and train again (the same call retries it).")
+        raise ExportError(f"The run in {folder} {runs.describe(marker, folder)}: there is no trained result to "
+                          "export. Fix what it says and train again (the same call retries it).")
     runs.require_finished(state, "export", allow_unfinished)  # before anything loads
     config = RunConfig.from_dict(marker["config"])
-    print(f"nbkit: exporting {folder} ({runs.describe(marker)}) from {source.name}: loading {config.model}, "
-          "no training")
+    print(f"nbkit: exporting {folder} ({runs.describe(marker, folder)}) from {source.name}: loading "
+          f"{config.model}, no training")
     loaded = models.load(config.replace(batch_size=1))
     models.load_adapters(loaded, source)
     loaded.trained = state
     adapters = folder / "lora_adapters"
     done = marker.get("exported", {})
     if done.get("lora", {}).get("step") != step or not adapters.is_dir():
-        save_lora(loaded, adapters, allow_unfinished=allow_unfinished)
+        save_lora(loaded, adapters, rescue=False, allow_unfinished=allow_unfinished)
     written = {"lora": adapters}
     if merged:
         written["merged"] = save_merged(loaded, folder / "merged_16bit", adapters, allow_unfinished)
@@ -230,4 +270,4 @@ def trained_adapters(folder: Path, marker: dict) -> tuple[Path, int]:
     if (folder / "lora_adapters").is_dir():
         return folder / "lora_adapters", marker.get("step") or 0
     raise ExportError(f"{folder} holds no trained adapters (no lora_adapters, no complete checkpoint): the run "
-                      f"{runs.describe(marker)}.")
+                      f"{runs.describe(marker, folder)}.")

@@ -97,7 +97,7 @@ def convert(model_dir: str | Path, out_file: str | Path, outtype: str = "f16") -
     proc = subprocess.run([sys.executable, str(tools / "convert_hf_to_gguf.py"), str(model_dir), "--outfile",
                            str(out_file), "--outtype", outtype], capture_output=True, text=True, env=env)
     if proc.returncode or not Path(out_file).exists():
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        tail = " / ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])  # one line
         raise ExportError(f"llama.cpp's converter could not convert {model_dir}: {tail}")
     return Path(out_file)
 

@@ -37,8 +37,10 @@ def write_adapters(loaded: LoadedModel, directory: Path) -> None:
     else:
         loaded.model.save_pretrained(directory)
     loaded.tokenizer.save_pretrained(directory)
+    files = sorted(p.name for p in directory.iterdir() if p.name != outputs.RUN_MARKER)  # what a re-save replaces
     (directory / outputs.RUN_MARKER).write_text(json.dumps(
-        {"base_model": loaded.base_path, "backend": loaded.backend, **loaded.config.to_dict()}, indent=2))
+        {"base_model": loaded.base_path, "backend": loaded.backend, **loaded.config.to_dict(), "files": files},
+        indent=2))
     if not any(directory.glob("adapter_model.*")):
         raise ExportError(f"Saving adapters to {directory} produced no adapter_model file; check disk space.")
 

@@ -3,8 +3,10 @@
 What a run folder's marker says of the run's life (and who may claim the folder) is nbkit.training.runs'.
 
 nbkit only ever replaces or deletes what it wrote itself: the entries a run folder's marker (`nbkit_run.json`)
-lists, and checkpoints that carry nbkit's completion marker. Everything is written under a temporary name and
-renamed into place when complete, so a crash or a full disk leaves either the old file or the new one.
+lists, the files each export wrote inside its folder (listed in the marker, and in the adapters' own
+nbkit_run.json), and checkpoints that carry nbkit's completion marker; a file of the user's beside them stays.
+Everything is written under a temporary name and renamed into place when complete, so a crash or a full disk
+leaves either the old file or the new one.
 """
 from __future__ import annotations
 
@@ -86,19 +88,52 @@ def foreign_entries(folder: Path) -> list[str]:
     return clash
 
 
-def remove_run_entries(folder: Path, marker: dict) -> None:
+def owned_files(final: Path) -> list[str] | None:
+    """The files nbkit wrote in export folder `final`: from its own nbkit_run.json (the adapters), else from the
+    run marker beside it (each export's `files`). [] when nbkit wrote none of it; None for a folder an older nbkit
+    wrote without a list (then only the names a new export writes are taken as nbkit's)."""
+    inner = read_marker(final)
+    if inner is not None and "files" in inner:
+        return [*inner["files"], RUN_MARKER]
+    run = read_marker(final.parent) or {}
+    for entry in [*(run.get("exported") or {}).values(), *(run.get("stale_exports") or {}).values()]:
+        if entry.get("path") == final.name and "files" in entry:
+            return list(entry["files"])
+    legacy = inner is not None or (final / CHECKPOINT_MARKER).exists() or final.name in run.get("written", [])
+    return None if legacy else []
+
+
+def remove_owned(target: Path) -> bool:
+    """Remove what nbkit wrote at `target` (a file, or the files it wrote in a folder, then the folder if that
+    leaves it empty). A folder an older nbkit wrote without a list of its files is left as it is (True): the
+    next export there replaces only the names it writes."""
+    if not target.is_dir():
+        target.unlink(missing_ok=True)
+        return False
+    files = owned_files(target)
+    if files is None:
+        return True
+    for name in files or []:
+        entry = target / name
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
+    if files and not any(target.iterdir()):
+        target.rmdir()
+    return False
+
+
+def remove_run_entries(folder: Path, marker: dict) -> list[str]:
     """Delete an earlier run's own files (what its marker lists, and checkpoints carrying nbkit's completion
-    marker) and its marker: nothing else in the folder is touched."""
-    for name in marker.get("written", []):
-        target = folder / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+    marker) and its marker: nothing else in the folder is touched, not even a file of the user's put inside an
+    export's folder. Returns the folders kept because an older nbkit listed no files for them (still nbkit's)."""
+    kept = [name for name in marker.get("written", []) if remove_owned(folder / name)]
     for ckpt in checkpoints(folder):
         if is_complete(ckpt):
             shutil.rmtree(ckpt)
     (folder / RUN_MARKER).unlink()
+    return kept
 
 
 def update_marker(folder: str | Path, written: str | None = None, **fields: Any) -> None:
@@ -132,28 +167,54 @@ def check_writable(folder: Path) -> None:
 
 @contextmanager
 def atomic_dir(final: str | Path):
-    """Yield a temporary sibling folder to write into; on success it replaces `final` in one rename. A previous
-    `final` is replaced only if nbkit wrote it (it holds a file nbkit writes, e.g. its nbkit_run.json)."""
+    """Yield a temporary sibling folder to write into; on success its entries take their places in `final`. A new
+    `final` appears in one rename. In an existing one, only nbkit's own earlier files (`owned_files`) are replaced
+    or removed, each by a rename; the user's files stay, and a name the new files share with one of the user's is
+    refused, in one line, before anything changes."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX + final.name + "-", dir=final.parent))
     try:
         yield tmp
-        if final.exists():
-            ours = ((final / RUN_MARKER).exists() or (final / CHECKPOINT_MARKER).exists()
-                    or final.name in (read_marker(final.parent) or {}).get("written", []))
-            if not ours:
-                raise ExportError(f"{final} already exists and nbkit did not write it; nothing was replaced. "
-                                  f"Move it away or save elsewhere.")
-            old = final.with_name(f"{_STAGING_PREFIX}old-{final.name}")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
+        if not final.exists():
             os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+            return
+        if not final.is_dir():
+            raise ExportError(f"{final} is a file, not a folder, and nbkit did not write it; nothing was replaced. "
+                              "Move it away or save elsewhere.")
+        new = sorted(p.name for p in tmp.iterdir())
+        owned = owned_files(final)
+        ours = set(new if owned is None else owned)
+        clash = [n for n in new if (final / n).exists() and n not in ours]
+        if clash:
+            raise ExportError(f"{final / clash[0]} is not nbkit's (nbkit did not write it), and this export writes "
+                              f"a file of that name; nothing was replaced. Move or rename it, then export again.")
+        _swap_in(tmp, final, new, sorted(n for n in ours if (final / n).exists() or (final / n).is_symlink()))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_in(tmp: Path, final: Path, new: list[str], old: list[str]) -> None:
+    """nbkit's old entries in `final` set aside, the new ones renamed in, then the old ones deleted; put back as
+    they were if a rename fails half-way."""
+    aside = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX + "old-" + final.name + "-", dir=final.parent))
+    moved, placed = [], []
+    try:
+        for name in old:
+            os.replace(final / name, aside / name)
+            moved.append(name)
+        for name in new:
+            os.replace(tmp / name, final / name)
+            placed.append(name)
+    except BaseException:
+        for name in placed:
+            shutil.rmtree(final / name, ignore_errors=True) if (final / name).is_dir() else \
+                (final / name).unlink(missing_ok=True)
+        for name in moved:
+            os.replace(aside / name, final / name)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def rescue_dir(name: str) -> Path:

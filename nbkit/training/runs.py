@@ -5,7 +5,9 @@
 The folder is only *claimed* when training starts; checks (`preflight`) write nothing. A run that ended before
 its first complete checkpoint, having written nothing, is retried as it is. A finished run is final: resuming it
 changes nothing unless a larger `max_steps` asks to train longer, which continues from its last checkpoint and is
-recorded. A folder that a live process (or a run of this kernel) is training into is never taken over.
+recorded. A folder that a live process (or a run of this kernel) is using is never taken over: the process
+holds the folder's OS lock (nbkit.training.ownership), which ends with it, so a recycled process id cannot fool the check.
+What happens after the last step (the adapters saved first, then checks and exports) is nbkit.exporting.finishing's.
 """
 from __future__ import annotations
 
@@ -16,40 +18,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import outputs
-from ..errors import ConfigError, RunFinished, UnfinishedRunError
-
-PREPARING, TRAINING, STOPPED, INTERRUPTED = "preparing", "training", "stopped", "interrupted"
-FAILED, DIVERGED, FINISHED = "failed", "diverged", "finished"
-UNFINISHED = (STOPPED, INTERRUPTED)  # ended early on purpose, with a checkpoint to resume from
-# what may differ between a run and its resumption without changing what is trained
-RESUMABLE_CHANGES = {"output_dir", "save_steps", "save_total_limit", "save_minutes", "backend", "batch_size",
-                     "grad_accum", "extra", "max_steps"}
-
-_training_here: set[str] = set()  # folders a run of this process is training into now (a launcher's thread)
-
-
-@dataclass(frozen=True)
-class RunState:
-    """How the training of a loaded model ended (`loaded.trained`): what exports and chat check first."""
-    status: str
-    step: int
-    total: int | None
-    folder: str = ""
-
-    @property
-    def finished(self) -> bool:
-        return self.status == FINISHED
-
-
-def require_finished(state: RunState | None, what: str, allow_unfinished: bool = False) -> None:
-    """Refuse to `what` (export, chat with) a model whose run (`state`, e.g. `loaded.trained`; None: not trained
-    here) did not finish, unless the caller chose to."""
-    if state is None or state.finished or allow_unfinished:
-        return
-    raise UnfinishedRunError(f"This model trained {state.step} of {state.total or '?'} steps ({state.status}), so "
-                             f"{what} would give a partial model. Finish the run first (resume=True, CLI: --resume), "
-                             f"or pass allow_unfinished=True (CLI: --allow-unfinished) to {what} it as it is.")
+from . import outputs, ownership
+from .run_states import (ACTIVE, DIVERGED, EXPORTS, FAILED, FINISHED, INTERRUPTED, PREPARING, STAGES,  # noqa: F401
+                         STOPPED, TRAINING, UNFINISHED, RunState, alive, choices, describe, finish_command,
+                         missing, pending_exports, require_finished)
+from .same_run import RESUMABLE_CHANGES, check_same_run  # noqa: F401  (nbkit.training.runs' names for them)
+from .same_run import changed_data_entry, check_same_data, data_fingerprint
+from ..errors import ConfigError, RunFinished
 
 
 @dataclass(frozen=True)
@@ -65,27 +40,9 @@ class Claim:
         return self.mode in ("resume", "extend")
 
 
-def describe(marker: dict | None) -> str:
-    """A run's state in words: 'finished (60/60 steps)', 'interrupted at step 4/15', 'failed while loading'."""
-    if not marker:
-        return "no nbkit run"
-    status, step, total = marker.get("status", "?"), marker.get("step"), marker.get("total")
-    steps = f"{step}/{total}" if step is not None and total else None
-    if status == FAILED:
-        return f"failed while {marker.get('phase', 'training')}" + (f" at step {steps}" if steps else "")
-    if status in (*UNFINISHED, DIVERGED):
-        return f"{status} at step {steps}" if steps else status
-    if status == FINISHED:
-        exported = sorted(marker.get("exported", {}))
-        done = "; exported: " + ", ".join(exported) if exported else ""
-        return f"finished ({steps} steps{done})" if steps else f"finished{done}"
-    if status in ("running", TRAINING) and not _alive(marker):
-        return f"ended without finishing{f' at step {steps}' if steps else ''} (its process is gone)"
-    return status
-
-
-def plan(config, resume: bool = False, overwrite: bool = False) -> Claim:
-    """Decide what training into config.output_dir may do, or raise with what to do instead. Writes nothing."""
+def plan(config, resume: bool = False, overwrite: bool = False, accept_changed_data: bool = False) -> Claim:
+    """Decide what training into config.output_dir may do, or raise with what to do instead. Writes nothing.
+    `accept_changed_data` lets a resumed run continue on data that changed since it trained (else refused)."""
     folder = Path(config.output_dir).expanduser()
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"output_dir={str(folder)!r} is a file, not a folder. Pick a folder name, or leave "
@@ -106,13 +63,21 @@ def plan(config, resume: bool = False, overwrite: bool = False) -> Claim:
     if overwrite:
         return Claim(folder, "overwrite", marker)
     if not resume:
-        raise ConfigError(f"output_dir={str(folder)!r} already holds an nbkit run ({describe(marker)}, started "
-                          f"{marker.get('started', '?')}). {_choices(folder, marker)}")
+        raise ConfigError(f"output_dir={str(folder)!r} already holds an nbkit run ({describe(marker, folder)}, "
+                          f"started {marker.get('started', '?')}). {choices(folder, marker)}")
     check_same_run(marker.get("config", {}), config, folder)
+    if not accept_changed_data:
+        check_same_data(marker, config, folder)
     if marker.get("status") == FINISHED:
         done = marker.get("step") or 0
+        if config.max_steps <= done and pending_exports(marker):
+            err = RunFinished(f"The run in {folder} finished training and its adapters are saved, but it is "
+                              f"missing what was asked after training ({describe(marker, folder)}); nothing was "
+                              f"trained. Finish it with: {finish_command(folder, marker)}")
+            err.pending = pending_exports(marker)
+            raise err
         if config.max_steps <= done:
-            raise RunFinished(f"The run in {folder} already {describe(marker)}; nothing was changed. "
+            raise RunFinished(f"The run in {folder} already {describe(marker, folder)}; nothing was changed. "
                               f"To train longer, resume with max_steps above {done}; to export it: "
                               f"nbkit export {folder} --merged (Python: nbkit.exporting.export.from_run('{folder}')).")
         if outputs.newest_checkpoint(folder)[0] is None:
@@ -128,108 +93,150 @@ def never_trained(folder: Path, marker: dict) -> bool:
     return marker.get("status") != FINISHED and not marker.get("written") and not outputs.foreign_entries(folder)
 
 
-def _choices(folder: Path, marker: dict) -> str:
-    from ..planning.config import is_auto_output_dir
-
-    # a folder nbkit named: the user left output_dir unset already, so the fresh folder comes from a new config
-    fresh = ("or run the cell that builds the config again for a fresh folder" if is_auto_output_dir(str(folder))
-             else "or leave output_dir unset for a fresh folder per run")
-    if marker.get("status") == FINISHED:
-        return (f"It is final: export it with nbkit export {folder} (Python: nbkit.exporting.export.from_run), train longer "
-                f"with resume=True and max_steps above {marker.get('step', '?')}, replace it with overwrite=True "
-                f"(CLI: --overwrite), {fresh}.")
-    return f"Continue it with resume=True (CLI: --resume), replace it with overwrite=True (--overwrite), {fresh}."
-
-
-def _alive(marker: dict) -> bool:
-    """Whether the process that wrote `marker` still runs (only knowable on the same machine)."""
-    pid = marker.get("pid")
-    if not pid or marker.get("host") != socket.gethostname():
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def in_use(folder: Path) -> str | None:
+    """Why `folder` cannot be taken now (a live process or another run of this kernel uses it), or None."""
+    if ownership.held_by_this_thread(folder):
+        return None  # this call's own run, further along (the workflow claimed it, training re-checks)
+    owner = ownership.owner(folder)
+    if owner is None:
+        return None
+    if owner.get("here"):
+        return (f"A run of this kernel is using {folder} now (the launcher's?). Stop it first, or pick another "
+                "output_dir.")
+    return (f"{ownership.describe_owner(owner).capitalize()} is using {folder} now (it holds the run's lock). Wait "
+            "for it to end or stop it, or pick another output_dir.")
 
 
 def _refuse_if_in_use(folder: Path, marker: dict) -> None:
-    if marker.get("status") not in ("running", PREPARING, TRAINING):
+    why = in_use(folder)
+    if why:
+        raise ConfigError(why)
+
+
+def _take(folder: Path) -> None:
+    """This process's hold on the folder (its OS lock), or the refusal naming who holds it."""
+    outputs.check_writable(folder)
+    if not ownership.acquire(folder):
+        _refuse_if_in_use(folder, {})
+        raise ConfigError(f"Another process took {folder} just now. Pick another output_dir.")
+
+
+@contextmanager
+def claimed(config, resume: bool = False, overwrite: bool = False, record: bool = True,
+            accept_changed_data: bool = False):
+    """The folder held by this run from before loading to its very end (exports included), `begin` done inside;
+    released however the run ends. `record=False` (a rank that does not write) holds nothing."""
+    if not record:
+        yield None
         return
-    if str(folder.resolve()) in _training_here:
-        raise ConfigError(f"A run of this kernel is training into {folder} now (the launcher's?). Stop it first, "
-                          "or pick another output_dir.")
-    if _alive(marker) and marker.get("pid") != os.getpid():
-        raise ConfigError(f"Process {marker['pid']} is {marker.get('status')} in {folder} now. Wait for it or stop "
-                          "it, or pick another output_dir.")
+    claim = begin(config, resume=resume, overwrite=overwrite, accept_changed_data=accept_changed_data)
+    try:
+        yield claim
+    finally:
+        ownership.release(claim.folder)
 
 
-def check_same_run(saved: dict, config, folder: Path) -> None:
-    given = config.to_dict()
-    changed = sorted(k for k in given if k not in RESUMABLE_CHANGES and k in saved and saved[k] != given[k])
-    old_eff = saved.get("batch_size", 0) * saved.get("grad_accum", 0)
-    if old_eff and old_eff != config.effective_batch:
-        changed.append(f"effective batch ({old_eff} → {config.effective_batch})")
-    if changed:
-        detail = ", ".join(f"{k}: {saved[k]!r} → {given[k]!r}" if k in saved else k for k in changed)
-        raise ConfigError(f"Cannot resume the run in {str(folder)!r} with different settings ({detail}): the "
-                          "result would mix two runs. Resume with the saved settings (nbkit.training.outputs.saved_config("
-                          f"'{folder}') returns them), or start a new run in another folder.")
-
-
-def begin(config, resume: bool = False, overwrite: bool = False) -> Claim:
-    """Before loading: a new (or retried) run folder says "preparing", so that a failure can say in which phase.
-    A run to resume or replace is left as it is until training starts."""
-    claim = plan(config, resume=resume, overwrite=overwrite)
-    if claim.mode in ("new", "retry"):
-        outputs.check_writable(claim.folder)
-        _write(claim.folder, status=PREPARING, config=config.to_dict(), started=_now(), phase=None, error=None,
-               step=None, total=None)
+def begin(config, resume: bool = False, overwrite: bool = False, accept_changed_data: bool = False) -> Claim:
+    """Before loading: the folder is held (nbkit.training.ownership; release with `release`), and a new (or retried) run
+    folder says "preparing", so that a failure can say in which phase. A run to resume or replace is left as it
+    is until training starts, except an accepted change of its data, which is recorded now."""
+    claim = plan(config, resume=resume, overwrite=overwrite, accept_changed_data=accept_changed_data)
+    _take(claim.folder)
+    try:
+        claim = plan(config, resume=resume, overwrite=overwrite, accept_changed_data=accept_changed_data)
+        if claim.mode in ("new", "retry"):
+            _write(claim.folder, status=PREPARING, config=config.to_dict(), started=_now(), phase=None, error=None,
+                   step=None, total=None)
+        elif claim.continues and accept_changed_data:
+            accept_data_change(claim.folder, config)
+    except BaseException:
+        ownership.release(claim.folder)
+        raise
     return claim
+
+
+def release(folder: str | Path) -> None:
+    ownership.release(folder)
+
+
+@contextmanager
+def holding(folder: str | Path):
+    """Hold a run folder while working in it without training (an export): refused while a live process uses it."""
+    folder = Path(folder)
+    _refuse_if_in_use(folder, {})
+    _take(folder)
+    try:
+        yield folder
+    finally:
+        ownership.release(folder)
+
+
+def accept_data_change(folder: str | Path, config) -> None:
+    """Record that the run in `folder` continues on its data as it is now (the explicit choice that lets a resume
+    go on after the data file changed); the folder keeps the history (`data_changes`)."""
+    change = changed_data_entry(outputs.read_marker(folder) or {}, config)
+    if change:
+        print(f"nbkit: the data changed since this run trained on it; continuing on it as it is now (recorded in "
+              f"{Path(folder) / outputs.RUN_MARKER}).")
+        _write(folder, **change)
 
 
 def start_training(config, resume: bool = False, overwrite: bool = False) -> Claim:
-    """Claim the folder as training starts: the decision of plan(), carried out."""
+    """Claim the folder as training starts (held until `end`): the decision of plan(), carried out."""
     claim = plan(config, resume=resume, overwrite=overwrite)
     folder = claim.folder
-    if claim.mode == "overwrite":
-        outputs.remove_run_entries(folder, claim.marker)
-    outputs.check_writable(folder)
-    fields = dict(status=TRAINING, config=config.to_dict(), phase=None, error=None, total=config.max_steps or None)
-    if not claim.continues:
-        fields.update(started=_now(), step=0, exported={})
-    if claim.mode == "extend":
-        history = (claim.marker or {}).get("extended", [])
-        fields["extended"] = history + [{"from_step": claim.marker.get("step"), "to_step": config.max_steps,
-                                         "at": _now()}]
-        stale = sorted((claim.marker or {}).get("exported", {}))
-        if stale:
-            print(f"nbkit: the exports in {folder} ({', '.join(stale)}) are from step {claim.marker.get('step')}; "
-                  "export again after this run to replace them.")
-    _write(folder, **fields)
-    _training_here.add(str(folder.resolve()))
+    _take(folder)
+    try:
+        _start(claim, config)
+    except BaseException:
+        ownership.release(folder)
+        raise
     return claim
+
+
+def _start(claim: Claim, config) -> None:
+    folder, marker = claim.folder, claim.marker or {}
+    kept = outputs.remove_run_entries(folder, marker) if claim.mode == "overwrite" else []
+    fields = dict(status=TRAINING, config=config.to_dict(), phase=None, error=None, total=config.max_steps or None,
+                  todo=None, cut_short=None)
+    if not claim.continues:
+        fields.update(started=_now(), step=0, exported={}, stale_exports={}, data=data_fingerprint(config))
+    if claim.mode == "extend":
+        fields["extended"] = marker.get("extended", []) + [{"from_step": marker.get("step"),
+                                                            "to_step": config.max_steps, "at": _now()}]
+    if claim.continues and marker.get("exported"):
+        # what was exported holds an earlier step: kept on disk (nbkit's files), no longer the run's export
+        fields.update(exported={}, stale_exports={**marker.get("stale_exports", {}), **marker["exported"]})
+        print(f"nbkit: the exports in {folder} ({', '.join(sorted(marker['exported']))}) hold step "
+              f"{marker.get('step')}; they are marked stale, and this run's exports will replace them.")
+    _write(folder, **fields)
+    for name in kept:  # an older nbkit's export folders, still nbkit's to replace file by file
+        _write(folder, written=name)
 
 
 def end(folder: str | Path, status: str, step: int | None = None, total: int | None = None, **fields) -> None:
     """Record how the run ended (finished, stopped, interrupted, failed in a phase, diverged)."""
     folder = Path(folder)
-    _training_here.discard(str(folder.resolve()))
-    if outputs.is_run_folder(folder):
-        _write(folder, status=status, **({"step": step} if step is not None else {}),
-               **({"total": total} if total else {}), ended=_now(), **fields)
+    try:
+        if outputs.is_run_folder(folder):
+            _write(folder, status=status, **({"step": step} if step is not None else {}),
+                   **({"total": total} if total else {}), ended=_now(), **fields)
+    finally:
+        ownership.release(folder)
 
 
 def failed(folder: str | Path, phase: str, error: BaseException) -> None:
     """A run that failed: which phase and why, in one line (a retry reads it)."""
     marker = outputs.read_marker(folder)
-    if marker is not None and marker.get("status") in ("running", PREPARING, TRAINING):
-        end(folder, FAILED, phase=phase, error=f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
-            if str(error) else type(error).__name__)
+    if marker is not None and marker.get("status") in ACTIVE:
+        end(folder, FAILED, phase=phase, error=one_line(error))
+    elif phase == "training":  # train.run's hold, whatever the marker says
+        ownership.release(folder)
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:300]}" if text else type(error).__name__
 
 
 @contextmanager
@@ -253,14 +260,18 @@ def note(folder: str | Path, written: str | None = None, **fields) -> None:
         _write(folder, written=written, **fields)
 
 
-def exported(folder: str | Path, kind: str, path: Path, step: int | None) -> None:
-    """Note an export (lora, merged, gguf) and the step it holds; only what a run wrote may be replaced later."""
+def exported(folder: str | Path, kind: str, path: Path, step: int | None, files: list[str] | None = None) -> None:
+    """Note an export (lora, merged, gguf), the step it holds and the files it wrote: only those are ever replaced
+    later. A stale export of that kind is superseded; a pending one is done."""
     marker = outputs.read_marker(folder)
     if marker is None:
         return
     done = dict(marker.get("exported", {}))
-    done[kind] = {"path": path.name, "step": step, "at": _now()}
-    _write(folder, written=path.name, exported=done)
+    done[kind] = {"path": path.name, "step": step, "at": _now(), "files": files or []}
+    stale = {k: v for k, v in (marker.get("stale_exports") or {}).items() if v.get("path") != path.name}
+    todo = [t for t in marker.get("todo") or [] if t != kind]
+    _write(folder, written=path.name, exported=done, stale_exports=stale, todo=todo or None,
+           cut_short=marker.get("cut_short") if todo else None)
 
 
 def _write(folder, written: str | None = None, **fields) -> None:

@@ -45,8 +45,8 @@ def rescued(exc: ExportError, loaded: LoadedModel, step: int, total) -> ExportEr
         spare = rescue_adapters(loaded)
         where = f"The adapters trained so far (step {step}) were saved to {spare} instead"
     except NbkitError as again:
-        spare, where = None, f"A rescue copy failed too ({again}); the model is still in memory"
-    err = ExportError(f"{exc} {where}; the model is on this error as .loaded.")
+        spare, where = None, str(again).rstrip(".")  # says what failed and what to do
+    err = ExportError(f"{exc} {where}.")  # Python callers find the model on the error (.loaded); the CLI has none
     err.loaded, err.saved_to, err.checkpoint_failed = loaded, spare, True
     print(f"nbkit: {err}")
     return err
