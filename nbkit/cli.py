@@ -101,6 +101,39 @@ def _export(args) -> int:
     return 0
 
 
+def _card(args) -> int:
+    from .exporting.model_card import write_card
+
+    print(f"nbkit: model card: {write_card(args.run_dir)}")
+    return 0
+
+
+def _push(args) -> int:
+    from .exporting import hub_push
+
+    what = ["lora", *(["merged"] if args.merged else []), *(["gguf"] if args.gguf else [])]
+    quant = args.gguf or "q8_0"
+    if args.dry_run:  # what would be uploaded, repo by repo: no token, no network
+        gone = hub_push.missing(args.run_dir, what, quant)
+        for up in hub_push.plan(args.run_dir, args.repo_id, [k for k in what if k not in gone], quant) if \
+                len(gone) < len(what) else []:
+            print(f"{up.kind} -> {up.repo_id}: {', '.join(up.paths)}")
+        for kind in gone:
+            print(f"{kind} -> {hub_push.repo_for(args.repo_id, kind)}: not exported yet (push exports it first)")
+        return 0
+    from .loading import backend
+    from .training.outputs import read_marker
+
+    if hub_push.missing(args.run_dir, what, quant):  # exporting first loads the model: Unsloth before transformers
+        backend.ensure((read_marker(args.run_dir) or {}).get("config", {}).get("backend", "auto"))
+    from .exporting.export import push_to_hub
+
+    result = push_to_hub(args.run_dir, args.repo_id, what, private=not args.public, gguf=quant,
+                         allow_unfinished=args.allow_unfinished)
+    print(result.summary())
+    return 0
+
+
 def _notebook(args) -> int:
     """Run a notebook headless (papermill), with text progress instead of widgets. `-p` values are checked
     against the notebook's parameters cell first; a cell that fails is one line (the saved notebook has it all)."""
@@ -242,6 +275,20 @@ def main(argv=None) -> int:
     p.add_argument("--allow-unfinished", action="store_true",
                    help="export a run that stopped or was interrupted before its last step")
     p.set_defaults(fn=_export)
+    p = sub.add_parser("card", parents=[common], help="write a run folder's model card (README.md, loss_curve.png)")
+    p.add_argument("run_dir", help="the run's folder (it holds nbkit_run.json)")
+    p.set_defaults(fn=_card)
+    p = sub.add_parser("push", parents=[common], help="push a run to the Hugging Face Hub: LoRA adapters to REPO_ID, "
+                                                       "--merged to REPO_ID-merged, --gguf to REPO_ID-GGUF")
+    p.add_argument("run_dir", help="the run's folder (it holds nbkit_run.json)")
+    p.add_argument("repo_id", help="owner/name on the Hub (a bare name goes under the token's account)")
+    p.add_argument("--merged", action="store_true", help="also the merged 16-bit weights (REPO_ID-merged)")
+    p.add_argument("--gguf", nargs="?", const="q8_0", default=None, metavar="QUANT",
+                   help="also GGUF (REPO_ID-GGUF; default q8_0, e.g. q4_k_m)")
+    p.add_argument("--public", action="store_true", help="create new repos public (default: private)")
+    p.add_argument("--dry-run", action="store_true", help="list the files each repo would get; upload nothing")
+    p.add_argument("--allow-unfinished", action="store_true", help="push a run that stopped before its last step")
+    p.set_defaults(fn=_push)
     p = sub.add_parser("notebook", parents=[common], help="execute a notebook headless")
     p.add_argument("notebook")
     p.add_argument("-o", "--output")

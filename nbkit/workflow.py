@@ -12,7 +12,7 @@ from typing import Any
 
 from .loading import data, models
 from .gpus import distributed, fsdp
-from .exporting import generate, verify
+from .exporting import generate, model_card, verify
 from .training import outputs, runs, train
 from .planning.config import RunConfig
 from .errors import ConfigError, ExportError
@@ -114,6 +114,8 @@ def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, g
     events = as_events(observers if main else None)
     if progress and main:  # older spelling: one observer
         events.add(progress)
+    if main:  # the run folder's model card, written once the run is saved
+        events.add(model_card.CardWriter(config.output_dir))
     config = _checked(config, probe, merged, gguf)
     for line in preflight(config, resume, overwrite):
         _say(line)
