@@ -54,6 +54,8 @@ def _train(args) -> int:
     cfg = with_suggested(RunConfig.from_dict(written), given=written)
     if args.packing is not None:
         cfg = cfg.replace(packing=args.packing)
+    if args.report_to is not None:
+        cfg = cfg.replace(report_to=args.report_to)
     cfg = launch_parallelism(cfg)  # a sharded run trains on transformers: Unsloth is not imported for it
     engine = "transformers" if sharded(cfg) else cfg.backend
     backend.ensure(engine)
@@ -265,6 +267,8 @@ def main(argv=None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace the nbkit run already in output_dir")
     p.add_argument("--packing", choices=["auto", "on", "off"],
                    help="short rows share a sequence of up to max_seq_length tokens (replaces the config's packing)")
+    p.add_argument("--report-to", choices=["none", "tensorboard", "trackio", "wandb"],
+                   help="also log the run there (replaces the config's report_to; the run folder keeps its metrics)")
     p.set_defaults(fn=_train)
     p = sub.add_parser("export", parents=[common], help="export a run from its folder (never trains): LoRA "
                                                          "adapters, --merged 16-bit, --gguf q8_0")

@@ -13,7 +13,7 @@ from typing import Any
 from .loading import data, models
 from .gpus import distributed, fsdp
 from .exporting import generate, model_card, verify
-from .training import outputs, runs, train
+from .training import outputs, runs, tracking, train
 from .planning.config import RunConfig
 from .errors import ConfigError, ExportError
 from .training.events import StopControl, as_events
@@ -87,7 +87,7 @@ def preflight(config: RunConfig, resume: bool = False, overwrite: bool = False) 
     the folder is claimed when training starts. Raises an NbkitError (RunFinished for a finished run to resume)."""
     config.validate()
     train.check_extra(config.extra)
-    lines = [data.check(config)]
+    lines = [data.check(config), *tracking.preflight(config)]
     if distributed.is_main():
         claim = runs.plan(config, resume=resume, overwrite=overwrite)
         free = outputs.free_gib(claim.folder)
@@ -117,6 +117,8 @@ def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, g
     if main:  # the run folder's model card, written once the run is saved
         events.add(model_card.CardWriter(config.output_dir))
     config = _checked(config, probe, merged, gguf)
+    if resume and main:  # a run folder lost with its session: its checkpoint from the Hub, if the config has one
+        tracking.restore(config)
     for line in preflight(config, resume, overwrite):
         _say(line)
     if main:

@@ -24,7 +24,7 @@ FAILED, DIVERGED, FINISHED = "failed", "diverged", "finished"
 UNFINISHED = (STOPPED, INTERRUPTED)  # ended early on purpose, with a checkpoint to resume from
 # what may differ between a run and its resumption without changing what is trained
 RESUMABLE_CHANGES = {"output_dir", "save_steps", "save_total_limit", "save_minutes", "backend", "batch_size",
-                     "grad_accum", "extra", "max_steps"}
+                     "grad_accum", "extra", "max_steps", "report_to", "hub_checkpoints"}
 
 _training_here: set[str] = set()  # folders a run of this process is training into now (a launcher's thread)
 
