@@ -22,6 +22,7 @@ CARD = "README.md"  # the Hub reads a repo's card from README.md; the run folder
 CURVE = "loss_curve.png"
 REPORT = "nbkit_report.json"
 _PSEUDO_IDS = ("nbkit/tiny-llama", "nbkit/instruct-mini")  # names nbkit resolves itself: not Hub repos
+_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt", ".gguf")  # a file's name, not a repo
 RELATION = {"lora": "adapter", "merged": "finetune", "gguf": "quantized"}
 
 
@@ -43,7 +44,7 @@ def is_hub_id(name: str) -> bool:
     """A Hub repo id the Hub can link to (owner/name, not a local path nor one of nbkit's own pseudo ids)."""
     parts = str(name).split("/")
     return (len(parts) == 2 and all(parts) and name not in _PSEUDO_IDS and not Path(name).expanduser().exists()
-            and not name.startswith((".", "~")))
+            and not name.startswith((".", "~")) and not name.lower().endswith(_FILE_SUFFIXES))
 
 
 def loss_curve(facts: dict) -> bytes | None:
