@@ -167,3 +167,30 @@ def test_the_token_is_written_nowhere(tmp_path, online):
     assert len(written) > 10
     assert [str(p) for p in written if online.encode() in p.read_bytes()] == []
     assert online not in printed
+
+
+def test_the_launchers_push_button(run_dir, online):
+    """Disabled without a repo id, busy while pushing, then the repos as links; a refused token in one line."""
+    from nbkit.hardware import GpuInfo
+    from nbkit.ui.launcher import Launcher
+
+    with FakeHub(online) as hub:
+        os.environ["HF_ENDPOINT"] = hub.url
+        try:
+            ui = Launcher(RunConfig(output_dir=str(run_dir)), GpuInfo(False), recommend=False)
+            push = ui.hub_push
+            assert push in ui.children and push.button.disabled  # a saved run, but no repo yet
+            push.repo.value = "alice/from-the-launcher"
+            assert not push.button.disabled
+            push.what.value = "LoRA + GGUF (q8_0)"
+            thread = push.push()
+            assert push.button.disabled  # busy until it is done
+            thread.join(120)
+            assert "Pushed" in push.status.value and "alice/from-the-launcher-GGUF" in push.status.value
+            assert set(hub.files("alice/from-the-launcher")) == LORA | {".gitattributes"}
+            assert not push.button.disabled and push.button.description == "Push"
+            hub.role = "read"
+            push.push(wait=True)
+            assert "read-only" in push.status.value and "⚠" in push.status.value
+        finally:
+            del os.environ["HF_ENDPOINT"]
