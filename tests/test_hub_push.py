@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -192,5 +193,27 @@ def test_the_launchers_push_button(run_dir, online):
             hub.role = "read"
             push.push(wait=True)
             assert "read-only" in push.status.value and "⚠" in push.status.value
+        finally:
+            del os.environ["HF_ENDPOINT"]
+
+
+def test_checkpoints_go_to_the_hub_and_resume_starts_from_there(tmp_path, online):
+    """hub_checkpoints: each checkpoint is pushed as last-checkpoint/ once complete; with the run folder lost (a
+    Colab session without Drive), resume downloads it and continues from its step."""
+    from nbkit import workflow
+
+    cfg = RunConfig(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=4, lora_r=4,
+                    save_steps=2, save_total_limit=1, max_samples=16, output_dir=str(tmp_path / "run"),
+                    hub_checkpoints="alice/ckpts")
+    with FakeHub(online) as hub:
+        os.environ["HF_ENDPOINT"] = hub.url
+        try:
+            workflow.run(cfg.replace(max_steps=2), max_new_tokens=2)
+            files = hub.files("alice/ckpts")
+            assert "last-checkpoint/nbkit_checkpoint.json" in files and "last-checkpoint/adapter_model.safetensors" in files
+            assert not any(name.startswith(("lora_adapters", "nbkit_run", "checkpoint-")) for name in files)
+            shutil.rmtree(tmp_path / "run")  # the session died with its disk
+            report = workflow.run(cfg, resume=True, max_new_tokens=2)
+            assert report.train.resumed_from.endswith("checkpoint-2") and report.train.steps == 4
         finally:
             del os.environ["HF_ENDPOINT"]

@@ -99,7 +99,9 @@ def _hub_checkpoints(repo_id: str):
                 return
             from huggingface_hub import HfApi
 
-            api = HfApi()
+            from ..exporting.hub_access import endpoint
+
+            api = HfApi(endpoint=endpoint())
             if not self.created:
                 self.repo_id = api.create_repo(self.repo_id, private=True, exist_ok=True).repo_id
                 self.created = True
@@ -136,9 +138,11 @@ def restore(cfg) -> str | None:
 
     from huggingface_hub import snapshot_download
 
+    from ..exporting.hub_access import endpoint
+
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".nbkit-tmp-hub-", dir=folder) as tmp:
-        snapshot_download(cfg.hub_checkpoints, allow_patterns=f"{LAST}/*", local_dir=tmp)
+        snapshot_download(cfg.hub_checkpoints, allow_patterns=f"{LAST}/*", local_dir=tmp, endpoint=endpoint())
         got = Path(tmp) / LAST
         state = json.loads((got / "trainer_state.json").read_text())
         step = int(state["global_step"])
