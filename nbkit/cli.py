@@ -116,12 +116,7 @@ def _push(args) -> int:
     what = ["lora", *(["merged"] if args.merged else []), *(["gguf"] if args.gguf else [])]
     quant = args.gguf or "q8_0"
     if args.dry_run:  # what would be uploaded, repo by repo: no token, no network
-        gone = hub_push.missing(args.run_dir, what, quant)
-        for up in hub_push.plan(args.run_dir, args.repo_id, [k for k in what if k not in gone], quant) if \
-                len(gone) < len(what) else []:
-            print(f"{up.kind} -> {up.repo_id}: {', '.join(up.paths)}")
-        for kind in gone:
-            print(f"{kind} -> {hub_push.repo_for(args.repo_id, kind)}: not exported yet (push exports it first)")
+        print("\n".join(hub_push.describe(args.run_dir, args.repo_id, what, quant)))
         return 0
     from .loading import backend
     from .training.outputs import read_marker

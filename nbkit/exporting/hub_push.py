@@ -122,6 +122,15 @@ def plan(run_dir: str | Path, repo_id: str, what=("lora",), gguf: str = "q8_0") 
     return uploads
 
 
+def describe(run_dir: str | Path, repo_id: str, what=("lora",), gguf: str = "q8_0") -> list[str]:
+    """What a push would upload, a line per repo (`nbkit push --dry-run`): no token, no network."""
+    gone = missing(run_dir, what, gguf)
+    ready = [k for k in _kinds(what) if k not in gone]
+    lines = [f"{up.kind} -> {up.repo_id}: {', '.join(up.paths)}" for up in (plan(run_dir, repo_id, ready, gguf)
+                                                                           if ready else [])]
+    return lines + [f"{kind} -> {repo_for(repo_id, kind)}: not exported yet (push exports it first)" for kind in gone]
+
+
 def push_to_hub(run_dir: str | Path, repo_id: str, what=("lora",), private: bool = True, gguf: str = "q8_0",
                 token: str | None = None, endpoint: str | None = None, allow_unfinished: bool = False,
                 exporter=None) -> PushResult:
