@@ -60,8 +60,8 @@ class PushResult:
                 lines.append(f"{up.kind}: NOT pushed to {url}: {self.failed[up.kind]}")
             elif up.kind in self.sent:
                 sent, same = self.sent[up.kind], self.unchanged.get(up.kind, [])
-                lines.append(f"{up.kind}: {url} — {len(sent)} file(s) uploaded ({', '.join(sent)})"
-                             + (f", {len(same)} already there" if same else ""))
+                done = f"{len(sent)} file(s) uploaded ({', '.join(sent)})" if sent else "already up to date"
+                lines.append(f"{up.kind}: {url} — {done}" + (f", {len(same)} already there" if same else ""))
         if self.failed:
             lines.append("Run the same push again: it uploads only what is not on the Hub yet.")
         return "\n".join(lines)
