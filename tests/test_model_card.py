@@ -94,3 +94,14 @@ def test_hub_ids_and_local_names_are_told_apart(tmp_path):
     assert not model_card.is_hub_id("nbkit/tiny-llama") and not model_card.is_hub_id("data/train.jsonl")
     (tmp_path / "a" / "b").mkdir(parents=True)
     assert not model_card.is_hub_id(str(tmp_path / "a" / "b")) and not model_card.is_hub_id("./a")
+
+
+def test_a_run_trained_stage_by_stage_gets_its_losses_from_the_checkpoint(run_dir, tmp_path):
+    """The tier notebooks call the stages themselves and write no nbkit_report.json: the card reads the losses from
+    the newest checkpoint's trainer_state.json."""
+    folder = tmp_path / "staged"
+    shutil.copytree(run_dir, folder)
+    report = json.loads((folder / "nbkit_report.json").read_text())
+    (folder / "nbkit_report.json").unlink()
+    text = model_card.build(folder).text
+    assert f"| final train loss | {report['losses'][-1][1]:.4f}" in text

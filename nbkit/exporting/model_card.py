@@ -37,7 +37,19 @@ def run_facts(folder: str | Path) -> dict:
         report = json.loads((folder / REPORT).read_text())
     except (OSError, ValueError):
         report = {}
+    if not report.get("losses"):  # a run trained stage by stage (the tier notebooks): its newest checkpoint's log
+        report = {**_checkpoint_log(folder), **report}
     return {"folder": folder, "marker": marker, "report": report, "config": marker["config"]}
+
+
+def _checkpoint_log(folder: Path) -> dict:
+    newest, _ = outputs.newest_checkpoint(folder)
+    try:
+        history = json.loads((newest / "trainer_state.json").read_text())["log_history"]
+    except (TypeError, OSError, ValueError, KeyError):
+        return {}
+    return {"losses": [(h["step"], h["loss"]) for h in history if "loss" in h],
+            "eval_losses": [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]}
 
 
 def is_hub_id(name: str) -> bool:
