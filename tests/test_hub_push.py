@@ -217,3 +217,19 @@ def test_checkpoints_go_to_the_hub_and_resume_starts_from_there(tmp_path, online
             assert report.train.resumed_from.endswith("checkpoint-2") and report.train.steps == 4
         finally:
             del os.environ["HF_ENDPOINT"]
+
+
+@pytest.mark.slow
+def test_a_notebook_run_with_a_token_set_writes_it_nowhere(tmp_path):
+    """The 8 GB tier notebook, headless, with HF_TOKEN set (as a Colab user logged in would have it): neither the
+    executed notebook nor anything the run wrote holds the token."""
+    token = "hf_" + secrets.token_hex(16)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_TOKEN": token}
+    proc = subprocess.run([sys.executable, "-m", "nbkit", "notebook", str(ROOT / "notebooks" / "8gb.ipynb"), "-o",
+                           str(tmp_path / "out.ipynb"), "-p", "output_dir", str(tmp_path / "outputs"), "--cwd",
+                           str(tmp_path)], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert (tmp_path / "out.ipynb") in written and len(written) > 10
+    assert [str(p) for p in written if token.encode() in p.read_bytes()] == []
+    assert token not in proc.stdout + proc.stderr
