@@ -55,6 +55,8 @@ def _train(args) -> int:
     cfg = with_suggested(RunConfig.from_dict(written), given=written)
     if args.packing is not None:
         cfg = cfg.replace(packing=args.packing)
+    if args.report_to is not None:
+        cfg = cfg.replace(report_to=args.report_to)
     cfg = launch_parallelism(cfg)  # a sharded run trains on transformers: Unsloth is not imported for it
     engine = "transformers" if sharded(cfg) else cfg.backend
     backend.ensure(engine)
@@ -103,6 +105,34 @@ def _export(args) -> int:
     written = from_run(args.run_dir, merged=args.merged, gguf=args.gguf, allow_unfinished=args.allow_unfinished)
     for kind, folder in written.items():
         print(f"nbkit: {kind}: {folder}")
+    return 0
+
+
+def _card(args) -> int:
+    from .exporting.model_card import write_card
+
+    print(f"nbkit: model card: {write_card(args.run_dir)}")
+    return 0
+
+
+def _push(args) -> int:
+    from .exporting import hub_push
+
+    what = ["lora", *(["merged"] if args.merged else []), *(["gguf"] if args.gguf else [])]
+    quant = args.gguf or "q8_0"
+    if args.dry_run:  # what would be uploaded, repo by repo: no token, no network
+        print("\n".join(hub_push.describe(args.run_dir, args.repo_id, what, quant)))
+        return 0
+    from .loading import backend
+    from .training.outputs import read_marker
+
+    if hub_push.missing(args.run_dir, what, quant):  # exporting first loads the model: Unsloth before transformers
+        backend.ensure((read_marker(args.run_dir) or {}).get("config", {}).get("backend", "auto"))
+    from .exporting.export import push_to_hub
+
+    result = push_to_hub(args.run_dir, args.repo_id, what, private=not args.public, gguf=quant,
+                         allow_unfinished=args.allow_unfinished)
+    print(result.summary())
     return 0
 
 
@@ -239,6 +269,8 @@ def main(argv=None) -> int:
                    help="with --resume: continue even though the data file changed since the run trained on it")
     p.add_argument("--packing", choices=["auto", "on", "off"],
                    help="short rows share a sequence of up to max_seq_length tokens (replaces the config's packing)")
+    p.add_argument("--report-to", choices=["none", "tensorboard", "trackio", "wandb"],
+                   help="also log the run there (replaces the config's report_to; the run folder keeps its metrics)")
     p.set_defaults(fn=_train)
     p = sub.add_parser("export", parents=[common], help="export a run from its folder (never trains): LoRA "
                                                          "adapters, --merged 16-bit, --gguf q8_0")
@@ -249,6 +281,20 @@ def main(argv=None) -> int:
     p.add_argument("--allow-unfinished", action="store_true",
                    help="export a run that stopped or was interrupted before its last step")
     p.set_defaults(fn=_export)
+    p = sub.add_parser("card", parents=[common], help="write a run folder's model card (README.md, loss_curve.png)")
+    p.add_argument("run_dir", help="the run's folder (it holds nbkit_run.json)")
+    p.set_defaults(fn=_card)
+    p = sub.add_parser("push", parents=[common], help="push a run to the Hugging Face Hub: LoRA adapters to REPO_ID, "
+                                                       "--merged to REPO_ID-merged, --gguf to REPO_ID-GGUF")
+    p.add_argument("run_dir", help="the run's folder (it holds nbkit_run.json)")
+    p.add_argument("repo_id", help="owner/name on the Hub (a bare name goes under the token's account)")
+    p.add_argument("--merged", action="store_true", help="also the merged 16-bit weights (REPO_ID-merged)")
+    p.add_argument("--gguf", nargs="?", const="q8_0", default=None, metavar="QUANT",
+                   help="also GGUF (REPO_ID-GGUF; default q8_0, e.g. q4_k_m)")
+    p.add_argument("--public", action="store_true", help="create new repos public (default: private)")
+    p.add_argument("--dry-run", action="store_true", help="list the files each repo would get; upload nothing")
+    p.add_argument("--allow-unfinished", action="store_true", help="push a run that stopped before its last step")
+    p.set_defaults(fn=_push)
     p = sub.add_parser("notebook", parents=[common], help="execute a notebook headless")
     p.add_argument("notebook")
     p.add_argument("-o", "--output")

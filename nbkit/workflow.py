@@ -12,9 +12,9 @@ from typing import Any
 
 from .loading import data, models
 from .gpus import distributed, fsdp
-from .exporting import generate, verify
+from .exporting import generate, model_card, verify
 from .exporting.finishing import Finishing
-from .training import outputs, runs, train
+from .training import outputs, runs, tracking, train
 from .planning.config import RunConfig
 from .errors import ConfigError
 from .training.events import StopControl, as_events
@@ -89,7 +89,7 @@ def preflight(config: RunConfig, resume: bool = False, overwrite: bool = False,
     the folder is claimed when training starts. Raises an NbkitError (RunFinished for a finished run to resume)."""
     config.validate()
     train.check_extra(config.extra)
-    lines = [data.check(config)]
+    lines = [data.check(config), *tracking.preflight(config)]
     if distributed.is_main():
         claim = runs.plan(config, resume=resume, overwrite=overwrite, accept_changed_data=accept_changed_data)
         free = outputs.free_gib(claim.folder)
@@ -119,7 +119,11 @@ def run(config: RunConfig, prompt: str = DEFAULT_PROMPT, merged: bool = False, g
     events = as_events(observers if main else None)
     if progress and main:  # older spelling: one observer
         events.add(progress)
+    if main:  # the run folder's model card, written once the run is saved
+        events.add(model_card.CardWriter(config.output_dir))
     config = _checked(config, probe, merged, gguf)
+    if resume and main:  # a run folder lost with its session: its checkpoint from the Hub, if the config has one
+        tracking.restore(config)
     for line in preflight(config, resume, overwrite, accept_changed_data):
         _say(line)
     with runs.claimed(config, resume, overwrite, record=main, accept_changed_data=accept_changed_data):

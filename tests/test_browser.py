@@ -429,3 +429,46 @@ def test_chat_sends_on_enter_and_shift_enter_starts_a_new_line(tmp_path):
         page.keyboard.type("again")
         page.keyboard.press("Enter")
         page.wait_for_function("() => document.querySelectorAll('.nbkit-chat-turn').length == 2", timeout=60_000)
+
+
+def test_the_push_button_in_jupyterlab(tmp_path, shots, monkeypatch):
+    """The launcher's Push row in the browser, against a local stand-in for the Hub (helpers/fake_hub.py): disabled
+    until a repo id is typed, busy while pushing, then the repos as links; a read-only token is one line in red."""
+    import secrets
+
+    from helpers.fake_hub import FakeHub
+    from nbkit import RunConfig
+
+    token = "hf_" + secrets.token_hex(16)
+    RunConfig(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=2, lora_r=4,
+              save_steps=0, max_samples=8, output_dir="run").save(tmp_path / "run.yaml")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NBKIT_DISPLAY": "text"}
+    subprocess.run([sys.executable, "-m", "nbkit", "train", "--config", "run.yaml"], cwd=tmp_path, env=env,
+                   check=True, capture_output=True, timeout=600)
+    cell = ("from nbkit import RunConfig\nfrom nbkit.planning.hardware import GpuInfo\nfrom nbkit.ui import launch\n"
+            "ui = launch(RunConfig(output_dir='run'), gpu=GpuInfo(False))")
+    with FakeHub(token) as hub:
+        for key, value in {"HF_TOKEN": token, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0",
+                           "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(tmp_path / "hf-home")}.items():
+            monkeypatch.setenv(key, value)
+        with serve(tmp_path, [cell]) as url, browser_page() as (page, sync_api):
+            page.goto(f"{url}/lab/tree/ui.ipynb")
+            page.wait_for_selector(".jp-StatusBar-Item:has-text('Idle')", timeout=90_000)
+            run_cell(page, 0)
+            push = page.locator("button.jupyter-button:has-text('Push')")
+            push.wait_for(timeout=120_000)
+            assert push.is_disabled()  # a saved run, but no repo id yet
+            page.locator("input[placeholder='your-name/model-name']").fill("alice/from-the-browser")
+            page.keyboard.press("Tab")
+            page.wait_for_function("() => [...document.querySelectorAll('button.jupyter-button')]"
+                                   ".some(b => b.textContent.trim() === 'Push' && !b.disabled)", timeout=30_000)
+            push.click()
+            page.wait_for_selector("text=Pushed:", timeout=120_000)
+            assert page.locator("a:has-text('alice/from-the-browser')").count() == 1
+            assert "adapter_model.safetensors" in hub.files("alice/from-the-browser")
+            dismiss_news(page)
+            page.locator(".jp-OutputArea-output:has(button:has-text('Push'))").screenshot(path=str(shots / "push.png"))
+            hub.role = "read"
+            push.click()
+            page.wait_for_selector("text=read-only", timeout=60_000)
+    assert token not in (tmp_path / "ui.ipynb").read_text()

@@ -257,3 +257,39 @@ def test_cli_a_run_cut_short_after_training_is_finished_by_the_command_it_names(
     assert json.loads((run / "nbkit_run.json").read_text())["todo"] == ["sample", "report"]
     final = nbkit("train", "--config", str(path), "--resume")
     assert final.returncode == 0 and "nothing was changed" in final.stdout
+
+
+def test_a_missing_tracker_or_hub_login_is_one_line_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    """report_to names a package that is not installed here (wandb, trackio, tensorboard are not test
+    dependencies), hub_checkpoints needs the network: each is one line and exit 2, before anything loads."""
+    import importlib.util
+
+    cfg = RunConfig(quantization="16bit", max_seq_length=96, max_steps=2, save_steps=0, max_samples=8,
+                    output_dir=str(tmp_path / "out"))
+    path = cfg.save(tmp_path / "run.yaml")
+    missing = [t for t, pkg in (("wandb", "wandb"), ("trackio", "trackio")) if importlib.util.find_spec(pkg) is None]
+    for tracker in missing:
+        assert main(["train", "--config", str(path), "--report-to", tracker]) == 2
+        err = capsys.readouterr().err
+        assert f"needs the {tracker} package: pip install {tracker}" in err and len(err.strip().splitlines()) == 1
+    cfg.replace(hub_checkpoints="alice/ckpts").save(path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "hub_checkpoints='alice/ckpts': Cannot reach" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # nothing written, nothing loaded
+
+
+def test_cli_push_dry_run_and_card(tmp_path, capsys):
+    cfg = RunConfig(quantization="16bit", max_seq_length=96, batch_size=2, grad_accum=1, max_steps=2, save_steps=0,
+                    max_samples=8, output_dir=str(tmp_path / "out"))
+    assert main(["train", "--config", str(cfg.save(tmp_path / "run.yaml"))]) == 0
+    capsys.readouterr()
+    assert main(["push", str(tmp_path / "out"), "alice/x", "--gguf", "q4_k_m", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("lora -> alice/x: README.md, adapter_config.json, adapter_model.safetensors")
+    assert "nbkit_run.json" not in out[0]
+    assert out[1] == "gguf -> alice/x-GGUF: not exported yet (push exports it first)"
+    (tmp_path / "out" / "README.md").unlink()
+    assert main(["card", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "README.md").read_text().startswith("---\nlibrary_name: peft")

@@ -184,3 +184,29 @@ def test_a_length_beyond_the_models_context_is_said(tmp_path, tiny_dir, capsys):
 
     models.load(RunConfig(quantization="16bit", max_seq_length=100000, output_dir=str(tmp_path / "run")))
     assert "max_seq_length=100000 is beyond the 2048 tokens nbkit/tiny-llama was trained for" in capsys.readouterr().out
+
+
+def test_report_to_and_hub_checkpoints_reach_the_trainer_and_are_checked(tmp_path):
+    """report_to goes to the trainer as it is (default "none": nothing leaves the run folder); hub_checkpoints is a
+    repo id; both may change when a run is resumed."""
+    from nbkit.loading.data import PreparedData
+    from nbkit.loading.models import LoadedModel
+    from nbkit.training.runs import RESUMABLE_CHANGES
+    from nbkit.training.train import sft_config
+
+    def args(cfg):
+        return sft_config(LoadedModel(None, None, "transformers", "", cfg, False), PreparedData(None, None, "alpaca", 0))
+
+    cfg = RunConfig(output_dir=str(tmp_path / "run"))
+    assert cfg.report_to == "none" and args(cfg).report_to == []
+    tracked = args(cfg.replace(report_to="TensorBoard"))
+    assert tracked.report_to == ["tensorboard"] and tracked.run_name == "run"
+    assert not tracked.push_to_hub  # checkpoints go to the Hub through nbkit's own callback, after the rename
+    with pytest.raises(ConfigError, match="Unknown report_to 'mlflow'"):
+        RunConfig(report_to="mlflow")
+    with pytest.raises(ConfigError, match="not a Hub repo id"):
+        RunConfig(hub_checkpoints="alice/my run")
+    assert RunConfig(hub_checkpoints="alice/ckpts").hub_checkpoints == "alice/ckpts"
+    with pytest.raises(ConfigError, match="set by the RunConfig field 'report_to'"):
+        args(cfg.replace(extra={"report_to": "wandb"}))
+    assert {"report_to", "hub_checkpoints"} <= RESUMABLE_CHANGES

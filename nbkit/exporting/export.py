@@ -271,3 +271,13 @@ def trained_adapters(folder: Path, marker: dict) -> tuple[Path, int]:
         return folder / "lora_adapters", marker.get("step") or 0
     raise ExportError(f"{folder} holds no trained adapters (no lora_adapters, no complete checkpoint): the run "
                       f"{runs.describe(marker, folder)}.")
+
+
+def push_to_hub(run_dir: str | Path, repo_id: str, what=("lora",), private: bool = True, gguf: str = "q8_0",
+                **options):
+    """Push a run folder to the Hugging Face Hub: LoRA adapters to `repo_id`, merged weights to `repo_id-merged`,
+    GGUF to `repo_id-GGUF`, each with its model card; formats not exported yet are exported first. See
+    nbkit.exporting.hub_push (token, endpoint, allow_unfinished, what is uploaded)."""
+    from .hub_push import push_to_hub as push
+
+    return push(run_dir, repo_id, what, private, gguf, exporter=from_run, **options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ OPTIMIZERS = ("auto", "adamw_8bit", "adamw_torch", "adamw_torch_fused", "paged_a
 # Several short rows in one sequence of up to max_seq_length tokens (nbkit.loading.packing): "auto" packs where a step then
 # holds clearly more real tokens (on a GPU), "on" always, "off" never.
 PACKINGS = ("auto", "on", "off")
+REPORT_TO = ("none", "tensorboard", "trackio", "wandb")  # trackers the HF Trainer reports to (nbkit.training.tracking)
 
 
 @dataclass
@@ -61,6 +63,12 @@ class RunConfig:
     # more SFTConfig (TRL) settings, passed to the trainer as they are, e.g. {"max_grad_norm": 0.5}; checked
     # against SFTConfig's fields before anything loads (nbkit.training.train.check_extra)
     extra: dict[str, Any] = field(default_factory=dict)
+    # where the trainer also logs its metrics: "none" (the run folder keeps its own), "tensorboard", "trackio",
+    # "wandb"; the package and login are checked before the model loads (nbkit.training.tracking)
+    report_to: str = "none"
+    # a Hub repo id: each checkpoint is also pushed there (private, as last-checkpoint/), and resume=True starts
+    # from it when the run folder has none (a Colab session without Drive); "" pushes nothing
+    hub_checkpoints: str = ""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -122,6 +130,12 @@ class RunConfig:
             raise ConfigError(f"weight_decay={self.weight_decay} must be in [0, 1); 0.01 is usual.")
         if not self.target_modules:
             raise ConfigError(f"target_modules is empty: use the default, all linear layers {ALL_LINEAR}.")
+        if self.report_to not in REPORT_TO:
+            raise ConfigError(f"Unknown report_to {self.report_to!r}: choose one of {', '.join(REPORT_TO)} ('none' "
+                              "keeps the metrics in the run folder only).")
+        if self.hub_checkpoints and not re.fullmatch(r"([\w.-]+/)?[\w.-]+", self.hub_checkpoints):
+            raise ConfigError(f"hub_checkpoints={self.hub_checkpoints!r} is not a Hub repo id: write owner/name "
+                              "(e.g. 'alice/my-run-checkpoints'), or leave it empty.")
         if self.max_samples is not None and self.max_samples < 1:
             raise ConfigError("max_samples must be None (all rows) or at least 1.")
         return self
@@ -217,9 +231,9 @@ _INT_FIELDS = ("max_seq_length", "lora_r", "lora_alpha", "batch_size", "grad_acc
                "seed", "save_steps", "save_total_limit", "max_samples")
 _FLOAT_FIELDS = ("lora_dropout", "learning_rate", "num_epochs", "weight_decay", "eval_fraction", "save_minutes")
 _STR_FIELDS = ("model", "quantization", "dataset", "dataset_format", "output_dir", "backend", "optimizer",
-               "parallelism", "packing")
+               "parallelism", "packing", "report_to", "hub_checkpoints")
 _NULLABLE = ("max_samples",)
-_CHOICE_FIELDS = ("quantization", "backend", "parallelism", "optimizer", "dataset_format", "packing")
+_CHOICE_FIELDS = ("quantization", "backend", "parallelism", "optimizer", "dataset_format", "packing", "report_to")
 _ON, _OFF = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 _EXAMPLES = {"learning_rate": "2e-4", "max_steps": "60 (or 0 to train num_epochs)", "batch_size": "2",
              "max_seq_length": "2048", "num_epochs": "1"}

@@ -15,7 +15,7 @@ from ..errors import ConfigError
 
 # what may differ between a run and its resumption without changing what is trained
 RESUMABLE_CHANGES = {"output_dir", "save_steps", "save_total_limit", "save_minutes", "backend", "batch_size",
-                     "grad_accum", "extra", "max_steps"}
+                     "grad_accum", "extra", "max_steps", "report_to", "hub_checkpoints"}
 
 _cache: dict[tuple, str] = {}  # (path, inode, size, mtime, ctime) of a file -> its sha256: one read per change
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..loading import backend, packing
 from ..gpus import fsdp
-from . import outputs, runs, trainer_wrappers
+from . import outputs, runs, tracking, trainer_wrappers
 from ..loading.data import PreparedData
 from ..errors import TrainingInterrupted
 from .events import RunObserver, StopControl, as_events
@@ -57,7 +57,6 @@ def sft_config(loaded: LoadedModel, data: PreparedData, **overrides: Any):
         save_total_limit=cfg.save_total_limit or None,
         eval_strategy="steps" if data.eval is not None else "no",
         eval_steps=max(1, cfg.max_steps // 5) if cfg.max_steps > 0 else None,
-        report_to="none",
         bf16=bf16,
         fp16=on_cuda and not bf16,
         use_cpu=not on_cuda,
@@ -73,6 +72,7 @@ def sft_config(loaded: LoadedModel, data: PreparedData, **overrides: Any):
         # model gradient checkpointing is set up at load time (Unsloth's or peft's)
         gradient_checkpointing=False,
     )
+    kwargs.update(tracking.trainer_args(cfg))  # report_to "none" unless the config names a tracker
     if fsdp.sharded(cfg):
         kwargs.update(fsdp.trainer_args(cfg))
     kwargs.update(check_extra(cfg.extra))
@@ -90,7 +90,8 @@ _FROM_FIELDS = {"output_dir": "output_dir", "per_device_train_batch_size": "batc
                 "learning_rate", "gradient_accumulation_steps": "grad_accum", "max_steps": "max_steps",
                 "num_train_epochs": "num_epochs", "warmup_steps": "warmup_steps", "seed": "seed", "max_length":
                 "max_seq_length", "weight_decay": "weight_decay", "optim": "optimizer", "save_steps": "save_steps",
-                "save_total_limit": "save_total_limit", "packing": "packing"}
+                "save_total_limit": "save_total_limit", "packing": "packing", "report_to": "report_to",
+                "hub_model_id": "hub_checkpoints"}
 
 
 def check_extra(extra: dict) -> dict:
@@ -157,7 +158,7 @@ def build_trainer(loaded: LoadedModel, data: PreparedData, callbacks=(), events:
         args=sft_config(loaded, data, **{"packing": plan.on, **overrides}),
         train_dataset=data.train,
         eval_dataset=data.eval,
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, *tracking.callbacks(loaded.config)],  # the Hub checkpoint pusher, if asked
     )
     if loaded.on_cuda and loaded.gpu is not None and not loaded.gpu.bf16:
         _adapters_to_fp32(trainer.model)

@@ -112,6 +112,11 @@ class ConfigForm(w.VBox):
         self.packing = w.Dropdown(options=[("auto (on a GPU, when steps get fuller)", "auto"),
                                            ("on: short rows share a sequence", "on"), ("off", "off")],
                                   value=cfg.packing, description="Packing", style=style)
+        # where the trainer also logs (RunConfig.report_to); the package and login are checked before loading
+        self.report_to = w.Dropdown(options=[("none (the run folder keeps its metrics)", "none"),
+                                             ("TensorBoard", "tensorboard"), ("trackio", "trackio"),
+                                             ("Weights & Biases", "wandb")],
+                                    value=cfg.report_to, description="Log to", style=style)
         self.data = DataPanel(cfg.dataset, style)
         self.error = w.HTML(value="")
         self._base = cfg
@@ -122,11 +127,12 @@ class ConfigForm(w.VBox):
         self.data.config_for = lambda: self.config
         self.data.tokenizer_for = self._tokenizer
         fields = [self.model, self.lora_r, self.lora_alpha, self.max_seq_length, self.batch_size,
-                  self.grad_accum, self.max_steps, self.learning_rate, self.packing]
+                  self.grad_accum, self.max_steps, self.learning_rate, self.packing, self.report_to]
         # what a workshop sets first; the rest, which recommend() fills well, folded under Advanced
         self.advanced = folded(w.VBox([self.lora_r, self.lora_alpha, self.max_seq_length, self.grad_accum,
-                                       self.learning_rate, self.packing]),
-                               "Advanced: LoRA rank and alpha, sequence length, accumulation, learning rate, packing")
+                                       self.learning_rate, self.packing, self.report_to]),
+                               "Advanced: LoRA rank and alpha, sequence length, accumulation, learning rate, packing, "
+                               "logging")
         super().__init__([self.model, w.HBox([w.Label("Quantization", layout=w.Layout(width="144px")),
                                               self.quantization]), self.data, self.max_steps, self.batch_size,
                           self.advanced, self.error])
@@ -156,7 +162,8 @@ class ConfigForm(w.VBox):
                     lora_r=self.lora_r.value, lora_alpha=self.lora_alpha.value,
                     max_seq_length=self.max_seq_length.value, batch_size=self.batch_size.value,
                     grad_accum=self.grad_accum.value, max_steps=self.max_steps.value,
-                    learning_rate=self.learning_rate.value, packing=self.packing.value, dataset=self.data.value)
+                    learning_rate=self.learning_rate.value, packing=self.packing.value, dataset=self.data.value,
+                    report_to=self.report_to.value)
 
     def _rebuild(self) -> None:
         try:
@@ -175,7 +182,7 @@ class ConfigForm(w.VBox):
     def lock(self, locked: bool = True) -> None:
         """While a run trains the form describes that run: no field can change under it."""
         inputs = [self.model, self.lora_r, self.lora_alpha, self.max_seq_length, self.batch_size, self.grad_accum,
-                  self.max_steps, self.learning_rate, self.packing, self.data.source, self.data.upload]
+                  self.max_steps, self.learning_rate, self.packing, self.data.source, self.data.upload, self.report_to]
         for widget in inputs:
             widget.disabled = locked
         for q, button in self.quantization.buttons.items():
@@ -205,7 +212,7 @@ class ConfigForm(w.VBox):
             self.model.value = config.model
             self.lora_r.value = config.lora_r if config.lora_r in self.lora_r.options else 16
             for name in ("lora_alpha", "max_seq_length", "batch_size", "grad_accum", "max_steps", "learning_rate",
-                         "packing"):
+                         "packing", "report_to"):
                 getattr(self, name).value = getattr(config, name)
             self.data.source.value = config.dataset
         self.quantization.value = config.quantization

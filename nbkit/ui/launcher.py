@@ -20,6 +20,7 @@ from .display import WidgetDisplay
 from .form import ConfigForm
 from .frontend import main_thread
 from .gauge import MemoryGauge
+from .hub_button import HubPush
 from .progress import TrainingProgress
 from .session_runs import runs_table_html
 
@@ -51,6 +52,7 @@ class Launcher(w.VBox):
                                               layout=w.Layout(width="auto"))
                                for kind, label in EXPORTS.items()}
         self.export_status = w.HTML()
+        self.hub_push = HubPush(self._saved_run)  # Push beside Export (nbkit.ui.hub_button)
         for kind, button in self.export_buttons.items():
             button.on_click(lambda _b, kind=kind: self.export(kind))
         self.report = None
@@ -75,7 +77,7 @@ class Launcher(w.VBox):
         exports = w.HBox([w.Label("Export:", layout=w.Layout(width="auto")), *self.export_buttons.values()],
                          layout=w.Layout(flex_flow="row wrap"))
         super().__init__([self.status, self.form, self.gauge, buttons, self.progress_view.box, self.message,
-                          exports, self.export_status])
+                          exports, self.export_status, self.hub_push])
 
     def _apply_recommendation(self, config: RunConfig) -> None:
         from ..planning.recommend import recommend, set_by_user
@@ -155,6 +157,7 @@ class Launcher(w.VBox):
         for button in self.export_buttons.values():
             button.disabled = self.report is None
         self.stop_button.disabled = True
+        self.hub_push.refresh()
         self.resume_button.disabled = False
         self.form.lock(False)
         self._publish(progress)
@@ -227,6 +230,11 @@ class Launcher(w.VBox):
             thread.join()
         return thread
 
+
+    def _saved_run(self) -> str | None:
+        """The folder Push sends: this launcher's run once saved, else a saved run in the form's folder."""
+        folder = self.report.config.output_dir if self.report else (self.form.config or self._base).output_dir
+        return folder if is_run_folder(folder) and Path(folder, "nbkit_report.json").exists() else None
 
     @main_thread
     def _export_status(self, text: str, busy: bool = False) -> None:
