@@ -490,3 +490,26 @@ def test_text_is_trained_as_written(tmp_path, tokenizer, capsys, name, content, 
     assert not any("\ufffd" in a or "None" in a for a in answers)
     assert path.read_bytes() == before
     assert note is None or note in prepared.summary()
+
+
+GOOD_LINE = json.dumps(GOOD) + "\n"
+
+
+# --- issue 38: every check that can run before loading does -----------------------------------------------------
+@pytest.mark.parametrize("files, message", [
+    ({"d.jsonl": GOOD_LINE + '{"instruction": "q", "output": "a \\ud800"}\n'},
+     "line 2: 'output' holds a lone surrogate"),
+    ({"d.jsonl": GOOD_LINE + '{"conversations": [{"from": "human", "value": "q"}, {"from": "robot", "value": "a"}]}\n'},
+     "line 2: conversations[1] has unknown 'from' value 'robot'"),
+    ({"d.jsonl": GOOD_LINE + '{"question": "q", "answer": "a"}\n'}, "line 2 is in no format nbkit knows"),
+], ids=["lone-surrogate", "unknown-speaker", "row-in-no-format"])
+def test_row_mistakes_are_one_line_before_the_model_loads(tmp_path, guard, capsys, files, message):
+    """Observed: a line holding \\ud800 passed the check and failed after the model loaded, with advice about the
+    rows' "layout"; an unknown speaker or a row in no format was dropped without a word."""
+    write(tmp_path, files)
+    guard.snapshot()
+    code, out, seconds = run_cli(tmp_path, capsys, "dataset: '{tmp}/d.jsonl'")
+    assert code == 2, out.err[-2000:]
+    (line,) = out.err.strip().splitlines()
+    assert line.startswith("nbkit: error: ") and message in line and "layout" not in line
+    assert seconds < QUICK and not guard.loads and not guard.unchanged()
