@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from nbkit import RunConfig, data, export, models, train
+from nbkit import RunConfig, data, export, generate, models, train
 from nbkit.errors import TrainingInterrupted
 from nbkit.events import RunObserver
 
@@ -35,6 +35,7 @@ class Stall(RunObserver):
 cfg = RunConfig.load(args.config)
 loaded = models.load(cfg)
 prepared = data.prepare(cfg, loaded.tokenizer)
+generate.generate(loaded, "Say hi.", max_new_tokens=3)  # as the workflow samples before training
 code = 0
 try:
     result = train.run(loaded, prepared, [Stall()], resume=args.resume)
