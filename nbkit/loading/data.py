@@ -108,7 +108,7 @@ def _prepare(config: RunConfig, tokenizer, rows: Any = None) -> PreparedData:
     if config.max_samples:
         dataset = dataset.select(range(min(config.max_samples, len(dataset))))
     rows_in = len(dataset)
-    fmt = describe(check_rows(dataset, requested, config.dataset if rows is None else "the rows") or {"none": 0})
+    fmt = describe(check_rows(dataset, requested, config.dataset if rows is None else "the rows"))
     # never train on a rendered "None": rows without an answer are dropped and counted
     complete = dataset.filter(lambda row: not missing_answer(row, row_format(row, requested)))
     no_answer = rows_in - len(complete)
@@ -189,7 +189,7 @@ def check(config: RunConfig) -> str:
     said = getattr(rows, "notes", [])
     if not isinstance(rows, list):  # a Parquet table; a file's Rows were read only as far as max_samples
         rows = [rows[i] for i in range(min(len(rows), config.max_samples or len(rows)))]
-    fmt = describe(check_rows(rows, requested, path) or {"none": 0})
+    fmt = describe(check_rows(rows, requested, path))
     _check_layout(rows, path)
     empty = sum(missing_answer(row, row_format(row, requested)) for row in rows)
     if empty == len(rows):

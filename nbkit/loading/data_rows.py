@@ -169,7 +169,9 @@ def _check_text(row: dict[str, Any], fmt: str, where: str) -> None:
 
 
 def describe(formats: Counter) -> str:
-    """'alpaca' for one format; 'mixed: 3 alpaca, 2 sharegpt' for several."""
+    """'alpaca' for one format; 'mixed: 3 alpaca, 2 sharegpt' for several; 'no known' for none (empty rows)."""
+    if not formats:
+        return "no known"
     if len(formats) == 1:
         return next(iter(formats))
     return "mixed: " + ", ".join(f"{n} {fmt}" for fmt, n in sorted(formats.items(), key=lambda c: (-c[1], c[0])))
