@@ -16,9 +16,10 @@ import sys
 
 STAGES = {
     "planning": ("config", "config_files", "hardware", "cards", "memory", "sharding", "recommend", "fp8"),
-    "loading": ("backend", "hub", "models", "gpu_session", "tiny", "data", "data_files", "packing"),
+    "loading": ("backend", "hub", "models", "gpu_session", "tiny", "data", "data_files", "packing", "data_rows",
+                "data_text", "bnb_cpu"),
     "training": ("outputs", "checkpoints", "runs", "train", "trainer_bridge", "events", "results", "train_failures",
-                 "probe"),
+                 "probe", "warmup"),
     "exporting": ("verify", "generate", "export", "gguf"),
     "gpus": ("distributed", "parallel", "fsdp"),
 }
