@@ -185,17 +185,18 @@ def test_run_refused_before_loading(tmp_path, guard, tiny_dir, files, changes, m
 
 
 def test_rows_without_answers_are_dropped_and_counted(tmp_path, tokenizer):
-    """null, empty CSV cells and rows of another schema: counted, never trained as the word "None"."""
+    """null and empty CSV cells: counted, never trained as the word "None"; a row of another format that has an
+    answer is trained in its own format (issue 38: it was dropped as answerless)."""
     from nbkit import data
 
     write(tmp_path, {"d.jsonl": [GOOD, {"instruction": "q", "output": None}, {"instruction": "q", "output": ""},
                                  {"prompt": "other schema", "completion": "x"}, {"instruction": "Why?",
                                                                                   "output": "Because."}]})
     prepared = data.prepare(_cfg(tmp_path, dataset=str(tmp_path / "d.jsonl"), max_samples=None), tokenizer)
-    assert len(prepared.train) == 2 and prepared.dropped == 3
-    assert "Dropped 3 row(s) with no answer" in prepared.summary()
+    assert len(prepared.train) == 3 and prepared.dropped == 2
+    assert "Dropped 2 row(s) with no answer" in prepared.summary()
     texts = [tokenizer.decode(r["input_ids"]) for r in prepared.train]
-    assert not any("None" in t for t in texts)
+    assert not any("None" in t for t in texts) and any("other schema" in t for t in texts)
     (tmp_path / "d.csv").write_text("instruction,output\nSay hi.,Hi.\nEmpty answer,\n")
     prepared = data.prepare(_cfg(tmp_path, dataset=str(tmp_path / "d.csv"), max_samples=None), tokenizer)
     assert len(prepared.train) == 1 and prepared.dropped == 1
