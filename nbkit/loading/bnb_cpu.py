@@ -14,9 +14,10 @@ for its whole life (CPUs without AVX512-bf16 never pack, so every CPU now comput
 from __future__ import annotations
 
 
-def keep_trainable_layout(model) -> int:
+def keep_trainable_layout(model, say: bool = False) -> int:
     """Turn bitsandbytes' inference repacking off on every 4-bit layer of `model`, and unpack any layer already
-    packed (its block scales stay rounded to bf16: unpacking cannot undo that). Returns how many were unpacked."""
+    packed (its block scales stay rounded to bf16: unpacking cannot undo that), said in one line with `say`.
+    Returns how many were unpacked."""
     try:
         from bitsandbytes.nn import Linear4bit
     except Exception:  # bitsandbytes missing or unusable here: nothing of it to keep
@@ -34,4 +35,7 @@ def keep_trainable_layout(model) -> int:
             # what bitsandbytes' own Linear4bit._save_to_state_dict does before saving
             weight.data, weight.quant_state = _convert_weight_packed_for_cpu_inverse(weight.data, state)
             unpacked += 1
+    if unpacked and say:
+        print(f"nbkit: {unpacked} 4-bit layer(s) packed for bitsandbytes' CPU inference kernel, which has no "
+              "backward, were unpacked for training.")
     return unpacked

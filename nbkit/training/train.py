@@ -163,9 +163,8 @@ def build_trainer(loaded: LoadedModel, data: PreparedData, callbacks=(), events:
     )
     if loaded.on_cuda and loaded.gpu is not None and not loaded.gpu.bf16:
         _adapters_to_fp32(trainer.model)
-    if not loaded.on_cuda and keep_trainable_layout(loaded.model):  # a model nbkit did not load (nbkit.bnb_cpu)
-        print("nbkit: 4-bit layers packed for bitsandbytes' CPU inference kernel, which has no backward, were "
-              "unpacked for training.")
+    if not loaded.on_cuda:  # a model nbkit did not load may have been packed for inference (nbkit.bnb_cpu)
+        keep_trainable_layout(loaded.model, say=True)
     data.packing = packing.packed_by(trainer, plan)
     collator = trainer.data_collator = TokenCounter(trainer.data_collator)
     trainer.nbkit_token_counter = collator
