@@ -186,17 +186,18 @@ def test_run_refused_before_loading(tmp_path, guard, tiny_dir, files, changes, m
 
 
 def test_rows_without_answers_are_dropped_and_counted(tmp_path, tokenizer):
-    """null, empty CSV cells and rows of another schema: counted, never trained as the word "None"."""
+    """null and empty CSV cells: counted, never trained as the word "None"; a row of another format that has an
+    answer is trained in its own format (issue 38: it was dropped as answerless)."""
     from nbkit.loading import data
 
     write(tmp_path, {"d.jsonl": [GOOD, {"instruction": "q", "output": None}, {"instruction": "q", "output": ""},
                                  {"prompt": "other schema", "completion": "x"}, {"instruction": "Why?",
                                                                                   "output": "Because."}]})
     prepared = data.prepare(_cfg(tmp_path, dataset=str(tmp_path / "d.jsonl"), max_samples=None), tokenizer)
-    assert len(prepared.train) == 2 and prepared.dropped == 3
-    assert "Dropped 3 row(s) with no answer" in prepared.summary()
+    assert len(prepared.train) == 3 and prepared.dropped == 2
+    assert "Dropped 2 row(s) with no answer" in prepared.summary()
     texts = [tokenizer.decode(r["input_ids"]) for r in prepared.train]
-    assert not any("None" in t for t in texts)
+    assert not any("None" in t for t in texts) and any("other schema" in t for t in texts)
     (tmp_path / "d.csv").write_text("instruction,output\nSay hi.,Hi.\nEmpty answer,\n")
     prepared = data.prepare(_cfg(tmp_path, dataset=str(tmp_path / "d.csv"), max_samples=None), tokenizer)
     assert len(prepared.train) == 1 and prepared.dropped == 1
@@ -491,3 +492,26 @@ def test_text_is_trained_as_written(tmp_path, tokenizer, capsys, name, content, 
     assert not any("\ufffd" in a or "None" in a for a in answers)
     assert path.read_bytes() == before
     assert note is None or note in prepared.summary()
+
+
+GOOD_LINE = json.dumps(GOOD) + "\n"
+
+
+# --- issue 38: every check that can run before loading does -----------------------------------------------------
+@pytest.mark.parametrize("files, message", [
+    ({"d.jsonl": GOOD_LINE + '{"instruction": "q", "output": "a \\ud800"}\n'},
+     "line 2: 'output' holds a lone surrogate"),
+    ({"d.jsonl": GOOD_LINE + '{"conversations": [{"from": "human", "value": "q"}, {"from": "robot", "value": "a"}]}\n'},
+     "line 2: conversations[1] has unknown 'from' value 'robot'"),
+    ({"d.jsonl": GOOD_LINE + '{"question": "q", "answer": "a"}\n'}, "line 2 is in no format nbkit knows"),
+], ids=["lone-surrogate", "unknown-speaker", "row-in-no-format"])
+def test_row_mistakes_are_one_line_before_the_model_loads(tmp_path, guard, capsys, files, message):
+    """Observed: a line holding \\ud800 passed the check and failed after the model loaded, with advice about the
+    rows' "layout"; an unknown speaker or a row in no format was dropped without a word."""
+    write(tmp_path, files)
+    guard.snapshot()
+    code, out, seconds = run_cli(tmp_path, capsys, "dataset: '{tmp}/d.jsonl'")
+    assert code == 2, out.err[-2000:]
+    (line,) = out.err.strip().splitlines()
+    assert line.startswith("nbkit: error: ") and message in line and "layout" not in line
+    assert seconds < QUICK and not guard.loads and not guard.unchanged()

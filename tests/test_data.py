@@ -130,8 +130,12 @@ USER, ANSWER = {"role": "user", "content": "Add 2 and 3."}, {"role": "assistant"
     ("sharegpt", {"conversations": [{"from": "human", "value": "q"}, {"from": "model", "value": "a"}]}, False),
     ("sharegpt", {"conversations": [{"from": "human", "value": "q"}]}, True),
     ("sharegpt", {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": " "}]}, True),
-    ("sharegpt", {"conversations": [{"from": "human", "value": "q"}, {"role": "assistant", "value": "a"}]}, True),
-    ("sharegpt", {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "content": "a"}]}, True),
+    # a turn is read under either spelling (role/content or from/value): an answer is an answer
+    ("sharegpt", {"conversations": [{"from": "human", "value": "q"}, {"role": "assistant", "value": "a"}]}, False),
+    ("sharegpt", {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "content": "a"}]}, False),
+    ("sharegpt", {"conversations": [{"from": "human", "value": "q"}, {"from": "chatgpt", "value": "a"}]}, False),
+    ("sharegpt", {"conversations": [{"from": "system", "value": ""}, {"from": "human", "value": "q"},
+                                    {"from": "gpt", "value": "a"}]}, False),  # an empty system prompt is no reason
     ("sharegpt", {"messages": [USER, ANSWER]}, True),
 ])
 def test_a_row_without_an_answer_is_told_apart_in_every_format(fmt, row, missing):

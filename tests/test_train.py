@@ -71,11 +71,23 @@ def wait_for(path: Path, proc, seconds: float = 180) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, tiny_dir):
-    """The uninterrupted run, in its own process like the runs it is compared with."""
-    tmp = tmp_path_factory.mktemp("reference")
-    cfg_path = config(tmp / "run").save(tmp / "run.yaml")
-    return helper(cfg_path, tmp / "result"), tmp / "result" / "adapters"
+def references(tmp_path_factory, tiny_dir):
+    """The uninterrupted run for a quantization, in its own process like the runs it is compared with."""
+    made = {}
+
+    def reference_for(quantization: str):
+        if quantization not in made:
+            tmp = tmp_path_factory.mktemp(f"reference-{quantization}")
+            cfg_path = config(tmp / "run", quantization=quantization).save(tmp / "run.yaml")
+            made[quantization] = helper(cfg_path, tmp / "result"), tmp / "result" / "adapters"
+        return made[quantization]
+
+    return reference_for
+
+
+@pytest.fixture(scope="module")
+def reference(references):
+    return references("16bit")
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +104,13 @@ def reference_here(tmp_path_factory, tiny_dir):
     return {"steps": result.steps, "losses": result.losses}, tmp / "adapters"
 
 
-def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, reference):
-    ref, ref_dir = reference
-    cfg = config(tmp_path / "run")
+@pytest.mark.parametrize("quantization", [RunConfig().quantization, "16bit"], ids=["default-4bit", "16bit"])
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, references, quantization):
+    """At the default quantization too (4-bit NF4 through bitsandbytes on CPU): observed, a checkpoint changed a
+    4-bit run (writing one unpacked layers that bitsandbytes had packed for its inference kernel after the sample
+    before training; nbkit.loading.bnb_cpu), so a resumed run could not match one never interrupted."""
+    ref, ref_dir = references(quantization)
+    cfg = config(tmp_path / "run", quantization=quantization)
     cfg_path = cfg.save(tmp_path / "run.yaml")
     proc = helper(cfg_path, tmp_path / "killed", "--stall-at", "7", wait=False)
     wait_for(tmp_path / "killed" / "stalled", proc)
@@ -252,3 +268,21 @@ def test_a_checkpoint_that_cannot_be_written_leaves_nothing_half_written(tmp_pat
     assert "stopped at step 4" in str(err.value)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint-2", "nbkit_run.json"]
     assert capsys.readouterr().out.count("warning: 0.00 GiB free where checkpoints go") == 1
+
+
+def test_a_checkpoint_does_not_change_a_default_4bit_run(tmp_path, tiny_dir):
+    """Observed: the same 3-step run at the default 4-bit reached other losses with save_steps 1 than with 50
+    (16-bit matched): writing a checkpoint unpacked the layers bitsandbytes had packed for its CPU inference kernel
+    at the sample before training, and the steps after it ran another kernel (nbkit.loading.bnb_cpu)."""
+    from nbkit.exporting import generate
+
+    losses = {}
+    for every in (1, 50):
+        cfg = config(tmp_path / f"every-{every}", quantization=RunConfig().quantization, max_steps=3, save_steps=every)
+        loaded = models.load(cfg)
+        prepared = data.prepare(cfg, loaded.tokenizer)
+        generate.generate(loaded, "Say hi.", max_new_tokens=3)  # as the workflow samples before training
+        losses[every] = train.run(loaded, prepared).losses
+    assert outputs.is_complete(tmp_path / "every-1" / "checkpoint-2")
+    assert [p.name for p in outputs.checkpoints(tmp_path / "every-50")] == ["checkpoint-3"]  # the run's end only
+    assert [s for s, _ in losses[1]] == [1, 2, 3] and losses[1] == losses[50]

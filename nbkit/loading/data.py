@@ -8,23 +8,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..planning.config import DEFAULT_DATASET, RunConfig
 from ..errors import DataError
 from .data_files import (_LOCAL_KINDS, _check_layout, check_file, load_rows, load_rows_with_notes,  # noqa: F401
                          read_csv_rows, read_json_rows)
+from .data_rows import (FORMATS, SHAREGPT_ROLES, check_rows, describe, detect_format, missing_answer,  # noqa: F401
+                        row_format, to_messages)
 from ..resources import DEFAULT_DATA_PATH
 
 IGNORE = -100
-FORMATS = {
-    "alpaca": ("instruction", "output"),
-    "messages": ("messages",),
-    "sharegpt": ("conversations",),
-    "prompt_completion": ("prompt", "completion"),
-}
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "system": "system", "model": "assistant"}
 
 
 @dataclass
@@ -46,73 +40,6 @@ class PreparedData:
                 f"{self.truncated} truncated to max_seq_length, {self.dropped} dropped, {self.duplicated} "
                 f"duplicated, of {self.rows_in} rows read.")
         return " ".join([text, *self.notes] + ([self.packing.describe()] if self.packing is not None else []))
-
-
-def missing_answer(row: dict[str, Any], fmt: str) -> bool:
-    """True when a row has nothing to train on: its answer (or prompt) is missing, null or blank."""
-    def blank(value) -> bool:
-        return value is None or not str(value).strip()
-
-    if fmt == "alpaca":
-        return blank(row.get("instruction")) or blank(row.get("output"))
-    if fmt == "prompt_completion":
-        return blank(row.get("prompt")) or blank(row.get("completion"))
-    turns = row.get("messages" if fmt == "messages" else "conversations")
-    if not isinstance(turns, list) or not turns:
-        return True
-    key = "content" if fmt == "messages" else "value"
-    if any(not isinstance(t, dict) or blank(t.get(key)) for t in turns):
-        return True
-    roles = [t.get("role") if fmt == "messages" else SHAREGPT_ROLES.get(str(t.get("from", "")).lower())
-             for t in turns]
-    return "assistant" not in roles
-
-
-def detect_format(columns: Iterable[str], requested: str = "auto") -> str:
-    columns = list(columns)
-    known = "; ".join(f"{name}: {', '.join(cols)}" for name, cols in FORMATS.items())
-    if requested != "auto":
-        if requested not in FORMATS:
-            raise DataError(f"Unknown dataset_format {requested!r}; choose auto or one of: {known}.")
-        missing = [c for c in FORMATS[requested] if c not in columns]
-        if missing:
-            raise DataError(
-                f"dataset_format={requested!r} needs column(s) {missing}, but the data set has {columns}. "
-                "Rename with dataset.rename_column(old, new) or pick the matching format."
-            )
-        return requested
-    for name, needed in FORMATS.items():
-        if all(c in columns for c in needed):
-            return name
-    raise DataError(
-        f"The data set's columns {columns} match no format nbkit knows ({known}). "
-        "Rename your columns with dataset.rename_column(old, new), e.g. question -> instruction and "
-        "answer -> output."
-    )
-
-
-def to_messages(row: dict[str, Any], fmt: str) -> list[dict[str, str]]:
-    if fmt == "alpaca":
-        prompt = str(row["instruction"]).strip()
-        extra = row.get("input") or ""
-        if str(extra).strip():
-            prompt = f"{prompt}\n\n{str(extra).strip()}"
-        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": str(row["output"])}]
-    if fmt == "prompt_completion":
-        return [{"role": "user", "content": str(row["prompt"])},
-                {"role": "assistant", "content": str(row["completion"])}]
-    if fmt == "messages":
-        return [{"role": m["role"], "content": str(m["content"])} for m in row["messages"]]
-    if fmt == "sharegpt":
-        out = []
-        for turn in row["conversations"]:
-            role = SHAREGPT_ROLES.get(str(turn.get("from", "")).lower())
-            if role is None:
-                raise DataError(f"ShareGPT turn has unknown 'from' value {turn.get('from')!r}; "
-                                f"expected one of {sorted(SHAREGPT_ROLES)}.")
-            out.append({"role": role, "content": str(turn["value"])})
-        return out
-    raise DataError(f"Unknown format {fmt!r}.")
 
 
 def _render(tokenizer, messages, add_generation_prompt: bool) -> str:
@@ -176,20 +103,22 @@ def _prepare(config: RunConfig, tokenizer, rows: Any = None) -> PreparedData:
     dataset, read_notes = load_rows_with_notes(rows if rows is not None else config.dataset, limit=config.max_samples)
     if len(dataset) == 0:
         raise DataError("The data set is empty.")
-    fmt = detect_format(dataset.column_names, config.dataset_format)
+    requested = config.dataset_format
+    detect_format(dataset.column_names, requested)  # a table in no known format: one line naming its columns
     if config.max_samples:
         dataset = dataset.select(range(min(config.max_samples, len(dataset))))
     rows_in = len(dataset)
-    check_text(dataset, fmt, config.dataset if rows is None else "the rows")
+    fmt = describe(check_rows(dataset, requested, config.dataset if rows is None else "the rows"))
     # never train on a rendered "None": rows without an answer are dropped and counted
-    complete = dataset.filter(lambda row: not missing_answer(row, fmt))
+    complete = dataset.filter(lambda row: not missing_answer(row, row_format(row, requested)))
     no_answer = rows_in - len(complete)
     if len(complete) == 0:
         raise DataError(f"None of the {rows_in} rows has both a prompt and an answer ({fmt} format): every answer "
                         "is missing, null or empty. Fill them in, or check dataset_format.")
     dataset = complete
     tokenized = dataset.map(
-        lambda row: tokenize_example(tokenizer, to_messages(row, fmt), config.max_seq_length),
+        lambda row: tokenize_example(tokenizer, to_messages(row, row_format(row, requested)),
+                                     config.max_seq_length),
         remove_columns=dataset.column_names,
         desc="Tokenizing",
     )
@@ -255,12 +184,14 @@ def check(config: RunConfig) -> str:
         backend.ensure()  # Parquet goes through datasets: after the engine's import
         rows = load_rows(str(path))
         columns = rows.column_names
-    fmt = detect_format(columns, config.dataset_format)
-    lines, said = getattr(rows, "lines", None), getattr(rows, "notes", [])
-    rows = [rows[i] for i in range(min(len(rows), config.max_samples or len(rows)))]
-    check_text(rows, fmt, path, lines)
+    requested = config.dataset_format
+    detect_format(columns, requested)
+    said = getattr(rows, "notes", [])
+    if not isinstance(rows, list):  # a Parquet table; a file's Rows were read only as far as max_samples
+        rows = [rows[i] for i in range(min(len(rows), config.max_samples or len(rows)))]
+    fmt = describe(check_rows(rows, requested, path))
     _check_layout(rows, path)
-    empty = sum(missing_answer(row, fmt) for row in rows)
+    empty = sum(missing_answer(row, row_format(row, requested)) for row in rows)
     if empty == len(rows):
         raise DataError(f"None of the {len(rows)} rows has both a prompt and an answer ({fmt} format, {path}): "
                         "every answer is missing, null or empty. Fill them in, or check dataset_format.")
@@ -268,30 +199,14 @@ def check(config: RunConfig) -> str:
     return f"data: {len(rows)} rows, {fmt} format{skipped}" + "".join(f". {n}" for n in said)
 
 
-def check_text(rows, fmt: str, where, lines=None) -> None:
-    """Every field that is trained on holds text (a number is its text as written): a list or object is refused
-    with its line, never trained as Python's spelling of it."""
-    fields = {"alpaca": ("instruction", "input", "output"), "prompt_completion": ("prompt", "completion")}
-    for i, row in enumerate(rows):
-        values = [(f, row.get(f)) for f in fields.get(fmt, ())]
-        column, key = ("messages", "content") if fmt == "messages" else ("conversations", "value")
-        turns = row.get(column) if fmt in ("messages", "sharegpt") else None
-        values += [(f"{column}[{j}].{key}", t.get(key)) for j, t in enumerate(turns or []) if isinstance(t, dict)]
-        for name, value in values:
-            if isinstance(value, (list, dict)):
-                at = f"line {lines[i]}" if lines and lines[i] else f"row {i + 1}"
-                raise DataError(f"{where} {at}: {name!r} is {'a list' if isinstance(value, list) else 'an object'} "
-                                f"({json.dumps(value)[:60]}), not text. Write it as the text the model should learn "
-                                'to say, e.g. "red, green".')
-
-
 def preview(config: RunConfig, tokenizer, n: int = 3) -> list[list[tuple[str, bool]]]:
     """The first `n` rows as the model will see them: each a list of (token text, trained on?) in order, the chat
     template rendered, prompt tokens masked (False) and answer tokens trained (True)."""
     dataset = load_rows(config.dataset)
-    fmt = detect_format(dataset.column_names, config.dataset_format)
+    detect_format(dataset.column_names, config.dataset_format)
     rows = []
     for row in dataset:
+        fmt = row_format(row, config.dataset_format)
         if missing_answer(row, fmt):
             continue
         ex = tokenize_example(tokenizer, to_messages(row, fmt), config.max_seq_length)

@@ -4,7 +4,6 @@ Errors name the file and the line, and say what to write instead.
 """
 from __future__ import annotations
 
-import codecs
 import json
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 from ..planning.config import DEFAULT_DATASET
 from ..errors import DataError
 from ..resources import DEFAULT_DATA_PATH
+from .data_text import decoded_lines, refuse_lone_surrogate
 
 _LOCAL_KINDS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -31,7 +31,9 @@ def load_rows_with_notes(source: Any = DEFAULT_DATASET, split: str = "train", li
     if isinstance(source, list):
         if not source:
             raise DataError("The data set is empty: give at least one row.")
-        return datasets.Dataset.from_list(source), []
+        for i, row in enumerate(source):
+            refuse_lone_surrogate(row, f"the rows, row {i + 1}")
+        return datasets.Dataset.from_list(every_key(source)), []
     if source == DEFAULT_DATASET:
         source = str(DEFAULT_DATA_PATH)
     path = Path(str(source)).expanduser()
@@ -130,46 +132,6 @@ def check_file(path: Path) -> None:
                         f"use the embedded {DEFAULT_DATASET!r} to try things out.")
 
 
-def decoded_lines(path: Path):
-    """(line number, text) of a text file, read as written: UTF-8 with or without a byte-order mark; another
-    encoding only when it can be told (charset-normalizer), and then said in `notes`; never U+FFFD."""
-    encoding, notes, seen_non_ascii = "utf-8", [], False
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            if number == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8):]
-            try:
-                text = raw.decode(encoding)
-            except UnicodeDecodeError as exc:
-                if encoding != "utf-8" or seen_non_ascii:  # two encodings in one file: no way to read it right
-                    raise DataError(f"{path} line {number} is not {encoding} while earlier lines are: save the whole "
-                                    "file in one encoding (UTF-8).") from None
-                encoding = _guess_encoding(path, number, raw[exc.start])
-                notes.append(f"{path.name} is not UTF-8: read as {encoding} (line {number} is the first that is "
-                             "not UTF-8). Save it as UTF-8 to be sure of every character.")
-                text = raw.decode(encoding)
-            seen_non_ascii = seen_non_ascii or not raw.isascii()
-            yield number, text, notes
-
-
-# Among encodings that read a file equally well (charset-normalizer often cannot tell cp1250 from cp1252 on a
-# few accented letters: é is the same byte in both, à is not), the one Windows uses for Western European text.
-PREFERRED_LEGACY = "cp1252"
-
-
-def _guess_encoding(path: Path, number: int, byte: int) -> str:
-    from charset_normalizer import from_bytes
-
-    with open(path, "rb") as fh:
-        matches = from_bytes(fh.read(1 << 20))
-    best = matches.best()
-    if best is None or best.encoding in ("utf_8", "ascii") or best.chaos > 0.2:
-        raise DataError(f"{path} line {number} is not UTF-8 (byte {byte:#04x}) and its encoding cannot be told: "
-                        f"convert it to UTF-8, e.g. iconv -f cp1252 -t utf-8 {path.name} > fixed{path.suffix}")
-    tied = {m.encoding for m in matches if (m.chaos, m.coherence) == (best.chaos, best.coherence)}
-    return PREFERRED_LEGACY if PREFERRED_LEGACY in tied else best.encoding
-
-
 def _as_written(pairs):
     """JSON values as the file writes them: numbers keep their text ("4" stays "4", not 4.0), true/false stay
     lower case; what is text to train on is never re-spelled by Python."""
@@ -208,6 +170,7 @@ def read_json_rows(path: Path, limit: int | None = None) -> Rows:
         if not isinstance(row, dict):
             raise DataError(f"{path} line {number} is {type(row).__name__}, not an object: each line must be "
                             'one example such as {"instruction": "...", "output": "..."}.')
+        refuse_lone_surrogate(row, f"{path} line {number}")
         rows.append(row)
         rows.lines.append(number)
         rows.notes = notes
@@ -232,6 +195,8 @@ def _json_document(path: Path, text: str, notes: list[str]) -> Rows:
     if not rows:
         raise DataError(f"{path} has no rows. Add examples, or use the embedded {DEFAULT_DATASET!r} to try things "
                         "out.")
+    for i, row in enumerate(rows):
+        refuse_lone_surrogate(row, f"{path} row {i + 1}")
     return Rows(rows, [None] * len(rows), notes)
 
 
@@ -239,10 +204,17 @@ def _from_rows(rows: list[dict], path: Path):
     import datasets
 
     try:
-        return datasets.Dataset.from_list(rows)
+        return datasets.Dataset.from_list(every_key(rows))
     except Exception as exc:  # pyarrow: one column holds text in some rows and lists in others
         raise DataError(f"{path}: the rows do not share one layout ({str(exc).splitlines()[0][:200]}). Make each "
                         "field hold the same kind of value in every row.") from None
+
+
+def every_key(rows: list[dict]) -> list[dict]:
+    """The rows with every key any of them has (None where a row lacks it): datasets takes its columns from the
+    first row alone, and would drop the fields of rows written in another format."""
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    return [row if len(row) == len(keys) else {k: row.get(k) for k in keys} for row in rows]
 
 
 def _check_layout(rows: list[dict], path: Path) -> None:

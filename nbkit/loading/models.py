@@ -238,6 +238,10 @@ def _load_transformers(config: RunConfig, path: str, gpu: GpuInfo):
     # sharded: into CPU memory; the trainer's FSDP then moves each GPU's share to it, so none holds the whole model
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=quant,
                                                  device_map={"": "cpu" if sharded else device})
+    if quant is not None and not gpu.available:  # one 4-bit layout on CPU, the one that trains (nbkit.loading.bnb_cpu)
+        from .bnb_cpu import keep_trainable_layout
+
+        keep_trainable_layout(model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if sharded:
         # no k-bit preparation (it would keep embeddings in fp32, twice the memory, on every GPU) and no model

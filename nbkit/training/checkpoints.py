@@ -1,5 +1,6 @@
 """Checkpoints that never half-exist: a mix-in for the HF Trainer that writes each one under a temporary name and
-renames it into place once complete, with nbkit's marker inside, and warns before the disk runs short."""
+renames it into place once complete, with nbkit's marker inside, and warns before the disk runs short; and resumes
+from one into the very state that wrote it (the adapters in the dtype they trained in)."""
 from __future__ import annotations
 
 import os
@@ -50,6 +51,23 @@ class AtomicCheckpoints:
         complete = [c for c in outputs.checkpoints(final_root) if outputs.is_complete(c)]
         for old in complete[:-limit] if limit else []:
             shutil.rmtree(old, ignore_errors=True)
+
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """The adapters as they were when the checkpoint was written, dtype included. TRL trains a quantized
+        model's adapters in bf16, but peft's load_adapter (how the Trainer resumes a PEFT model) upcasts them to
+        fp32 (autocast_adapter_dtype): a resumed 4-bit run then trained in another precision than the run it
+        continues, and parted from it at the first step after the resume. Casting back is exact (the checkpoint
+        holds the bf16 values)."""
+        target = model if model is not None else self.model
+        trained_in = {name: p.dtype for name, p in target.named_parameters() if p.requires_grad}
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if getattr(self, "is_fsdp_enabled", False):
+            return  # FSDP's flat parameters keep the dtype FSDP gave them
+        # by name: peft replaces the parameter objects it upcasts (the optimizer is built after this)
+        for name, param in target.named_parameters():
+            if param.requires_grad and trained_in.get(name, param.dtype) != param.dtype:
+                param.data = param.data.to(trained_in[name])
 
 
 _disk_warned: set[str] = set()

@@ -24,6 +24,8 @@ from .checkpoints import AtomicCheckpoints
 from .train_failures import diverged, failed
 from ..gpus.distributed import is_main
 from .trainer_bridge import TokenCounter, bridge
+from .warmup import ClippedWarmup
+from ..loading.bnb_cpu import keep_trainable_layout
 
 
 def sft_config(loaded: LoadedModel, data: PreparedData, **overrides: Any):
@@ -123,10 +125,10 @@ def _trainer_class(on_cuda: bool):
     from trl import SFTTrainer
 
     if on_cuda:
-        return type("NbkitSFTTrainer", (AtomicCheckpoints, SFTTrainer), {})
+        return type("NbkitSFTTrainer", (ClippedWarmup, AtomicCheckpoints, SFTTrainer), {})
     from transformers import Trainer
 
-    class CpuSFTTrainer(AtomicCheckpoints, SFTTrainer):
+    class CpuSFTTrainer(ClippedWarmup, AtomicCheckpoints, SFTTrainer):
         """TRL 1.15 computes the SFT loss with a Triton kernel that only runs on CUDA/XPU; on CPU use the
         model's own cross-entropy over the same completion-only labels (transformers' Trainer loss)."""
 
@@ -162,6 +164,8 @@ def build_trainer(loaded: LoadedModel, data: PreparedData, callbacks=(), events:
     )
     if loaded.on_cuda and loaded.gpu is not None and not loaded.gpu.bf16:
         _adapters_to_fp32(trainer.model)
+    if not loaded.on_cuda:  # a model nbkit did not load may have been packed for inference (nbkit.loading.bnb_cpu)
+        keep_trainable_layout(loaded.model, say=True)
     data.packing = packing.packed_by(trainer, plan)
     collator = trainer.data_collator = TokenCounter(trainer.data_collator)
     trainer.nbkit_token_counter = collator

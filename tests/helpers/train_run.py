@@ -11,7 +11,7 @@ from pathlib import Path
 
 from nbkit import RunConfig
 from nbkit.loading import data, models
-from nbkit.exporting import export
+from nbkit.exporting import export, generate
 from nbkit.training import train
 from nbkit.errors import TrainingInterrupted
 from nbkit.training.events import RunObserver
@@ -38,6 +38,7 @@ class Stall(RunObserver):
 cfg = RunConfig.load(args.config)
 loaded = models.load(cfg)
 prepared = data.prepare(cfg, loaded.tokenizer)
+generate.generate(loaded, "Say hi.", max_new_tokens=3)  # as the workflow samples before training
 code = 0
 try:
     result = train.run(loaded, prepared, [Stall()], resume=args.resume)
