@@ -230,6 +230,7 @@ def _load_transformers(config: RunConfig, path: str, gpu: GpuInfo):
     # sharded: into CPU memory; the trainer's FSDP then moves each GPU's share to it, so none holds the whole model
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=quant,
                                                  device_map={"": "cpu" if sharded else device})
+    _no_bf16_repacking_on_cpu(model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if sharded:
         # no k-bit preparation (it would keep embeddings in fp32, twice the memory, on every GPU) and no model
@@ -245,6 +246,17 @@ def _load_transformers(config: RunConfig, path: str, gpu: GpuInfo):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     return get_peft_model(model, _lora_config(model, config)), tokenizer
+
+
+def _no_bf16_repacking_on_cpu(model) -> None:
+    """On a CPU with AVX512-BF16, bitsandbytes 0.50 repacks a 4-bit layer for its bf16 inference kernel the first
+    time the layer runs in eval mode without gradients (a generate, an evaluation), and from then on the layer
+    computes in bf16, training included, and passes no gradient back (that kernel has no autograd): the loss moved
+    2.3e-3 and the adapters' gradients changed entirely once a sample had been generated (docs/portability.md).
+    Every 4-bit layer stays on the dequantize-and-matmul path, in the compute dtype, on every CPU."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _lora_config(model, config: RunConfig):
