@@ -314,6 +314,32 @@ FIGURES: dict[str, tuple[Callable[[], float], str]] = {
 }
 
 
+# how far CPU results move with the kernels torch picks (bench/cpu_spread.py): docs/portability.md's tolerances
+SPREAD = "cpu_spread.json"
+
+
+def _spread(pair: str, key: str) -> Callable[[], float]:
+    def compute():
+        c = _load(SPREAD)["fsdp_vs_ddp"][pair]
+        return c["loss_rel_per_step"][0] if key == "step1" else c["adapters"][key] if key in c["adapters"] else c[key]
+    return compute
+
+
+FIGURES.update({
+    f"spread_{name}_{short}": (_spread(pair, key), "{:.2e}" if key != "step1" else "{:.1g}")
+    for name, pair in (("paths_avx512", "fsdp vs ddp, default"), ("paths_avx2", "fsdp vs ddp, avx2"),
+                       ("ddp_kernels", "ddp, avx2 vs default"), ("fsdp_kernels", "fsdp, avx2 vs default"))
+    for short, key in (("step1", "step1"), ("loss", "loss_rel_max"), ("b", "b_rel_norm"),
+                       ("elem", "max_element_over_max_b"))
+})
+FIGURES.update({
+    "spread_logits": (lambda: _load(SPREAD)["logits"]["avx2 vs default"]["rel_norm_max"], "{:.1e}"),
+    "spread_logit_flips": (lambda: _load(SPREAD)["logits"]["avx2 vs default"]["argmax_changes"], "{:d}"),
+    "spread_logit_positions": (lambda: _load(SPREAD)["logits"]["avx2 vs default"]["positions"], "{:d}"),
+    "spread_logit_gap": (lambda: _load(SPREAD)["logits"]["avx2 vs default"]["smallest_top1_top2_gap_rel"], "{:.1e}"),
+})
+
+
 def value(name: str) -> str:
     compute, fmt = FIGURES[name]
     return fmt.format(compute())

@@ -21,12 +21,21 @@ if [ -n "${NBKIT_WHEELS:-}" ]; then
   exit 0
 fi
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
-if ! .venv/bin/python -c "import nbkit, torch, trl, papermill, pytest, playwright, llama_cpp, sentencepiece, notebook, anywidget, charset_normalizer" \
+# llama-cpp-python (a test tool: it loads exported GGUF files back) is built from source, portable: ggml's AVX2
+# baseline, not -march=native. A native build on an AMX CPU with GCC 12 crashes (SIGSEGV) on every batch of two or
+# more tokens of a q8_0/q4 file (docs/portability.md), and one build for every CPU of the kind means the GGUF tests
+# compute the same everywhere. A native build left by an earlier setup is replaced.
+portable_llama="import llama_cpp; info = llama_cpp.llama_print_system_info(); assert b'AMX' not in info and b'AVX512' not in info"
+if ! .venv/bin/python -c "import nbkit, torch, trl, papermill, pytest, playwright, llama_cpp, sentencepiece, notebook, anywidget, charset_normalizer; $portable_llama" \
     2>/dev/null; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  # llama-cpp-python (a test tool: it loads exported GGUF files back) builds from source once (pip caches the
-  # wheel); build with every core
+  if ! .venv/bin/python -c "$portable_llama" 2>/dev/null; then
+    # from source, without pip's wheel cache (it may hold a native build); with every core
+    CMAKE_ARGS="-DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) .venv/bin/python -m pip install -q \
+      --no-cache-dir --no-binary llama-cpp-python --force-reinstall --no-deps \
+      "$(grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)"
+  fi
   CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) .venv/bin/python -m pip install -q -e ".[test]"
 fi
 # JupyterLab / Notebook 7 of this environment save widget state with the notebook (a reopened notebook shows the

@@ -15,6 +15,13 @@ from nbkit.gpus.fsdp import check_host_memory, plain_name, trainer_args
 
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 ENV = {**os.environ, "NBKIT_DISPLAY": "text", "OMP_NUM_THREADS": "1"}
+# How far sharded and DDP training may drift apart after the first update, from measurement (bench/cpu_spread.py,
+# bench/results/cpu_spread.json, docs/portability.md): under torch's AVX2 kernels the two runs are identical; under
+# AVX-512 ones they round differently from step 2 on, by about as much as one path differs from itself across the
+# two kernel sets. A tolerance is 3 times the largest spread measured (either comparison, either kernel set).
+SPREAD = json.loads((Path(__file__).parents[1] / "bench" / "results" / "cpu_spread.json").read_text())["fsdp_vs_ddp"]
+LOSS_TOL = 3 * max(c["loss_rel_max"] for c in SPREAD.values())
+ADAPTER_TOL = 3 * max(c["adapters"]["b_rel_norm"] for c in SPREAD.values())
 
 
 def _config(tmp_path, name, **changes):
@@ -72,22 +79,26 @@ def test_two_processes_shard_one_model_and_save_one_adapter(tmp_path, tiny_dir):
     assert any(t.abs().sum() > 0 for k, t in saved.items() if "lora_B" in k)  # B starts at zero: it trained
 
     # sharding changes where the weights live, not what is computed: DDP on the same rows trains the same run. The
-    # first loss is computed before any update (LoRA B starts at zero), so the losses after several optimizer steps
-    # and the final adapters are what tell: both have to follow the same updates
+    # first loss is computed before any update, in the same dtypes by the same kernels: equal up to float32 rounding
+    # (measured: equal). The losses after several optimizer steps and the final adapters tell whether both
+    # followed the same updates, within the measured spread (LOSS_TOL, ADAPTER_TOL above)
     ddp_cfg, ddp_path = _config(tmp_path, "ddp", parallelism="ddp")
     proc = _train(ddp_path, "--nproc_per_node", "2", "--master_port", str(free_port()))
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = json.loads((Path(ddp_cfg.output_dir) / "nbkit_report.json").read_text())
     assert ddp["parallelism"] == "ddp" and ddp["shard_fraction"] == 1.0
     assert [s for s, _ in report["losses"]] == [s for s, _ in ddp["losses"]] == list(range(1, 9))
+    assert report["losses"][0][1] == pytest.approx(ddp["losses"][0][1], rel=1e-6)
     for (step, sharded_loss), (_, ddp_loss) in zip(report["losses"], ddp["losses"]):
-        assert sharded_loss == pytest.approx(ddp_loss, rel=1e-3), step
+        assert sharded_loss == pytest.approx(ddp_loss, rel=LOSS_TOL), step
     assert report["losses"][-1][1] < report["losses"][0][1]  # it learned over those steps: updates were compared
     ddp_saved = load_file(str(Path(ddp_cfg.output_dir) / "lora_adapters" / "adapter_model.safetensors"))
     assert ddp_saved.keys() == saved.keys()
-    worst = max((saved[k].float() - ddp_saved[k].float()).abs().max().item() for k in saved)
-    scale = max(ddp_saved[k].float().abs().max().item() for k in saved if "lora_B" in k)
-    assert worst <= 1e-2 * scale, (worst, scale)
+    # what training wrote is B (it starts at zero): the two runs' B tensors, apart relative to their size
+    b_keys = [k for k in saved if "lora_B" in k]
+    apart = sum(((saved[k].float() - ddp_saved[k].float()) ** 2).sum().item() for k in b_keys) ** 0.5
+    size = sum((ddp_saved[k].float() ** 2).sum().item() for k in b_keys) ** 0.5
+    assert apart <= ADAPTER_TOL * size, (apart / size, ADAPTER_TOL)
 
 
 def test_two_nodes_rendezvous_on_localhost(tmp_path, tiny_dir):

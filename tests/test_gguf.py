@@ -4,15 +4,23 @@ transformers running the merged model.
 f16 holds the merged bf16 weights exactly, so llama.cpp must pick the same greedy token as transformers at every
 position of a real example and when generating; q8_0 rounds the weights, so it must agree closely. This test
 never skips: llama-cpp-python is a test dependency and its converter comes from the package index.
+
+llama.cpp runs in a child process (helpers/native.py): a crash in its native code fails the one test that met it,
+naming the signal, and the suite runs on (docs/portability.md: the AMX crash that made this necessary).
 """
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers.native import exit_reason, run_llama, run_python
 from nbkit import RunConfig
 from nbkit.loading import data, models
 from nbkit.exporting import export
@@ -36,54 +44,45 @@ def exported(tmp_path_factory, tiny_dir):
     return loaded, prepared, files, merged
 
 
-def llama(path: Path):
-    from llama_cpp import Llama
-
-    return Llama(model_path=str(path), n_ctx=256, logits_all=True, verbose=False, n_threads=2, seed=0)
-
-
-def llama_logits(llm, ids: list[int]) -> torch.Tensor:
-    llm.reset()
-    llm.eval(ids)
-    return torch.tensor(llm.scores[: len(ids)])
+def llama_logits(path: Path, rows: list[list[int]]) -> list[torch.Tensor]:
+    """llama.cpp's logits at every position of each row, computed in a child process."""
+    results = run_llama(path, [{"op": "logits", "ids": row} for row in rows], params={"logits_all": True})
+    return [torch.tensor(r) for r in results]
 
 
 def test_gguf_round_trip_f16_matches_transformers_token_for_token(exported):
     loaded, prepared, files, merged = exported
-    llm = llama(files["f16"])
     tok = loaded.tokenizer
-    # the GGUF's own tokenizer reads the chat template's text exactly as transformers does
     text = tok.apply_chat_template([{"role": "user", "content": PROMPT}], tokenize=False, add_generation_prompt=True)
     prompt = tok(text, add_special_tokens=False)["input_ids"]
-    assert llm.tokenize(text.encode(), add_bos=False, special=True) == prompt
-    # greedy next token at every position of a real training example
     row = prepared.train[0]["input_ids"]
+    tokens, logits, generated = run_llama(files["f16"], [
+        {"op": "tokenize", "text": text, "add_bos": False, "special": True},
+        {"op": "logits", "ids": row},
+        {"op": "greedy", "prompt": prompt, "n": 16}], params={"logits_all": True})
+    # the GGUF's own tokenizer reads the chat template's text exactly as transformers does
+    assert tokens == prompt
+    # greedy next token at every position of a real training example
     with torch.no_grad():
         want = merged(input_ids=torch.tensor([row])).logits[0]
-    got = llama_logits(llm, row)
+    got = torch.tensor(logits)
+    # portable on every CPU: llama.cpp is one build everywhere (scripts/setup.sh), and transformers' logits move by
+    # 4e-7 between torch's AVX2 and AVX-512 kernels, 1e4 times less than the smallest gap between a position's first
+    # and second logit of the shipped model (bench/results/cpu_spread.json, docs/portability.md)
     assert torch.equal(got.argmax(-1), want.argmax(-1))
     assert ((got - want).norm() / want.norm()).item() < 1e-2
     # greedy generation, token for token
     with torch.no_grad():
         expected = merged.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False, eos_token_id=None,
                                    pad_token_id=tok.pad_token_id)[0, len(prompt):].tolist()
-    generated = []
-    llm.reset()
-    llm.eval(prompt)
-    for _ in range(16):
-        nxt = int(llm.scores[llm.n_tokens - 1].argmax())
-        generated.append(nxt)
-        llm.eval([nxt])
     assert generated == expected
 
 
 def test_gguf_round_trip_q8_0_agrees_closely(exported):
     loaded, prepared, files, merged = exported
     rows = [prepared.train[i]["input_ids"] for i in range(4)]
-    f16, q8 = llama(files["f16"]), llama(files["q8_0"])
-    agree = total = 0
-    for row in rows:
-        a, b = llama_logits(f16, row), llama_logits(q8, row)
+    agree = total = 0  # llama.cpp on both sides: the same numbers on every CPU (one portable build)
+    for row, a, b in zip(rows, llama_logits(files["f16"], rows), llama_logits(files["q8_0"], rows)):
         assert ((a - b).norm() / a.norm()).item() < 0.05  # 8-bit weights: a few percent at most
         agree += (a.argmax(-1) == b.argmax(-1)).sum().item()
         total += len(row)
@@ -118,3 +117,34 @@ def test_unknown_gguf_type_fails_clearly(exported, tmp_path):
         export.save_gguf(loaded, tmp_path / "gguf", "q4_k_m",
                          adapter_dir=export.save_lora(loaded, tmp_path / "lora"))
     assert not (tmp_path / "gguf").exists()  # nothing half-written
+
+
+# A real crash inside llama.cpp's native code: llama_n_ctx reads the context it is given, here NULL
+CRASH = "import llama_cpp; llama_cpp.llama_n_ctx(None)"
+
+
+def test_a_crash_inside_llama_cpp_is_an_assertion_that_names_the_signal():
+    with pytest.raises(AssertionError, match=r"child process killed by SIGSEGV \(signal 11\)") as err:
+        run_python(["-c", CRASH], what="llama.cpp given no context")
+    assert "Fatal Python error: Segmentation fault" in str(err.value)  # the child's stderr comes with it
+    assert exit_reason(-4) == "killed by SIGILL (signal 4)"  # what an unsupported instruction would say
+
+
+def test_a_crash_inside_llama_cpp_fails_one_test_and_the_suite_runs_on(tmp_path):
+    (tmp_path / "test_crash.py").write_text(textwrap.dedent(f"""
+        from helpers.native import run_python
+
+        def test_llama_cpp_crashes():
+            run_python(["-c", {CRASH!r}], what="llama.cpp given no context")
+
+        def test_the_next_test_runs():
+            pass
+    """))
+    tests_dir = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_crash.py"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])  # tests failed: no crash
+    assert "1 failed, 1 passed" in proc.stdout, proc.stdout[-2000:]
+    assert "AssertionError: llama.cpp given no context: the child process killed by SIGSEGV (signal 11)" in \
+        proc.stdout, proc.stdout[-2000:]

@@ -24,3 +24,31 @@ def test_gemma2_trains_without_unsloths_block_compile_unless_the_user_says():
     assert unsloth_env("gemma2", {}) == {"UNSLOTH_BLOCK_COMPILE": "0"}
     assert unsloth_env("gemma2", {"UNSLOTH_BLOCK_COMPILE": "1"}) == {}  # the user's choice wins
     assert unsloth_env("llama", {}) == {}
+
+
+def test_a_4bit_model_trains_the_same_after_a_generate_on_every_cpu(tiny_dir, tmp_path):
+    """On a CPU with AVX512-BF16, bitsandbytes repacks a 4-bit layer for its bf16 inference kernel the first time it
+    runs in eval mode, and the layer then trains in bf16 with no gradient back through it. nbkit keeps the layers
+    as loaded: a training step computes the same loss and gradients before and after a generate, on every CPU."""
+    import torch
+
+    from nbkit import RunConfig
+    from nbkit.exporting import generate
+    from nbkit.loading import models
+
+    loaded = models.load(RunConfig(quantization="4bit", max_seq_length=64, max_steps=1, save_steps=0,
+                                   output_dir=str(tmp_path / "run")))
+    ids = torch.tensor([loaded.tokenizer("What is the capital of France? Paris.")["input_ids"]])
+
+    def step():
+        loaded.model.train()
+        loaded.model.zero_grad()
+        out = loaded.model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        return out.loss.item(), {n: p.grad.clone() for n, p in loaded.model.named_parameters() if p.grad is not None}
+
+    loss, grads = step()
+    generate.generate(loaded, "What is the capital of France?", max_new_tokens=4)
+    again, regrads = step()
+    assert again == loss
+    assert grads.keys() == regrads.keys() and all(torch.equal(grads[k], regrads[k]) for k in grads)

@@ -261,6 +261,7 @@ def _load_transformers(config: RunConfig, path: str, gpu: GpuInfo):
     return model, tokenizer
 
 
+
 def _lora_config(model, config: RunConfig):
     from peft import LoraConfig
 
