@@ -102,7 +102,7 @@ class ConfigForm(w.VBox):
         style = {"description_width": "140px"}
         self.model = w.Combobox(value=cfg.model, options=[TINY_MODEL, *(models or curated_ids())],
                                 description="Model", ensure_option=False, continuous_update=False, placeholder="Hub id or local folder",
-                                style=style, layout=w.Layout(width="100%", max_width="520px"))
+                                style=style, layout=w.Layout(width="auto", max_width="520px"))
         self.quantization = QuantizationPicker(quantization_availability(self.gpu), cfg.quantization)
         self.lora_r = w.Dropdown(options=[4, 8, 16, 32, 64, 128], value=cfg.lora_r if cfg.lora_r in
                                  (4, 8, 16, 32, 64, 128) else 16, description="LoRA rank r", style=style)

@@ -34,6 +34,7 @@ class Launcher(w.VBox):
         from ..loading import backend
         from ..loading.tiny import with_suggested
 
+        backend._notice_shown = True  # the launcher's first line says where it trains (said once, not printed too)
         backend.start_import()  # the form shows while Unsloth imports; Train waits for it
         self.gpu = gpu or check_gpu()
         # the tiny model's suggested settings (16-bit, its learning rate) where the config leaves RunConfig's
@@ -42,9 +43,9 @@ class Launcher(w.VBox):
         config = with_suggested(config or RunConfig(), say=lambda line: said.append(line.removeprefix("nbkit: ")))
         self.form = ConfigForm(config, self.gpu)
         self.gauge = MemoryGauge(self.gpu)
-        self.status = w.HTML(value=f"<small>{html.escape(self.gpu.summary())}</small>"
-                             + "".join(f"<br><small>{html.escape(line)}</small>" for line in said
-                                       if "4-bit:" not in line))  # the form says that one, beside the choice
+        lines = [self.gpu.summary(), *(line for line in said if "4-bit:" not in line)]  # the form says that one
+        self.status = w.HTML(value="<div style='line-height:1.4'>" + "<br>".join(
+            f"<small>{html.escape(line)}</small>" for line in lines) + "</div>")
         self.train_button = w.Button(description="Train", button_style="primary", icon="play")
         self.stop_button = w.Button(description="Stop", icon="stop", disabled=True,
                                     tooltip="End at the next step, keeping a checkpoint to resume from")
@@ -105,10 +106,12 @@ class Launcher(w.VBox):
         rec = recommend(spec_for(config.model), self.gpu, base=config, backend=self.gauge.backend,
                         keep=set_by_user(config))
         if not rec.fits:
-            self.status.value += f"<br><small style='{ERROR}'>{html.escape(rec.reason)}</small>"
+            self.status.value = self.status.value.removesuffix("</div>") + (
+                f"<br><small style='{ERROR}'>{html.escape(rec.reason)}</small></div>")
             return
         self.form.apply(rec.config)
-        self.status.value += f"<br><small>Recommended: {rec.reason}</small>"
+        self.status.value = self.status.value.removesuffix("</div>") + (
+            f"<br><small>Recommended: {html.escape(rec.reason)}</small></div>")
 
     def _config_changed(self, config: RunConfig | None) -> None:
         self.gauge.update(config)
