@@ -54,6 +54,7 @@ class Launcher(w.VBox):
         self.chat_button = w.Button(description="Chat", icon="comments", disabled=True,
                                     tooltip="Chat with the trained model, under the run's result")
         self.chat_area = w.VBox(layout=w.Layout(display="none"))  # launch() shows it below the result
+        self.chat_area.add_class("nbkit-quiet")  # no "disconnected" icon of its own (nbkit.ui.static)
         self.progress_view = WidgetDisplay(embedded=True)
         self.progress_view.box.layout.display = "none"  # shown once a run starts
         self.message = w.HTML()

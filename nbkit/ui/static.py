@@ -3,9 +3,10 @@ that makes dead controls say so.
 
 A widget whose kernel has stopped still renders from the saved widget state, but nothing answers its clicks, and
 ipywidgets marks every view of it with `jupyter-widgets-disconnected` (a red broken-link icon on each one: dozens
-over a launcher). nbkit's live views carry the class `nbkit-live`; the style below hides such a view's controls
-and its icons once it is disconnected and shows one line instead (`offline_line`), while the plain-HTML copy
-(an output updated through its display id, which nbconvert and GitHub show too) stands below it.
+over a launcher). nbkit's live views carry the class `nbkit-live` (a box around one, `nbkit-quiet`); the style
+below hides such a view's controls and its icons once it is disconnected and shows one line instead
+(`offline_line`), while the plain-HTML copy (an output updated through its display id, which nbconvert and GitHub
+show too) stands below it.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ ERROR = "color:var(--jp-error-color1, #b00020)"  # readable on a light and on a 
 WARN = "color:var(--jp-warn-color1, #8a5a00)"
 
 STYLE = """<style>
-.nbkit-live.jupyter-widgets-disconnected::before, .nbkit-live .jupyter-widgets-disconnected::before {
+.nbkit-live.jupyter-widgets-disconnected::before, .nbkit-live .jupyter-widgets-disconnected::before,
+.nbkit-quiet.jupyter-widgets-disconnected::before {
   display: none !important; content: none !important; }
 .nbkit-offline { display: none; }
 .nbkit-live.jupyter-widgets-disconnected > * { display: none !important; }
