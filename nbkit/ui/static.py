@@ -30,8 +30,8 @@ STYLE = """<style>
 
 def offline_line(what: str) -> str:
     """The HTML of a live view's last child: the style above, and the line shown once its kernel is gone."""
-    return (f"{STYLE}<div style='padding:4px 0'><i>⏻ The kernel behind this {what} has stopped, so its controls are "
-            f"hidden; what it did is shown below. Run this cell again to bring them back.</i></div>")
+    return (f"{STYLE}<div style='padding:4px 0;line-height:1.4'><i>The kernel behind this {what} has stopped, so its "
+            f"controls are hidden; what it did is shown below. Run this cell again to bring them back.</i></div>")
 
 
 def png_img(png: bytes, alt: str) -> str:
