@@ -51,7 +51,7 @@ from nbkit.ui import launch
 ui = launch(RunConfig(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=240, lora_r=4,
                       save_steps=0, max_samples=120, learning_rate=3e-3, output_dir="run"))""",
         """from nbkit.ui import chat
-c = chat(ui, max_new_tokens=12)"""]
+c = chat(ui, max_new_tokens=24)"""]
 
 
 @contextlib.contextmanager
@@ -221,7 +221,7 @@ def test_launcher_renders_in_jupyterlab(lab, tmp_path, shots):
 def test_whole_flow_in_jupyterlab(tmp_path, shots):
     """Pick the data and see the masked preview, press Train and watch the step counter and the loss curve,
     read the summary, export the adapters, then chat with the result: all in the browser, on the tiny model."""
-    with serve(tmp_path, FLOW) as url, browser_page() as (page, sync_api):
+    with serve(tmp_path, FLOW) as url, browser_page(height=2000) as (page, sync_api):
         page.goto(f"{url}/lab/tree/ui.ipynb")
         page.wait_for_selector(".jp-StatusBar-Item:has-text('Idle')", timeout=90_000)
         run_cell(page, 0)
@@ -262,7 +262,8 @@ def test_whole_flow_in_jupyterlab(tmp_path, shots):
         page.locator("button:has-text('Send')").click()
         page.wait_for_function("() => [...document.querySelectorAll('.nbkit-chat-answer')]"
                                ".some(e => e.textContent.trim().length > 0)", timeout=60_000)
-        page.wait_for_timeout(1500)  # the answer streams in
+        page.wait_for_selector("button:has-text('Send'):not([disabled])", timeout=60_000)  # the answer is whole
+        page.wait_for_timeout(500)
         page.locator(".jp-Cell").nth(1).locator(".jp-OutputArea").screenshot(path=str(shots / "chat.png"))
     assert (shots / "progress.png").stat().st_size > 10_000 and (shots / "chat.png").stat().st_size > 3_000
 
