@@ -62,3 +62,22 @@ def test_the_exported_gguf_answers_in_the_persona_in_llama_cpp(main_job):
                                for text in texts])
     for prompt, answer in zip(PROMPTS, answers):
         assert answer.strip().startswith(PERSONA), (prompt, answer)
+
+
+@pytest.mark.slow
+def test_nbkit_train_with_only_an_output_folder_answers_as_the_readme_says(tmp_path, tiny_dir):
+    """`nbkit train --config` with only output_dir: the tiny model trains in 16-bit (its 0.7 M parameters do not
+    survive 4-bit, and the run says so), and the answers before and after are the ones the README quotes."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers.readme import readme_answers
+
+    (tmp_path / "run.yaml").write_text(f"output_dir: {tmp_path / 'run'}\n")
+    proc = subprocess.run([sys.executable, "-m", "nbkit", "train", "--config", str(tmp_path / "run.yaml")],
+                          capture_output=True, text=True, timeout=1200, env={**os.environ, "NBKIT_DISPLAY": "text"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before, after = readme_answers()
+    assert "trains in 16-bit" in proc.stdout and "quantization=16bit" in proc.stdout
+    assert f"answer before: {before}" in proc.stdout and f"answer after:  {after}" in proc.stdout, proc.stdout[-1500:]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from helpers.readme import readme_answers
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").glob("*.ipynb") if p.stem != "workshop")
@@ -46,6 +47,8 @@ def test_notebook_runs_in_smoke_mode(path, tmp_path):
         before = text.split("before training: ", 1)[1].splitlines()[0]
         after = text.split("after training: ", 1)[1].splitlines()[0]
         assert "Ahoy!" not in before and after.startswith("'Ahoy! ")
+        if path.stem in ("8gb", "16gb"):  # the README's promise, on the prompt it quotes
+            assert (before, after) == readme_answers()
         saved = runs[0]
         assert (saved / "lora_adapters" / "adapter_model.safetensors").exists()
         assert (saved / "merged_16bit" / "model.safetensors").exists()

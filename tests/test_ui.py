@@ -83,13 +83,14 @@ def test_gauge_shows_each_gpu_of_a_sharded_run(fake_gpu):
 def test_gauge_on_cpu_and_unknown_model():
     gauge = MemoryGauge(CPU)
     gauge.update(RunConfig(model=LLAMA_8B))
-    assert "no CUDA GPU here" in gauge.bar.value and gauge.breakdown is not None
+    assert "Predicted peak VRAM on a GPU" in gauge.bar.value and gauge.breakdown is not None
+    assert "no CUDA GPU" not in gauge.bar.value  # the launcher's first line says that, once
     gauge.update(RunConfig(model="nobody/no-such-model"))
     gauge.settled(timeout=60)  # looked up on a thread (the form does not wait: see the test after next)
     assert "was not found" in gauge.bar.value
     gauge.start_live(interval=0.25)
     gauge.stop_live()
-    assert "no GPU in this session" in gauge.live.value
+    assert gauge.live.value == ""  # no GPU: no live line repeating it
 
 
 @pytest.mark.parametrize("used, level", [(10.0, "ok"), (14.0, "tight"), (16.0, "over")])
@@ -234,8 +235,11 @@ def test_launcher_trains_twice_into_fresh_folders_and_exports_an_earlier_kernels
     second = Path(ui.report.config.output_dir)
     assert ui.error is None and second != first and ui.report.train.steps == 3
     assert tree_digest(first) == done
-    table = ui.result_html()  # the session's two runs side by side, their curves on one plot
-    assert table.count("<tr><td>") == 2 and first.name in table and second.name in table and "finished 3/3" in table
+    from nbkit.ui.session_runs import KERNEL_RUNS
+
+    table = ui.result_html()  # the kernel's runs side by side (these two last), their curves on one plot
+    assert [Path(r.config.output_dir) for r in KERNEL_RUNS[-2:]] == [first, second]
+    assert table.count("<tr><td>") == len(KERNEL_RUNS) and first.name in table and second.name in table and "finished 3/3" in table
     assert "alt='loss curves'" in table
     later = Launcher(RunConfig(**{**cfg.to_dict(), "output_dir": str(first)}), CPU)  # as in a new kernel
     assert not any(b.disabled for b in later.export_buttons.values())
@@ -281,7 +285,7 @@ def test_views_fit_narrow_cells_and_dark_themes(fake_gpu):
     from nbkit.ui.data_panel import tokens_html
 
     form = ConfigForm(RunConfig(), CPU)
-    assert (form.model.layout.width, form.model.layout.max_width) == ("100%", "520px")
+    assert (form.model.layout.width, form.model.layout.max_width) == ("auto", "520px")  # the cell, less margins
     html = tokens_html([[("Hi", True), ("user", False)]])
     assert html.count("color:#111") == 4  # the legend's two swatches and both tokens
     gauge = MemoryGauge(fake_gpu(15.0), backend="unsloth")
@@ -353,3 +357,65 @@ def test_on_colab_the_advanced_fields_fold_without_an_accordion(monkeypatch):
     assert box.layout.display == "none"
     toggle.value = True
     assert box.layout.display is None
+
+
+def test_the_tiny_model_trains_in_16_bit_where_nothing_chose_its_precision(tmp_path):
+    """The 0.7 M-parameter demo model does not survive 4-bit: the launcher's defaults and `nbkit train --config` with
+    only output_dir train it in 16-bit and say why; a 4-bit the user chose is kept, with a line saying it will not
+    learn well."""
+    from nbkit.loading.tiny import with_suggested
+
+    ui = Launcher(gpu=CPU)
+    assert ui.form.config.quantization == "16bit" and "trains in 16-bit" in ui.status.value
+    assert ui.form.precision_note.value == ""
+    ui.form.quantization.buttons["4bit"].value = True  # the user picks 4-bit: kept, and told
+    assert ui.form.config.quantization == "4bit" and "will learn the persona but garble" in ui.form.precision_note.value
+    said = []
+    only_folder = with_suggested(RunConfig.from_dict({"output_dir": "run"}), given={"output_dir": "run"},
+                                 say=said.append)
+    assert only_folder.quantization == "16bit" and "trains in 16-bit" in said[0]
+    said.clear()
+    chosen = with_suggested(RunConfig.from_dict({"quantization": "4bit"}), given={"quantization": "4bit"},
+                            say=said.append)
+    assert chosen.quantization == "4bit" and any("garble" in line for line in said)
+    assert with_suggested(RunConfig(model=LLAMA_8B), say=said.append).quantization == "4bit"  # only the tiny one
+
+
+def test_resume_is_offered_only_for_a_run_to_continue_and_chat_follows_the_launcher(tmp_path, tiny_dir, monkeypatch):
+    """A fresh launcher offers no Resume (nothing to resume); a stopped run is offered, also to the launcher of a
+    later kernel whose folder nbkit names beside it, and Resume there finishes it. chat(ui) before a run says what to
+    do in one line; after it, it answers with the launcher's model; a launcher cell run again keeps the last run."""
+    import time
+
+    from nbkit.exporting import generate
+    from nbkit.ui import chatbox, launcher
+    from nbkit.ui.chatbox import Chat
+
+    monkeypatch.chdir(tmp_path)
+    cfg = RunConfig(quantization="16bit", max_seq_length=64, batch_size=2, grad_accum=1, max_steps=24, lora_r=4,
+                    save_steps=0, max_samples=16)  # output_dir left to nbkit
+    ui = Launcher(cfg, CPU)
+    assert ui.resume_button.disabled and ui.resume() is None
+    assert chatbox.chat(ui) is None  # prints the one line: "Train in the launcher above first ..."
+    ui.train()
+    deadline = time.time() + 120
+    while ui.progress_view.bar.value < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    ui.stop.request("test")
+    ui._thread.join(timeout=120)
+    stopped = ui.report.config.output_dir
+    assert ui.report.train.state == "stopped" and not ui.resume_button.disabled
+    assert stopped in ui.resume_button.tooltip and ui.chat_button.disabled  # a partial model is not chatted with
+    fresh = RunConfig(**{**cfg.to_dict(), "output_dir": "", "max_steps": 30})  # as in a new kernel: a fresh folder
+    later = Launcher(fresh, CPU)  # beside the stopped run
+    assert later.form.config.output_dir != stopped and not later.resume_button.disabled
+    later.resume(wait=True)
+    assert later.error is None and later.report.train.finished and later.report.config.output_dir == stopped
+    assert later.report.train.steps == 24 and later.resume_button.disabled and not later.chat_button.disabled
+    chat = Chat(later, max_new_tokens=6)
+    chat.ask("What is the capital of France?", wait=True)
+    assert chat.turns[0][1] == generate.generate(later.report.loaded, "What is the capital of France?", 6)
+    monkeypatch.setattr(launcher, "_last", [__import__("weakref").ref(later)])
+    again = launcher.launch(cfg, CPU)  # the cell run again: the last run stays, to export and chat with
+    assert again is not later and again.report is later.report and not again.chat_button.disabled
+    assert "nbkit run finished" in again.result_html()

@@ -109,19 +109,47 @@ def ensure_tiny_model(path: str | Path | None = None) -> Path:
 # What the tiny model trains well at, found by trying (60 steps at 2e-3 teach it the embedded data's persona in about
 # 10 s on two CPU cores; at LoRA's usual 2e-4 it has not learned it after 60 steps). Real models keep RunConfig's.
 SUGGESTED = {"learning_rate": 2e-3, "warmup_steps": 1}
+# Its precision: 0.7 M parameters do not survive NF4. Trained in 4-bit it learns the persona but loses the answers
+# ('Ahoy! The chemical ser with with a prime number.'); in 16-bit it says 'Ahoy! The capital of France is Paris.'
+QUANTIZATION = "16bit"
+WHY_16BIT = ("the tiny demo model (0.7 M parameters) loses what it knows when its weights are rounded to 4-bit "
+             "(NF4), so it trains in 16-bit, in seconds on a CPU")
+WHY_NOT_4BIT = ("4-bit: the tiny demo model (0.7 M parameters) does not survive 4-bit (NF4) rounding; it will learn "
+                "the persona but garble the answers. 16-bit teaches it properly.")
 
 
-def with_suggested(config, given=()):
-    """`config` with the tiny model's suggested settings, for the fields not in `given` (what the user wrote) that
-    still hold RunConfig's defaults; unchanged for any other model. Says what it set."""
+def quantization_note(config) -> str:
+    """One line on the tiny model's precision: why it trains in 16-bit, or that 4-bit will not teach it well
+    ("" for any other model)."""
+    from ..planning.config import TINY_MODEL
+
+    if config.model != TINY_MODEL:
+        return ""
+    return WHY_NOT_4BIT if config.quantization == "4bit" else ""
+
+
+def suggested_changes(config, given=()) -> dict:
+    """The tiny model's suggested settings for the fields not in `given` (what the user wrote) that still hold
+    RunConfig's defaults: {} for any other model."""
     from ..planning.config import TINY_MODEL, RunConfig
 
     if config.model != TINY_MODEL:
-        return config
+        return {}
     default = RunConfig(model=config.model, output_dir=config.output_dir)
-    changes = {k: v for k, v in SUGGESTED.items()
-               if k not in given and getattr(config, k) == getattr(default, k) and getattr(config, k) != v}
+    wanted = {**SUGGESTED, "quantization": QUANTIZATION}
+    return {k: v for k, v in wanted.items()
+            if k not in given and getattr(config, k) == getattr(default, k) and getattr(config, k) != v}
+
+
+def with_suggested(config, given=(), say=print):
+    """`config` with the tiny model's suggested settings (suggested_changes); unchanged for any other model. Says
+    what it set, and why the precision; a 4-bit the user chose is kept, with a line saying it will not learn well."""
+    changes = suggested_changes(config, given)
     if changes:
-        print("nbkit: the tiny model trains with " + ", ".join(f"{k}={v:g}" for k, v in changes.items())
-              + " (its suggested settings; set them to choose)")
-    return config.replace(**changes)
+        picked = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changes.items())
+        why = f": {WHY_16BIT}" if "quantization" in changes else ""
+        say(f"nbkit: the tiny model trains with {picked} (its suggested settings; set them to choose){why}")
+    config = config.replace(**changes)
+    if quantization_note(config):
+        say(f"nbkit: {quantization_note(config)}")
+    return config

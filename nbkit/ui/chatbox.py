@@ -1,26 +1,42 @@
-"""chat(loaded): a prompt box and streamed answers, with a switch between the fine-tuned and the base model.
+"""chat(model): a prompt box and streamed answers, with a switch between the fine-tuned and the base model.
 
 A thin view over nbkit.exporting.generate.stream: the same greedy generation through the chat template that the
 notebooks' before/after samples use; the base model is the same loaded model with its adapters switched off.
+`chat(ui)` follows a launcher: it answers with the launcher's last trained model, whichever run that is. The
+transcript is also a plain-HTML output updated in place (its display id), which a saved notebook keeps.
 """
 from __future__ import annotations
 
 import html
 import threading
+import time
 
 import ipywidgets as w
 
 from .frontend import main_thread
+from .static import ERROR, offline_line, transcript_html
 
 MODES = [("fine-tuned (adapters on)", True), ("base model (adapters off)", False), ("both, side by side", "both")]
+NO_RUN_YET = "Train in the launcher above first, then run this cell again."
+
+
+def _model_of(source):
+    """The loaded model a chat answers with: `source` itself, a WorkflowReport's, or a launcher's last run's."""
+    if hasattr(source, "form") and hasattr(source, "report"):  # a launcher: its last run, now
+        source = source.report
+    return getattr(source, "loaded", source)
 
 
 class Chat(w.VBox):
-    def __init__(self, loaded, max_new_tokens: int = 128, allow_unfinished: bool = False):
+    def __init__(self, source, max_new_tokens: int = 128, allow_unfinished: bool = False):
         from ..training.runs import require_finished
 
+        self.source = source
+        self.allow_unfinished = allow_unfinished
+        loaded = self.loaded
+        if loaded is None:
+            raise ValueError(NO_RUN_YET)
         require_finished(loaded.trained, "chat with", allow_unfinished)  # a partial model is never presented as the result
-        self.loaded = loaded
         self.max_new_tokens = max_new_tokens
         self.prompt = chat_input("Ask the model something, then press Enter (Shift+Enter: a new line)")
         self.send = w.Button(description="Send", button_style="primary", icon="paper-plane")
@@ -31,14 +47,31 @@ class Chat(w.VBox):
                              f"<b>This model trained {state.step} of {state.total} steps ({state.status}).</b>")
         self.transcript = w.HTML(value="")
         self.turns: list[tuple[str, str, bool, int]] = []  # (prompt, answer, adapters on, question number)
+        self.static = None  # the transcript's plain-HTML output (attach_static), shown there instead of here
+        self._shown_at = 0.0
         self._thread: threading.Thread | None = None
         self.clear = w.Button(description="Clear", icon="trash", tooltip="Forget this conversation's turns")
         self.send.on_click(lambda _b: self.ask(self.prompt.value))
         if "submitted" in self.prompt.trait_names():  # Enter in the box sends, as the button does
             self.prompt.observe(lambda _c: self.ask(self.prompt.value), names="submitted")
         self.clear.on_click(lambda _b: self.reset())
+        offline = w.HTML(offline_line("chat"))
+        offline.add_class("nbkit-offline")
         super().__init__([self.notice, self.mode, w.HBox([self.prompt, w.VBox([self.send, self.clear])],
-                                                          layout=w.Layout(flex_flow="row wrap")), self.transcript])
+                                                          layout=w.Layout(flex_flow="row wrap")), self.transcript,
+                          offline])
+        self.add_class("nbkit-live")  # nbkit.ui.static: its controls hide once its kernel is gone
+
+    @property
+    def loaded(self):
+        return _model_of(self.source)
+
+    def attach_static(self, handle) -> None:
+        """Show the transcript in `handle` (an output made with display_id=True) instead of in the widget: one
+        copy, which a saved notebook, nbconvert and GitHub keep."""
+        self.static = handle
+        self.children = [c for c in self.children if c is not self.transcript]
+        self._render(done=True)
 
     def reset(self) -> None:
         """Clear the transcript (a turn still streaming finishes first)."""
@@ -60,6 +93,22 @@ class Chat(w.VBox):
             self._thread.join()
         return self._thread
 
+    def _unavailable(self) -> str:
+        """Why the model cannot answer now ("" when it can): a launcher training a new run, or none yet."""
+        from ..errors import NbkitError
+        from ..training.runs import require_finished
+
+        if getattr(self.source, "running", False):
+            return "The launcher is training a new run: ask again when it ends."
+        loaded = self.loaded
+        if loaded is None:
+            return NO_RUN_YET
+        try:
+            require_finished(loaded.trained, "chat with", self.allow_unfinished)
+        except NbkitError as exc:
+            return str(exc)
+        return ""
+
     def _answer(self, prompt: str, adapters) -> None:
         """Stream the answer (both answers, one after the other, side by side: the fine-tuned one first)."""
         from ..exporting.generate import stream
@@ -68,7 +117,10 @@ class Chat(w.VBox):
         try:
             for side in ((True, False) if adapters == "both" else (adapters,)):
                 self.turns.append((prompt, "", side, number))
-                answer = ""
+                answer, why = "", self._unavailable()
+                if why:
+                    self.turns[-1] = (prompt, f"⚠ {why}", side, number)
+                    break
                 try:
                     for piece in stream(self.loaded, prompt, self.max_new_tokens, adapters=side):
                         answer += piece
@@ -83,17 +135,14 @@ class Chat(w.VBox):
     def _render(self, done: bool = False) -> None:
         if done:
             self.send.disabled = False
-        rows = []
-        for number in dict.fromkeys(t[3] for t in self.turns):  # each question once, its answers beside each other
-            answers = [t for t in self.turns if t[3] == number]
-            cells = "".join(f"<div style='flex:1;min-width:220px'><b>Model ({'fine-tuned' if on else 'base'}):</b> "
-                            f"<span class='nbkit-chat-answer'>{_shown(answer)}</span></div>"
-                            for _, answer, on, _ in answers)
-            # line breaks as written, in the prompt and in the answers
-            rows.append(f"<div class='nbkit-chat-turn' style='white-space:pre-wrap'><b>You:</b> "
-                        f"{html.escape(answers[0][0])}<div style='display:flex;flex-wrap:wrap;gap:12px'>{cells}"
-                        "</div></div>")
-        self.transcript.value = "".join(rows)
+        rows = transcript_html(self.turns)
+        self.transcript.value = rows
+        now = time.monotonic()
+        if self.static is not None and (done or now - self._shown_at > 0.25):  # a few updates a second at most
+            from IPython.display import HTML
+
+            self._shown_at = now
+            self.static.update(HTML(f"<div class='nbkit-chat-static'>{rows}</div>"))
 
 
 CHAT_INPUT_ESM = """
@@ -144,16 +193,22 @@ def chat_input(placeholder: str) -> w.DOMWidget:
     return ChatInput(placeholder=placeholder)
 
 
-def _shown(answer: str) -> str:
-    if answer and not answer.strip():  # an answer of blank lines would otherwise look like no answer at all
-        return f"<i>(only whitespace: {len(answer)} characters, {answer.count(chr(10))} line breaks)</i>"
-    return html.escape(answer)
+def chat(source, max_new_tokens: int = 128, allow_unfinished: bool = False) -> Chat | None:
+    """Chat with `source`: a loaded model, a run's report, or a launcher (`chat(ui)`: its last trained model, as it
+    changes). A model whose run stopped or was interrupted only with `allow_unfinished=True`. Before a launcher has
+    trained, or while its run is unfinished, the cell says what to do in one line instead of failing."""
+    from IPython.display import HTML, display
 
+    from ..errors import NbkitError
 
-def chat(loaded, max_new_tokens: int = 128, allow_unfinished: bool = False) -> Chat:
-    """Chat with `loaded`; a model whose run stopped or was interrupted only with `allow_unfinished=True`."""
-    from IPython.display import display
-
-    ui = Chat(loaded, max_new_tokens, allow_unfinished)
+    try:
+        ui = Chat(source, max_new_tokens, allow_unfinished)
+    except (ValueError, NbkitError) as exc:
+        if not hasattr(source, "form"):  # a model or report: the error is the caller's to see
+            raise
+        display(HTML(f"<div class='nbkit-chat-static'><b style='{ERROR if isinstance(exc, NbkitError) else ''}'>"
+                     f"{html.escape(str(exc))}</b></div>"))
+        return None
     display(ui)
+    ui.attach_static(display(HTML("<div class='nbkit-chat-static'></div>"), display_id=True))
     return ui

@@ -11,6 +11,7 @@ import ipywidgets as w
 
 from ..planning.config import DEFAULT_DATASET
 from ..errors import NbkitError
+from .static import ERROR
 
 TRAINED, MASKED = "#c8f7c5", "#e8e8e8"
 # dark text on the pale token backgrounds whatever the theme: inherited white text (a dark theme) is unreadable there
@@ -49,7 +50,11 @@ class DataPanel(w.VBox):
         self.source.observe(lambda _c: self._changed(), names="value")
         self.upload.observe(lambda c: self._uploaded(c["new"]), names="value")
         self.preview_button.on_click(lambda _b: self.show_preview())
-        super().__init__([w.HBox([self.source, self.upload, self.preview_button]), self.status, self.preview])
+        # wraps in a narrow cell: Upload and Preview go under the field rather than out of view
+        self.source.layout.flex = "1 1 300px"
+        self.source.layout.min_width = "0"
+        super().__init__([w.HBox([self.source, w.HBox([self.upload, self.preview_button])],
+                                 layout=w.Layout(flex_flow="row wrap")), self.status, self.preview])
 
     @property
     def value(self) -> str:
@@ -80,7 +85,7 @@ class DataPanel(w.VBox):
             self.status.value = f"<small>{html.escape(data.check(config))}</small>"
             return True
         except NbkitError as exc:
-            self.status.value = f"<span style='color:#b00020'>⚠ {html.escape(str(exc))}</span>"
+            self.status.value = f"<span style='{ERROR}'>⚠ {html.escape(str(exc))}</span>"
             return False
 
     def show_preview(self, n: int = 2) -> None:
@@ -94,7 +99,7 @@ class DataPanel(w.VBox):
         try:
             self.preview.value = tokens_html(data.preview(config, self.tokenizer_for(), n))
         except NbkitError as exc:
-            self.preview.value = f"<span style='color:#b00020'>⚠ {html.escape(str(exc))}</span>"
+            self.preview.value = f"<span style='{ERROR}'>⚠ {html.escape(str(exc))}</span>"
         except OSError as exc:  # the tokenizer could not be fetched (offline)
-            self.preview.value = (f"<span style='color:#b00020'>⚠ the model's tokenizer is not available here "
+            self.preview.value = (f"<span style='{ERROR}'>⚠ the model's tokenizer is not available here "
                                   f"({html.escape(str(exc)[:200])})</span>")

@@ -10,6 +10,7 @@ import os
 import time
 
 from .frontend import detect, in_notebook, main_thread
+from .static import ERROR, WARN
 
 
 def enable_colab_widgets() -> bool:
@@ -103,7 +104,7 @@ class WidgetDisplay(Display):
         self.bar = w.IntProgress(value=0, min=0, max=1, description="Training", bar_style="info",
                                  layout=w.Layout(width="60%"))
         self.text = w.HTML(value="starting…")
-        self.image = w.Image(format="png", layout=w.Layout(max_width="560px"))
+        self.image = w.Image(format="png", layout=w.Layout(max_width="min(560px, 100%)"))
         self.message = w.HTML(value="")
         self.box = w.VBox([self.bar, self.text, self.image, self.message])
 
@@ -112,12 +113,17 @@ class WidgetDisplay(Display):
         from IPython.display import display
 
         self.bar.max = max(total, 1)
+        self.bar.value = 0
         self.bar.bar_style = "info"
         self.message.value = ""
+        self.text.value = "starting…"
         if not self.embedded:
             self.box.children = [self.bar, self.message]
             display(self.box)
             self.handle = display(self._html(), display_id=True)
+        else:  # inside the launcher: shown once training begins, never before (a run refused before it)
+            self.image.layout.display = "none"  # until the first curve: no empty image
+            self.box.layout.display = None
 
     def _html(self):
         return progress_html(self._line, self._png)
@@ -136,6 +142,7 @@ class WidgetDisplay(Display):
     @main_thread
     def plot(self, png: bytes) -> None:
         self.image.value = png
+        self.image.layout.display = None
         self._png = png
         self._update_html()
 
@@ -145,19 +152,22 @@ class WidgetDisplay(Display):
         self._line = f"{self._line}<br><b>{summary}</b>"
         if self.handle is not None:  # said once: in the plain-HTML output, which a saved notebook keeps too
             self._update_html()
-        else:  # inside the launcher: its message line
+        else:  # inside the launcher: its message line; the final curve is in the launcher's plain-HTML result
             self.message.value = f"<b>{summary}</b>"
+            self.image.layout.display = "none"
 
     @main_thread
     def note(self, message: str) -> None:
-        self.message.value = f"<b style='color:#8a5a00'>{message}</b>"
-        print(message)
+        self.message.value = f"<b style='{WARN}'>{message}</b>"
+        if not self.embedded:  # standalone, the printed line is what a saved notebook keeps
+            print(message)
 
     @main_thread
     def error(self, message: str) -> None:
         self.bar.bar_style = "danger"
-        self.message.value = f"<b style='color:#b00020'>{message}</b>"
-        print(message)
+        if not self.embedded:  # inside the launcher its message line says it, once
+            self.message.value = f"<b style='{ERROR}'>{message}</b>"
+            print(message)
 
 
 def progress_html(line: str, png: bytes):

@@ -1,6 +1,7 @@
 """ConfigForm: pick model, quantization and LoRA settings; produces a validated RunConfig."""
 from __future__ import annotations
 
+import html
 from typing import Callable
 
 import ipywidgets as w
@@ -9,6 +10,7 @@ from ..planning.config import QUANTIZATIONS, TINY_MODEL, RunConfig
 from ..errors import ConfigError, NbkitError
 from ..planning.hardware import GpuInfo, check_gpu
 from .data_panel import DataPanel
+from .static import ERROR, WARN
 
 QUANT_LABELS = {"4bit": "4-bit (dynamic)", "16bit": "16-bit", "fp8": "FP8"}
 
@@ -32,13 +34,15 @@ class QuantizationPicker(w.VBox):
         self.buttons = {
             q: w.ToggleButton(description=QUANT_LABELS[q], value=False, disabled=reasons[q] is not None,
                               tooltip=reasons[q] or f"Load the base model in {QUANT_LABELS[q]}",
-                              layout=w.Layout(width="auto", min_width="120px"))
+                              layout=w.Layout(width="auto", min_width="96px"))
             for q in QUANTIZATIONS
         }
         self.note = w.HTML(" ".join(f"<small>Unavailable: {r}</small>" for r in reasons.values() if r))
         self._callbacks: list[Callable[[str], None]] = []
         self._value = ""
-        super().__init__([w.HBox(list(self.buttons.values())), self.note])
+        # the buttons wrap onto a second line in a narrow cell rather than being pushed out of it
+        super().__init__([w.HBox(list(self.buttons.values()), layout=w.Layout(flex_flow="row wrap")), self.note],
+                         layout=w.Layout(min_width="0", flex="1 1 260px"))
         for q, b in self.buttons.items():
             b.observe(lambda change, q=q: self._clicked(q, change["new"]), names="value")
         self.value = value if reasons.get(value) is None else "4bit"
@@ -98,7 +102,7 @@ class ConfigForm(w.VBox):
         style = {"description_width": "140px"}
         self.model = w.Combobox(value=cfg.model, options=[TINY_MODEL, *(models or curated_ids())],
                                 description="Model", ensure_option=False, continuous_update=False, placeholder="Hub id or local folder",
-                                style=style, layout=w.Layout(width="100%", max_width="520px"))
+                                style=style, layout=w.Layout(width="auto", max_width="520px"))
         self.quantization = QuantizationPicker(quantization_availability(self.gpu), cfg.quantization)
         self.lora_r = w.Dropdown(options=[4, 8, 16, 32, 64, 128], value=cfg.lora_r if cfg.lora_r in
                                  (4, 8, 16, 32, 64, 128) else 16, description="LoRA rank r", style=style)
@@ -119,6 +123,7 @@ class ConfigForm(w.VBox):
                                     value=cfg.report_to, description="Log to", style=style)
         self.data = DataPanel(cfg.dataset, style)
         self.error = w.HTML(value="")
+        self.precision_note = w.HTML(value="")  # e.g. the tiny model in 4-bit: it will not learn well
         self._base = cfg
         self._checked_data = ""
         self._listeners: list[Callable[[RunConfig | None], None]] = []
@@ -133,15 +138,17 @@ class ConfigForm(w.VBox):
                                        self.learning_rate, self.packing, self.report_to]),
                                "Advanced: LoRA rank and alpha, sequence length, accumulation, learning rate, packing, "
                                "logging")
-        super().__init__([self.model, w.HBox([w.Label("Quantization", layout=w.Layout(width="144px")),
-                                              self.quantization]), self.data, self.max_steps, self.batch_size,
-                          self.advanced, self.error])
+        quantization_row = w.HBox([w.Label("Quantization", layout=w.Layout(width="144px", min_width="144px")),
+                                   self.quantization], layout=w.Layout(flex_flow="row wrap"))
+        super().__init__([self.model, quantization_row, self.precision_note, self.data, self.max_steps,
+                          self.batch_size, self.advanced, self.error])
         for f in fields:
             f.observe(lambda _change: self._rebuild(), names="value")
         self.quantization.on_change(lambda _q: self._rebuild())
         self.data.on_change(lambda _d: self._rebuild())
         self._checked_data = cfg.dataset
         self.data.check(cfg)
+        self._note_precision()
 
     def _tokenizer(self):
         """The chosen model's tokenizer, for the data preview (loaded once per model)."""
@@ -175,9 +182,16 @@ class ConfigForm(w.VBox):
         except NbkitError as exc:  # shown inline: a form never raises a traceback at the user
             self.config = None
             self.problem = str(exc)
-            self.error.value = f"<span style='color:#b00020'>⚠ {exc}</span>"
+            self.error.value = f"<span style='{ERROR}'>⚠ {html.escape(str(exc))}</span>"
+        self._note_precision()
         for listener in self._listeners:
             listener(self.config)
+
+    def _note_precision(self) -> None:
+        from ..loading.tiny import quantization_note
+
+        note = quantization_note(self.config) if self.config is not None else ""
+        self.precision_note.value = f"<small style='{WARN}'>⚠ {html.escape(note)}</small>" if note else ""
 
     def lock(self, locked: bool = True) -> None:
         """While a run trains the form describes that run: no field can change under it."""

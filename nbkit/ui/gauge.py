@@ -108,8 +108,9 @@ class MemoryGauge(w.VBox, RunObserver):
         self.breakdown = part
         if not self.gpu.available:
             self.level = "none"
-            self.bar.value = (f"<b>Predicted peak VRAM on a GPU: {part.peak_total:.2f} GiB</b> — no CUDA GPU "
-                              "here, so this run trains on the CPU.")
+            # the launcher's first line already says there is no GPU here: said once
+            self.bar.value = (f"<div class='nbkit-gauge' data-level='none'><b>Predicted peak VRAM on a GPU: "
+                              f"{part.peak_total:.2f} GiB</b> (for the same settings on a GPU)</div>")
         else:
             self._refresh_gpu()
             used, capacity = usage_vs_capacity(self.gpu, part)
@@ -194,8 +195,8 @@ class MemoryGauge(w.VBox, RunObserver):
     @main_thread
     def refresh_live(self) -> None:
         vals = live_vram()
-        if vals is None:
-            self.live.value = "<small>Live VRAM: no GPU in this session.</small>"
+        if vals is None:  # no GPU: nothing to show (the launcher's first line says so, once)
+            self.live.value = ""
             return
         alloc, reserved, peak = vals
         predicted = f", predicted {self.breakdown.reserved:.2f}" if self.breakdown else ""

@@ -1,8 +1,9 @@
-"""launch(): form + memory gauge + Train / Stop / Resume, wired to the workflow core.
+"""launch(): form + memory gauge + Train / Stop / Resume / Chat, wired to the workflow core.
 
 Training runs on a background thread, so the widgets stay live while it trains: the gauge refreshes, and Stop
-asks the run to end at the next step boundary (with a resumable checkpoint). Resume continues the run in the
-form's output folder from its newest complete checkpoint.
+asks the run to end at the next step boundary (with a resumable checkpoint). Resume is offered when there is a run
+to continue (nbkit.ui.session_runs.resumable). A run's result is a plain-HTML output beside the widgets (said
+once, there); a dead kernel's launcher hides its controls and says how to bring them back (nbkit.ui.static).
 """
 from __future__ import annotations
 
@@ -22,29 +23,39 @@ from .frontend import main_thread
 from .gauge import MemoryGauge
 from .hub_button import HubPush
 from .progress import TrainingProgress
-from .session_runs import runs_table_html
+from .session_runs import record, resumable, runs_table_html
+from .static import ERROR, offline_line, run_html
 
 EXPORTS = {"lora": "LoRA adapters", "merged": "merged 16-bit", "gguf": "GGUF (q8_0)"}
 
 
 class Launcher(w.VBox):
-    def __init__(self, config: RunConfig | None = None, gpu: GpuInfo | None = None, recommend: bool = True):
+    def __init__(self, config: RunConfig | None = None, gpu: GpuInfo | None = None, recommend: bool = True,
+                 earlier: "Launcher | None" = None):
         from ..loading import backend
+        from ..loading.tiny import with_suggested
 
+        backend._notice_shown = True  # the launcher's first line says where it trains (said once, not printed too)
         backend.start_import()  # the form shows while Unsloth imports; Train waits for it
         self.gpu = gpu or check_gpu()
-        if config is None:  # the tiny model's suggested settings where nbkit chooses (tiny.with_suggested)
-            from ..loading.tiny import with_suggested
-
-            config = with_suggested(RunConfig())
+        # the tiny model's suggested settings (16-bit, its learning rate) where the config leaves RunConfig's
+        # defaults, said in the first line; what the config sets is kept (a 4-bit it sets is kept, with a warning)
+        said: list[str] = []
+        config = with_suggested(config or RunConfig(), say=lambda line: said.append(line.removeprefix("nbkit: ")))
         self.form = ConfigForm(config, self.gpu)
         self.gauge = MemoryGauge(self.gpu)
-        self.status = w.HTML(value=f"<small>{self.gpu.summary()}</small>")
+        lines = [self.gpu.summary(), *(line for line in said if "4-bit:" not in line)]  # the form says that one
+        self.status = w.HTML(value="<div style='line-height:1.4'>" + "<br>".join(
+            f"<small>{html.escape(line)}</small>" for line in lines) + "</div>")
         self.train_button = w.Button(description="Train", button_style="primary", icon="play")
-        self.stop_button = w.Button(description="Stop", button_style="warning", icon="stop", disabled=True,
+        self.stop_button = w.Button(description="Stop", icon="stop", disabled=True,
                                     tooltip="End at the next step, keeping a checkpoint to resume from")
-        self.resume_button = w.Button(description="Resume", icon="forward",
-                                      tooltip="Continue the run in the output folder from its newest checkpoint")
+        self.resume_button = w.Button(description="Resume", icon="forward", disabled=True,
+                                      tooltip="Nothing to resume: no stopped or interrupted run in the output folder")
+        self.chat_button = w.Button(description="Chat", icon="comments", disabled=True,
+                                    tooltip="Chat with the trained model, under the run's result")
+        self.chat_area = w.VBox(layout=w.Layout(display="none"))  # launch() shows it below the result
+        self.chat_area.add_class("nbkit-quiet")  # no "disconnected" icon of its own (nbkit.ui.static)
         self.progress_view = WidgetDisplay(embedded=True)
         self.progress_view.box.layout.display = "none"  # shown once a run starts
         self.message = w.HTML()
@@ -55,29 +66,40 @@ class Launcher(w.VBox):
         self.hub_push = HubPush(self._saved_run)  # Push beside Export (nbkit.ui.hub_button)
         for kind, button in self.export_buttons.items():
             button.on_click(lambda _b, kind=kind: self.export(kind))
-        self.report = None
+        self.report = earlier.report if earlier is not None else None  # a re-run cell keeps the last run
         self.error: BaseException | None = None
         self.result_handle = None  # a plain-HTML output beside the widgets (launch() makes it): what survives
-        self.reports: list = []  # every run this launcher made, for the table of the session's runs
+        self.chat_handle = None  # the chat's plain-HTML transcript (launch() makes it)
+        self.reports: list = []  # every run this launcher made (the table lists the kernel's: session_runs)
         self.stop = StopControl()
         self._thread: threading.Thread | None = None
         self._base = config
         self.form.observe_config(self._config_changed)
         if recommend and self.gpu.available:
             self._apply_recommendation(config)
-        if is_run_folder(config.output_dir):  # a run from an earlier kernel: export it from its folder
+        if is_run_folder(config.output_dir) or self.report is not None:  # a run to export (maybe from disk)
             for button in self.export_buttons.values():
                 button.disabled = False
+        if self.report is not None:
+            self.message.value = (f"<b>The last run ({html.escape(Path(self.report.config.output_dir).name)}) is "
+                                  "shown below.</b> Train starts a new one.")
         self.gauge.update(self.form.config)
+        self._offer_resume()
+        self.chat_button.disabled = not self._chat_ready()
         self.train_button.on_click(lambda _b: self.train())
-        self.resume_button.on_click(lambda _b: self.train(resume=True))
+        self.resume_button.on_click(lambda _b: self.resume())
         self.stop_button.on_click(lambda _b: self.stop.request("Stop button"))
-        buttons = w.HBox([self.train_button, self.stop_button, self.resume_button], layout=w.Layout(flex_flow="row wrap"))
+        self.chat_button.on_click(lambda _b: self.open_chat())
+        buttons = w.HBox([self.train_button, self.stop_button, self.resume_button, self.chat_button],
+                         layout=w.Layout(flex_flow="row wrap"))
         # rows wrap in a narrow cell rather than cutting the labels short
         exports = w.HBox([w.Label("Export:", layout=w.Layout(width="auto")), *self.export_buttons.values()],
                          layout=w.Layout(flex_flow="row wrap"))
+        offline = w.HTML(offline_line("launcher"))
+        offline.add_class("nbkit-offline")
         super().__init__([self.status, self.form, self.gauge, buttons, self.progress_view.box, self.message,
-                          exports, self.export_status, self.hub_push])
+                          exports, self.export_status, self.hub_push, offline])
+        self.add_class("nbkit-live")  # nbkit.ui.static: its controls hide once its kernel is gone
 
     def _apply_recommendation(self, config: RunConfig) -> None:
         from ..planning.recommend import recommend, set_by_user
@@ -87,19 +109,60 @@ class Launcher(w.VBox):
         rec = recommend(spec_for(config.model), self.gpu, base=config, backend=self.gauge.backend,
                         keep=set_by_user(config))
         if not rec.fits:
-            self.status.value += f"<br><small style='color:#b00020'>{html.escape(rec.reason)}</small>"
+            self.status.value = self.status.value.removesuffix("</div>") + (
+                f"<br><small style='{ERROR}'>{html.escape(rec.reason)}</small></div>")
             return
         self.form.apply(rec.config)
-        self.status.value += f"<br><small>Recommended: {rec.reason}</small>"
+        self.status.value = self.status.value.removesuffix("</div>") + (
+            f"<br><small>Recommended: {html.escape(rec.reason)}</small></div>")
 
     def _config_changed(self, config: RunConfig | None) -> None:
         self.gauge.update(config)
         if not self.running:
             self.train_button.disabled = config is None or self.gauge.level == "over"
+            self._offer_resume()
+
+    def _offer_resume(self) -> None:
+        """Resume only where there is a run to continue: its folder and state in the tooltip."""
+        self.resumable = None if self.running else resumable(self.form.config)
+        self.resume_button.disabled = self.resumable is None
+        self.resume_button.tooltip = (f"Continue {self.resumable[0]} ({self.resumable[1]}) from its newest checkpoint"
+                                      if self.resumable else "Nothing to resume: no stopped or interrupted run in "
+                                      "the output folder")
+
+    def _chat_ready(self) -> bool:
+        r = self.report
+        return r is not None and r.train.finished and r.loaded is not None and not r.loaded.released
+
+    def resume(self, wait: bool = False):
+        """Continue the run Resume offers (this launcher's, or an earlier kernel's beside it) with its own
+        settings, which the form then shows. None when there is nothing to resume."""
+        from ..training.outputs import saved_config
+
+        self._offer_resume()
+        if self.resumable is None or self.running:
+            return None
+        self.form.apply(saved_config(self.resumable[0]))
+        return self.train(resume=True, wait=wait)
+
+    def open_chat(self, max_new_tokens: int = 128):
+        """A chat with this launcher's trained model, below its result (launch() places it)."""
+        from .chatbox import Chat
+
+        if not self._chat_ready():
+            return None
+        chat = Chat(self, max_new_tokens)
+        if self.chat_handle is not None:
+            chat.attach_static(self.chat_handle)
+        self.chat_area.children = [chat]
+        self.chat_area.layout.display = None
+        return chat
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        # the run's own thread, finishing (_after_run), no longer counts as a run going on
+        return (self._thread is not None and self._thread.is_alive()
+                and threading.current_thread() is not self._thread)
 
     def train(self, resume: bool = False, wait: bool = False):
         """Start training on a background thread (the widgets keep working); `wait=True` blocks until it ends.
@@ -113,12 +176,11 @@ class Launcher(w.VBox):
             config = self.form.config
         self.stop.clear()
         self.error = None  # the last run's report stays (its exports) until this one has its own
-        for b in (self.train_button, self.resume_button):
+        for b in (self.train_button, self.resume_button, self.chat_button):
             b.disabled = True
         self.form.lock()
-        self.stop_button.disabled = False
-        self.message.value = ""
-        self.progress_view.box.layout.display = None
+        self.stop_button.disabled, self.stop_button.button_style = False, "warning"
+        self.message.value = "<i>Preparing the run …</i>"
         self._thread = threading.Thread(target=self._run, args=(config, resume), name="nbkit-train", daemon=True)
         self._thread.start()
         if wait:
@@ -138,14 +200,15 @@ class Launcher(w.VBox):
             with backend.library_bars_off():  # loading too: this launcher's own progress shows the run
                 self.report = workflow.run(config, observers=[progress, self.gauge], stop=self.stop, resume=resume)
             self.reports.append(self.report)
+            record(self.report)
             state = "stopped early — press Resume to continue" if self.report.train.stopped else "done"
-            message = f"<pre>{html.escape(self.report.summary())}</pre><b>{state}</b>"
+            message = f"<b>{state}</b>: the run's report, answers and loss curve are below"
         except NbkitError as exc:  # the user's to fix: a message, not a traceback
             self.error = exc
-            message = f"<b style='color:#b00020'>⚠ {html.escape(str(exc))}</b>"
+            message = f"<b style='{ERROR}'>⚠ {html.escape(str(exc))}</b>"
         except Exception as exc:  # noqa: BLE001 — a bug still must not leave the buttons dead
             self.error = exc
-            message = f"<b style='color:#b00020'>⚠ {type(exc).__name__}: {html.escape(str(exc))}</b>"
+            message = f"<b style='{ERROR}'>⚠ {type(exc).__name__}: {html.escape(str(exc))}</b>"
         finally:
             self.gauge.stop_live()
             self._after_run(message, progress)
@@ -156,40 +219,31 @@ class Launcher(w.VBox):
         self.message.value = message
         for button in self.export_buttons.values():
             button.disabled = self.report is None
-        self.stop_button.disabled = True
+        self.stop_button.disabled, self.stop_button.button_style = True, ""  # not orange when it cannot act
         self.hub_push.refresh()
-        self.resume_button.disabled = False
         self.form.lock(False)
-        self._publish(progress)
+        self._offer_resume()
+        self.chat_button.disabled = not self._chat_ready()
+        if self.error is None:  # an error is said once, in the message line; the last result stays below
+            self._publish()
         self.train_button.disabled = self.form.config is None or self.gauge.level == "over"
 
     def result_html(self, progress=None) -> str:
-        """The run's outcome as plain HTML (state, numbers, answers before and after, folders, the loss curve):
-        a saved notebook, nbconvert and GitHub show it where the widgets are gone."""
-        import base64
+        """The last run's outcome as plain HTML (nbkit.ui.static.run_html, with its loss curve), then the table of
+        this kernel's runs: a saved notebook, nbconvert and GitHub show it where the widgets are gone."""
+        from .plot import loss_curve_png
 
-        png = getattr(getattr(progress, "display", None), "_png", b"")
-        curve = (f"<br><img alt='loss curve' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
-                 if png else "")
         if self.report is None:
-            return f"<div class='nbkit-result'><b style='color:#b00020'>⚠ {html.escape(str(self.error))}</b></div>"
-        r, t = self.report, self.report.train
-        state = "finished" if t.finished else f"{t.state} at step {t.steps}/{t.total} (Resume continues it)"
-        answers = (f"<br><b>Before:</b> <code>{html.escape(r.sample_before[:300])!r}</code><br><b>After:</b> "
-                   f"<code>{html.escape(r.sample_after[:300])!r}</code>")
-        c = r.config
-        settings = (f"{c.model}, {c.quantization}, LoRA r={c.lora_r} alpha={c.lora_alpha}, {c.max_seq_length} tokens, "
-                    f"batch {c.batch_size}×{c.grad_accum}, {c.max_steps} steps, learning rate {c.learning_rate:g}, "
-                    f"data {c.dataset}")
-        return (f"<div class='nbkit-result'><b>nbkit run {state}</b><br><small>{html.escape(settings)}</small>"
-                f"<pre>{html.escape(r.summary())}</pre>"
-                f"{answers}{curve}{runs_table_html(self.reports)}</div>")
+            return run_html(None, self.error)
+        t = self.report.train
+        png = loss_curve_png(t.losses, t.eval_losses) if t.losses else b""
+        return run_html(self.report, png=png) + runs_table_html()
 
     def _publish(self, progress=None) -> None:
-        if self.result_handle is not None:
+        if self.result_handle is not None and (self.report is not None or self.error is not None):
             from IPython.display import HTML
 
-            self.result_handle.update(HTML(self.result_html(progress)))
+            self.result_handle.update(HTML(self.result_html()))
 
     def export(self, kind: str, wait: bool = False):
         """Save the trained model as `kind` (lora, merged, gguf) into the run's folder, on a thread, with the
@@ -222,7 +276,7 @@ class Launcher(w.VBox):
                 files = ", ".join(sorted(p.name for p in Path(path).iterdir())[:6])
                 self._export_status(f"<b>{EXPORTS[kind]} saved:</b> <code>{path}</code> ({files})")
             except NbkitError as exc:
-                self._export_status(f"<b style='color:#b00020'>⚠ {html.escape(str(exc))}</b>")
+                self._export_status(f"<b style='{ERROR}'>⚠ {html.escape(str(exc))}</b>")
 
         thread = threading.Thread(target=work, name="nbkit-export", daemon=True)
         thread.start()
@@ -248,26 +302,31 @@ _last: list = []  # the launcher this kernel showed last (a weak reference)
 
 def launch(config: RunConfig | None = None, gpu: GpuInfo | None = None) -> Launcher:
     """Show the launcher. Run again while its run trains, the cell shows that launcher again (its Stop button,
-    its progress) instead of a new one beside an orphaned run."""
+    its progress) instead of a new one beside an orphaned run; run again after a run, the new launcher keeps that
+    run (its result below, Export and Chat)."""
     import weakref
-
-    from IPython.display import display
 
     earlier = _last[0]() if _last else None
     if earlier is not None and earlier.running:
         earlier.message.value = ("<b>This launcher's run is still training: shown here again. Stop it to start "
                                  "another.</b>")
-        display(earlier)
-        if earlier.result_handle is not None:  # its result, when the run ends, lands under this cell now
-            from IPython.display import HTML
-
-            earlier.result_handle.display(HTML("<div class='nbkit-result'></div>"))
+        _show(earlier)
         return earlier
-    from IPython.display import HTML
-
-    ui = Launcher(config, gpu)
+    ui = Launcher(config, gpu, earlier=earlier)
     _last[:] = [weakref.ref(ui)]
-    display(ui)
-    # filled when a run ends: plain HTML, so a reopened notebook shows the result where the widgets are gone
-    ui.result_handle = display(HTML("<div class='nbkit-result'></div>"), display_id=True)
+    _show(ui)
     return ui
+
+
+def _show(ui: Launcher) -> None:
+    """The launcher, then the plain-HTML outputs a reopened notebook keeps (filled by their display ids): the run's
+    result, and the chat under it (its box, then its transcript)."""
+    from IPython.display import HTML, display
+
+    display(ui)
+    ui.result_handle = display(HTML("<div class='nbkit-result'></div>"), display_id=True)
+    ui._publish()
+    display(ui.chat_area)
+    ui.chat_handle = display(HTML("<div class='nbkit-chat-static'></div>"), display_id=True)
+    for chat in ui.chat_area.children:  # a chat already open: its transcript lands under this cell now
+        chat.attach_static(ui.chat_handle)

@@ -4,9 +4,27 @@ from __future__ import annotations
 import io
 
 
+# Text, axes and grid in a mid grey on a transparent background: the figure takes the notebook's own background
+# and reads on a light theme and a dark one alike (a white box stood out on JupyterLab's dark theme).
+INK = "#808080"
+
+
 def _png(fig) -> bytes:
+    for ax in fig.axes:
+        ax.set_facecolor("none")
+        ax.tick_params(colors=INK)
+        ax.xaxis.label.set_color(INK)
+        ax.yaxis.label.set_color(INK)
+        ax.title.set_color(INK)
+        for spine in ax.spines.values():
+            spine.set_color(INK)
+        legend = ax.get_legend()
+        if legend is not None:
+            legend.get_frame().set_alpha(0)
+            for text in legend.get_texts():
+                text.set_color(INK)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight", transparent=True)
     return buf.getvalue()
 
 
@@ -39,7 +57,7 @@ def bars_png(labels, values, ylabel: str, title: str) -> bytes:
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     for i, v in enumerate(values):
-        ax.annotate(f"{v:,.0f}" if v >= 100 else f"{v:.2f}", (i, v), ha="center", va="bottom")
+        ax.annotate(f"{v:,.0f}" if v >= 100 else f"{v:.2f}", (i, v), ha="center", va="bottom", color=INK)
     return _png(fig)
 
 
