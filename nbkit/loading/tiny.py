@@ -149,7 +149,7 @@ def with_suggested(config, given=(), say=print):
         picked = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changes.items())
         why = f": {WHY_16BIT}" if "quantization" in changes else ""
         say(f"nbkit: the tiny model trains with {picked} (its suggested settings; set them to choose){why}")
-    config = config.replace(**changes)
+    config = config.replace(**changes) if changes else config  # another model's config comes back as it was
     if quantization_note(config):
         say(f"nbkit: {quantization_note(config)}")
     return config
