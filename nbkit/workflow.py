@@ -247,3 +247,24 @@ def _write_report(wf: WorkflowReport, finish: Finishing) -> None:
         outputs.write_text_atomic(finish.folder / "nbkit_report.json",
                                   json.dumps(wf.to_dict(), indent=2, default=str))
         runs.note(finish.folder, written="nbkit_report.json", failures=wf.failures)
+
+
+def _run_in_worker(config_dict: dict, merged: bool, view) -> None:
+    run(RunConfig.from_dict(config_dict), merged=merged, observers=[view()] if view else [])
+
+
+def run_parallel(config: RunConfig, num_processes: int | None = None, merged: bool = False, view=None) -> dict:
+    """Train `config` data-parallel from a notebook: one forked process per GPU (accelerate's notebook_launcher),
+    each running run() on its share of the data.
+
+    `view` makes rank 0's observer in its own process, e.g. `view=nbkit.ui.progress.TrainingProgress`.
+    Call it before anything touches CUDA in the kernel (forked processes cannot inherit a CUDA context).
+    Returns rank 0's report (also in output_dir/nbkit_report.json).
+    """
+    import torch
+    from accelerate import notebook_launcher
+
+    n = num_processes or max(1, torch.cuda.device_count())
+    notebook_launcher(_run_in_worker, (config.to_dict(), merged, view), num_processes=n,
+                      use_port=str(distributed.free_port()))
+    return json.loads((Path(config.output_dir) / "nbkit_report.json").read_text())

@@ -63,5 +63,5 @@ def test_a_rescue_that_fails_too_leaves_nothing_half_written(loaded, tmp_path, m
 
     with pytest.raises(ExportError, match="A rescue copy failed too .*No space left") as info:
         adapters.rescue_adapters(loaded, write=full)
-    assert "save_lora(loaded, 'another/folder')" in str(info.value)
+    assert "the trained adapters are only in memory now" in str(info.value)  # no Python call named: a CLI says it too
     assert list((tmp_path / "rescued").iterdir()) == []

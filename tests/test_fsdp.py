@@ -60,7 +60,9 @@ def test_two_processes_shard_one_model_and_save_one_adapter(tmp_path, tiny_dir):
     assert report["config"]["optimizer"] == "auto" and report["sample_before"] is not None
     # one process talks and writes: one summary, one adapter folder
     assert proc.stdout.count("sharded (FSDP): 2 processes") == 1 and proc.stdout.count("Training finished") == 1
-    assert sorted(p.name for p in out.iterdir()) == ["lora_adapters", "nbkit_report.json", "nbkit_run.json"]
+    # the run folder as rank 0 alone writes it: adapters, report, marker, and the model card with its loss curve
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "lora_adapters", "loss_curve.png", "nbkit_report.json",
+                                                     "nbkit_run.json"]
 
     # the adapters load into the unsharded model in one process, every tensor whole and as trained
     import torch

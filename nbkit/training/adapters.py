@@ -55,5 +55,5 @@ def rescue_adapters(loaded: LoadedModel, write=write_adapters) -> Path:
     except (OSError, ExportError) as exc:
         if spare is not None:
             shutil.rmtree(spare, ignore_errors=True)  # an empty or partial rescue folder helps nobody
-        raise ExportError(f"A rescue copy failed too ({exc}). The trained model is still in memory: free disk "
-                          "space, then call nbkit.exporting.export.save_lora(loaded, 'another/folder').") from None
+        # the caller says what to do next: a Python caller holds the model, the CLI names a command
+        raise ExportError(f"A rescue copy failed too ({exc}); the trained adapters are only in memory now.") from None
