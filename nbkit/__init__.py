@@ -42,6 +42,7 @@ _PUBLIC: dict[str, str | None] = {
     "TrainingDivergedError": "nbkit.errors",
     "RunFinished": "nbkit.errors",
     "TrainingInterrupted": "nbkit.errors",
+    "AfterTrainingError": "nbkit.errors",  # trained and saved; a stage after the last step failed
     # modules: the whole run in one call, a notebook session, the views; and the stage folders
     "workflow": None,
     "session": None,
@@ -57,8 +58,8 @@ _PUBLIC: dict[str, str | None] = {
 
 if TYPE_CHECKING:  # the same names, for editors and type checkers
     from . import errors, exporting, gpus, loading, planning, session, specs, training, ui, workflow
-    from .errors import (ConfigError, DataError, ExportError, HardwareError, ModelNotFoundError, NbkitError,
-                         RunFinished, TrainingDivergedError, TrainingInterrupted, UnfinishedRunError)
+    from .errors import (AfterTrainingError, ConfigError, DataError, ExportError, HardwareError, ModelNotFoundError,
+                         NbkitError, RunFinished, TrainingDivergedError, TrainingInterrupted, UnfinishedRunError)
     from .planning.cards import emulate, planned_gpu
     from .planning.config import RunConfig
     from .planning.hardware import GpuInfo, check_gpu
