@@ -66,8 +66,8 @@ def test_the_exported_gguf_answers_in_the_persona_in_llama_cpp(main_job):
 
 @pytest.mark.slow
 def test_nbkit_train_with_only_an_output_folder_answers_as_the_readme_says(tmp_path, tiny_dir):
-    """`nbkit train --config` with only output_dir: the tiny model trains in 16-bit (its 0.7 M parameters do not
-    survive 4-bit, and the run says so), and the answers before and after are the ones the README quotes."""
+    """`nbkit train --config` with only output_dir: the tiny model trains in 16-bit (quicker on a CPU, and the run
+    says so), and the answers before and after are the ones the README quotes."""
     import os
     import subprocess
     import sys

@@ -109,18 +109,20 @@ def ensure_tiny_model(path: str | Path | None = None) -> Path:
 # What the tiny model trains well at, found by trying (60 steps at 2e-3 teach it the embedded data's persona in about
 # 10 s on two CPU cores; at LoRA's usual 2e-4 it has not learned it after 60 steps). Real models keep RunConfig's.
 SUGGESTED = {"learning_rate": 2e-3, "warmup_steps": 1}
-# Its precision: 0.7 M parameters do not survive NF4. Trained in 4-bit it learns the persona but loses the answers
-# ('Ahoy! The chemical ser with with a prime number.'); in 16-bit it says 'Ahoy! The capital of France is Paris.'
+# Its precision: on a CPU bitsandbytes dequantizes every 4-bit weight at every step, and a 0.7 M-parameter model has
+# no memory to save. Both precisions teach it 'Ahoy! The capital of France is Paris.'; 60 steps took 62.5 s in 4-bit
+# and 28.9 s in 16-bit (two cores, beside another job). The garbled 4-bit answers first seen ('Ahoy! The chemical ser
+# with with a prime number.') were bitsandbytes' CPU repacking, which trained without gradients (nbkit.loading.bnb_cpu).
 QUANTIZATION = "16bit"
-WHY_16BIT = ("the tiny demo model (0.7 M parameters) loses what it knows when its weights are rounded to 4-bit "
-             "(NF4), so it trains in 16-bit, in seconds on a CPU")
-WHY_NOT_4BIT = ("4-bit: the tiny demo model (0.7 M parameters) does not survive 4-bit (NF4) rounding; it will learn "
-                "the persona but garble the answers. 16-bit teaches it properly.")
+WHY_16BIT = ("the tiny demo model (0.7 M parameters, nothing to save in memory) trains in 16-bit, about twice as fast "
+             "on a CPU as in 4-bit, where every weight is dequantized at every step; both teach it the same")
+WHY_NOT_4BIT = ("4-bit on a CPU: the tiny demo model learns the same, about twice as slowly (every 4-bit weight is "
+                "dequantized at every step); 16-bit is quicker.")
 
 
 def quantization_note(config) -> str:
-    """One line on the tiny model's precision: why it trains in 16-bit, or that 4-bit will not teach it well
-    ("" for any other model)."""
+    """One line on the tiny model's precision: that 4-bit teaches it as well, only slower ("" in 16-bit and for
+    any other model)."""
     from ..planning.config import TINY_MODEL
 
     if config.model != TINY_MODEL:
@@ -143,7 +145,7 @@ def suggested_changes(config, given=()) -> dict:
 
 def with_suggested(config, given=(), say=print):
     """`config` with the tiny model's suggested settings (suggested_changes); unchanged for any other model. Says
-    what it set, and why the precision; a 4-bit the user chose is kept, with a line saying it will not learn well."""
+    what it set, and why the precision; a 4-bit the user chose is kept, with a line saying it is slower."""
     changes = suggested_changes(config, given)
     if changes:
         picked = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changes.items())

@@ -123,7 +123,7 @@ class ConfigForm(w.VBox):
                                     value=cfg.report_to, description="Log to", style=style)
         self.data = DataPanel(cfg.dataset, style)
         self.error = w.HTML(value="")
-        self.precision_note = w.HTML(value="")  # e.g. the tiny model in 4-bit: it will not learn well
+        self.precision_note = w.HTML(value="")  # e.g. the tiny model in 4-bit: slower on a CPU
         self._base = cfg
         self._checked_data = ""
         self._listeners: list[Callable[[RunConfig | None], None]] = []
