@@ -13,6 +13,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+from . import hub_access
 from ..errors import ConfigError
 
 PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "trackio": ("trackio",), "wandb": ("wandb",)}
@@ -41,8 +42,6 @@ def preflight(cfg) -> list[str]:
             _check_wandb()
         lines.append(f"tracking: {cfg.report_to} (run {Path(cfg.output_dir).name})")
     if cfg.hub_checkpoints:
-        from . import hub_access
-
         url = hub_access.endpoint()
         try:
             hub_access.require_online(url, "checkpoints cannot be pushed; set hub_checkpoints='' to train without")
@@ -59,14 +58,12 @@ def preflight(cfg) -> list[str]:
 def _check_wandb() -> None:
     if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
         return
-    from .hub_access import reachable
-
     netrc = Path.home() / ".netrc"
     has_key = bool(os.environ.get("WANDB_API_KEY")) or (netrc.exists() and "api.wandb.ai" in netrc.read_text())
     if not has_key:
         raise ConfigError("report_to='wandb' needs a W&B login: run `wandb login` (or set WANDB_API_KEY), or set "
                           "WANDB_MODE=offline to log locally, or report_to='none'.")
-    why = reachable(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    why = hub_access.reachable(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
     if why:
         raise ConfigError(f"report_to='wandb' cannot reach W&B ({why}; no network?): set WANDB_MODE=offline to log "
                           "locally and `wandb sync` later, or report_to='none' / 'tensorboard'.")
@@ -99,9 +96,7 @@ def _hub_checkpoints(repo_id: str):
                 return
             from huggingface_hub import HfApi
 
-            from .hub_access import endpoint
-
-            api = HfApi(endpoint=endpoint())
+            api = HfApi(endpoint=hub_access.endpoint())
             if not self.created:
                 self.repo_id = api.create_repo(self.repo_id, private=True, exist_ok=True).repo_id
                 self.created = True
@@ -138,11 +133,10 @@ def restore(cfg) -> str | None:
 
     from huggingface_hub import snapshot_download
 
-    from .hub_access import endpoint
-
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".nbkit-tmp-hub-", dir=folder) as tmp:
-        snapshot_download(cfg.hub_checkpoints, allow_patterns=f"{LAST}/*", local_dir=tmp, endpoint=endpoint())
+        snapshot_download(cfg.hub_checkpoints, allow_patterns=f"{LAST}/*", local_dir=tmp,
+                          endpoint=hub_access.endpoint())
         got = Path(tmp) / LAST
         state = json.loads((got / "trainer_state.json").read_text())
         step = int(state["global_step"])
