@@ -150,6 +150,20 @@ for stage in "$@"; do
     # the shapes that separate per-token from fixed memory (side by side), then raw Unsloth and nbkit, each alone
     moe-fit) timeout 560 python3 moe.py --parts shapes_16bit-qwen3moe,shapes_4bit-qwen3moe,shapes_4bit-gptoss,shapes_4bit-gemma3 \
                --then raw_16bit-qwen3moe,speed_16bit-qwen3moe --steps 8 --part-timeout 240 --out moe_fit.json ;;
+    # today's models at full size (#37): one background pipeline (bench/moe_full.py) that outlasts a command, started
+    # from a copy of the checkout (a later call re-sends the tree) and polled; what it has so far comes back as one file
+    moe-full|moe-poll)
+      if [ "$stage" = moe-full ] && [ ! -d /tmp/moe_full ]; then
+        rm -rf /tmp/nbkit-src && mkdir -p /tmp/nbkit-src /tmp/moe_full && cp -r ../nbkit ../bench ../scripts /tmp/nbkit-src/
+        (cd /tmp/nbkit-src/bench && PYTHONPATH=/tmp/site:/tmp/nbkit-src setsid nohup python3 moe_full.py \
+           --phases "${MOE_PHASES:-compare,full,rest}" --start-within "${START_WITHIN:-1080}" \
+           > /tmp/moe_full/pipeline.log 2>&1 < /dev/null &)
+      fi
+      end=$((SECONDS + ${POLL:-540}))
+      while [ $SECONDS -lt $end ] && ! grep -q "^\[.*\] done" /tmp/moe_full/progress.txt 2>/dev/null; do sleep 10; done
+      df -h / /tmp /dev/shm | sed 's/^/[df] /'; free -g | sed 's/^/[free] /'; nvidia-smi --query-gpu=memory.used --format=csv
+      cat /tmp/moe_full/progress.txt; tail -n 5 /tmp/moe_full/pipeline.log
+      tar czf "$OUT/moe_full.tgz" -C /tmp moe_full ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
   echo "=== $stage rc=$? $(date +%T)"

@@ -24,21 +24,23 @@ from pathlib import Path
 from common import MODELS, emit, mixed_data, scratch_dir, write_json
 
 ARCH_IDS = {"qwen3moe": "unsloth/Qwen3-30B-A3B-Instruct-2507", "gptoss": "unsloth/gpt-oss-20b",
-            "gemma3": "unsloth/gemma-3-4b-it"}
+            "gemma3": "unsloth/gemma-3-4b-it", "gemma3-12b": "unsloth/gemma-3-12b-it",
+            "gemma3-27b": "unsloth/gemma-3-27b-it", "mixtral": "unsloth/Mixtral-8x7B-Instruct-v0.1-bnb-4bit"}
 # gpt-oss: Unsloth refuses a fused-expert checkpoint in fp16 (a T4) and asks for its pre-quantized upload, which
 # this machine cannot download: the 16 GB tier's bf16 card
-CARDS = {"qwen3moe": "RTX 4090 24GB", "gptoss": "RTX 4060 Ti 16GB", "gemma3": "T4"}
+CARDS = {"qwen3moe": "RTX 4090 24GB", "gptoss": "RTX 4060 Ti 16GB", "gemma3": "T4", "gemma3-12b": "T4",
+         "gemma3-27b": "RTX 4090 24GB", "mixtral": "A100 40GB"}
 
 
-def build(arch: str, layers: int) -> str:
-    """A random-weight checkpoint of the curated config with `layers` decoder layers (0: all), bf16."""
+def build(arch: str, layers: int, root: str = MODELS) -> str:
+    """A random-weight checkpoint of the curated config with `layers` decoder layers (0: all), bf16, under `root`."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from nbkit.specs import _curated
     from nbkit.loading.tiny import build_tokenizer
 
-    target = Path(MODELS) / f"{arch}-{layers or 'full'}"
+    target = Path(root) / f"{arch}-{layers or 'full'}"
     if (target / "config.json").exists():
         return str(target)
     target.mkdir(parents=True, exist_ok=True)
@@ -56,7 +58,7 @@ def build(arch: str, layers: int) -> str:
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    model.save_pretrained(target)
+    model.save_pretrained(target, max_shard_size="4GB")
     tok.save_pretrained(target)
     print(f"[build] {arch} {layers} layers: {sum(p.numel() for p in model.parameters()) / 1e9:.2f}B", flush=True)
     del model
@@ -118,6 +120,7 @@ def part_raw(arch: str, path: str, steps: int, quant: str = "") -> dict:
         use_gradient_checkpointing="unsloth")
     lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
     load_alloc = torch.cuda.max_memory_allocated() / 1024**3
+    load_reserved = torch.cuda.max_memory_reserved() / 1024**3
     data = mixed_data(steps * cfg.batch_size * cfg.grad_accum + 16, cfg.max_seq_length).train
     timer = step_timer()
     trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=data, callbacks=[observe(timer)],
@@ -138,7 +141,8 @@ def part_raw(arch: str, path: str, steps: int, quant: str = "") -> dict:
         after = tok.decode(model.generate(**ids, max_new_tokens=8)[0])
     except Exception as exc:  # noqa: BLE001 — recorded: it is what raw Unsloth does
         after = f"FAILED: {type(exc).__name__}: {str(exc)[:200]}"
-    return {"lora_params": lora, "load_allocated_gib": load_alloc, "config": cfg.to_dict(),
+    return {"lora_params": lora, "load_allocated_gib": load_alloc, "load_reserved_gib": load_reserved,
+            "config": cfg.to_dict(),
             "train_allocated_gib": torch.cuda.max_memory_allocated() / 1024**3,
             "train_reserved_gib": torch.cuda.max_memory_reserved() / 1024**3,
             "tokens_per_second_wall": tokens / seconds, "steady_step_seconds": timer.steady(), "after": after}
@@ -203,11 +207,13 @@ def part_speed(arch: str, path: str, steps: int, quant: str) -> dict:
     spec, rec, cfg = plan_for(path, CARDS[arch], steps)
     cfg = cfg.replace(quantization=quant)
     loaded = models.load(cfg, check_memory=False)
+    load = {"load_allocated_gib": torch.cuda.max_memory_allocated() / 1024**3,
+            "load_reserved_gib": torch.cuda.max_memory_reserved() / 1024**3}
     data = mixed_data(steps * cfg.batch_size * cfg.grad_accum + 16, cfg.max_seq_length)
     timer = step_timer()
     torch.cuda.reset_peak_memory_stats()
     res = train.run(loaded, data, [timer])
-    return {"config": cfg.to_dict(), "train_allocated_gib": res.peak_allocated_gib,
+    return {**load, "config": cfg.to_dict(), "train_allocated_gib": res.peak_allocated_gib,
             "train_reserved_gib": res.peak_vram_gib, "tokens_per_second_wall": res.tokens_per_second,
             "steady_step_seconds": timer.steady(), "tokens": res.tokens,
             "lora_params": sum(p.numel() for p in loaded.model.parameters() if p.requires_grad)}
