@@ -22,7 +22,9 @@ from .static import ERROR
 EXPORTS = {"lora": "LoRA adapters", "merged": "merged 16-bit", "gguf": "GGUF (q8_0)"}
 
 
-class ExportRow(w.VBox):
+class ExportRow:
+    """The row's widgets are `widgets` (the launcher shows them among its own): the buttons, the status, Push."""
+
     def __init__(self, folder: Callable[[], str], loaded: Callable[[], object]):
         self.folder, self.loaded = folder, loaded
         self.buttons = {kind: w.Button(description=label, icon="save", disabled=True, layout=w.Layout(width="auto"))
@@ -37,7 +39,7 @@ class ExportRow(w.VBox):
         # the row wraps in a narrow cell rather than cutting the labels short
         row = w.HBox([w.Label("Export:", layout=w.Layout(width="auto")), *self.buttons.values()],
                      layout=w.Layout(flex_flow="row wrap"))
-        super().__init__([row, self.status, self.hub_push])
+        self.widgets = [row, self.status, self.hub_push]
 
     def enable(self, on: bool = True) -> None:
         for button in self.buttons.values():

@@ -88,7 +88,7 @@ class Launcher(w.VBox):
         offline = w.HTML(offline_line("launcher"))
         offline.add_class("nbkit-offline")
         super().__init__([self.status, self.form, self.gauge, buttons, self.progress_view.box, self.message,
-                          self.exports, offline])
+                          *self.exports.widgets, offline])
         self.add_class("nbkit-live")  # nbkit.ui.static: its controls hide once its kernel is gone
 
     def _apply_recommendation(self, config: RunConfig) -> None:
