@@ -39,15 +39,19 @@ class Runner:
         self.observers = list(observers)  # RunObservers that watch every run of this runner
         self.result: Any = None
         self.error: BaseException | None = None
-        self.thread: threading.Thread | None = None
+        self.thread: threading.Thread | None = None  # the thread start() made (None for a run() on the caller's)
         self._active = False
         self._lock = threading.Lock()
         self._ended: list[Callable[[Runner], None]] = []
 
     @property
     def running(self) -> bool:
-        """A run is going (its end listeners, once it has ended, no longer count as the run)."""
-        return self._active
+        """A run is going: seen from another thread, until its thread has ended (its end listeners included); on
+        the run's own thread, no longer once the work has returned (its end listeners may draw a new start)."""
+        if self._active:
+            return True
+        thread = self.thread
+        return thread is not None and thread is not threading.current_thread() and thread.is_alive()
 
     @property
     def stop_requested(self) -> bool:
@@ -71,7 +75,7 @@ class Runner:
         """Run `work` on this thread: its result, or its error raised (and kept in `error`) after the end
         listeners ran. On the main thread, Ctrl-C and SIGTERM during training ask for a stop at a step boundary."""
         events = self._begin(observers)
-        self.thread = threading.current_thread()
+        self.thread = None
         self._run(work, events)
         if self.error is not None:
             raise self.error
@@ -90,12 +94,11 @@ class Runner:
         thread = self.thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
-            return not thread.is_alive()
         return not self.running
 
     def _begin(self, observers: Any) -> RunEvents:
         with self._lock:
-            if self._active:
+            if self.running:
                 raise RunInProgress(f"{self.name}: a run is still going; stop it (stop()) or wait for it to end "
                                     "(wait()) before starting another.")
             self._active = True

@@ -128,6 +128,27 @@ def test_on_the_main_thread_ctrl_c_stops_at_a_step_boundary(tmp_path, tiny_dir):
     assert signal.getsignal(signal.SIGINT) is before  # Ctrl-C is what it was again
 
 
+def test_a_run_drawing_its_end_still_counts_as_going_for_everyone_else():
+    """The end listeners (a view drawing the result) are part of the run for other threads: a new start waits for
+    them, so a view never draws one run's end over the next one's start."""
+    drawing, release, seen = threading.Event(), threading.Event(), []
+
+    def draw(runner):
+        seen.append(runner.running)  # on the run's own thread: the work is over
+        drawing.set()
+        release.wait(30)
+
+    runner = Runner()
+    runner.on_end(draw)
+    runner.start(lambda stop, events: "done")
+    assert drawing.wait(30) and runner.result == "done" and seen == [False]
+    assert runner.running and not runner.wait(0.05)  # from here, the run is still being drawn
+    with pytest.raises(RunInProgress):
+        runner.start(lambda stop, events: "next")
+    release.set()
+    assert runner.wait(30) and not runner.running and runner.result == "done"
+
+
 def test_idle_runner():
     runner = Runner()
     assert not runner.running and runner.wait(0) and not runner.stop() and runner.result is None

@@ -19,13 +19,14 @@ from ..planning.hardware import GpuInfo, check_gpu
 from ..runner import Runner, training
 from ..training.outputs import is_run_folder
 from .display import WidgetDisplay
+from .export_row import ExportRow
 from .form import ConfigForm
 from .frontend import main_thread
 from .gauge import MemoryGauge
-from .export_row import ExportRow
 from .progress import TrainingProgress
 from .session_runs import record, resumable, runs_table_html
 from .static import ERROR, offline_line, run_html
+
 
 class Launcher(w.VBox):
     def __init__(self, config: RunConfig | None = None, gpu: GpuInfo | None = None, recommend: bool = True,
