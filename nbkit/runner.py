@@ -124,8 +124,9 @@ class Runner:
 
 def training(config, *, engine: str | None = None, bars_off: bool = False, **options: Any) -> Work:
     """The work of a whole run (nbkit.workflow.run with `options`) for a Runner: the training engine imported
-    first (Unsloth before transformers; `engine` as nbkit.loading.backend.ensure takes it, "auto" when None), with the libraries' own
-    progress bars off while it loads and trains when `bars_off` (a view that draws its own progress)."""
+    first (Unsloth before transformers; `engine` as nbkit.loading.backend.ensure takes it, "auto" when None),
+    with the libraries' own progress bars off while it loads and trains when `bars_off` (a view that draws its
+    own progress)."""
 
     def work(stop: StopControl, events: RunEvents):
         from . import workflow
