@@ -80,8 +80,8 @@ def with_nbkit(path, args, data) -> dict:
     done = time.perf_counter()
     plan = estimate(cfg, spec_for(path), "unsloth")
     return dict(model=loaded.model, load_s=after_load - start, epoch_s=done - after_load, steps=result.steps,
-                last_train_loss=result.losses[-1][1] if result.losses else None, packing=data.packing.describe(),
-                packed=data.packing.on, predicted_reserved_gib=plan.reserved,
+                last_train_loss=result.losses[-1][1] if result.losses else None, packing=result.packing.describe(),
+                packed=result.packing.on, predicted_reserved_gib=plan.reserved,
                 predicted_allocated_gib=plan.allocated)
 
 

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
+
+from .cli_notebook import run_notebook
 
 
 def _check(args) -> int:
@@ -60,15 +60,15 @@ def _train(args) -> int:
     cfg = launch_parallelism(cfg)  # a sharded run trains on transformers: Unsloth is not imported for it
     engine = "transformers" if sharded(cfg) else cfg.backend
     backend.ensure(engine)
-    from . import workflow
     from .gpus.distributed import is_main, shutdown
     from .errors import RunFinished, TrainingInterrupted
+    from .runner import Runner, training
     from .ui.progress import TrainingProgress
 
-    try:
-        report = workflow.run(cfg, merged=args.merged, gguf=args.gguf, observers=[TrainingProgress()],
-                              probe=args.probe, resume=args.resume, overwrite=args.overwrite,
-                              accept_changed_data=args.accept_changed_data)
+    work = training(cfg, engine=engine, merged=args.merged, gguf=args.gguf, probe=args.probe, resume=args.resume,
+                    overwrite=args.overwrite, accept_changed_data=args.accept_changed_data)
+    try:  # on this (the main) thread: Ctrl-C and SIGTERM stop the run at a step boundary, with a checkpoint
+        report = Runner("nbkit-train").run(work, observers=[TrainingProgress()])
     except RunFinished as exc:  # asked to resume what is done: nothing to train is not a failure
         if getattr(exc, "pending", None) and not (args.merged or args.gguf):  # saved, but not all it was asked
             print(f"nbkit: {exc}", file=sys.stderr)
@@ -134,101 +134,6 @@ def _push(args) -> int:
                          allow_unfinished=args.allow_unfinished)
     print(result.summary())
     return 0
-
-
-def _notebook(args) -> int:
-    """Run a notebook headless (papermill), with text progress instead of widgets. `-p` values are checked
-    against the notebook's parameters cell first; a cell that fails is one line (the saved notebook has it all)."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    from .errors import ConfigError
-
-    os.environ["NBKIT_DISPLAY"] = "text"  # inherited by the kernel: no widget front end is attached
-    src = Path(args.notebook)
-    if not src.is_file():
-        raise ConfigError(f"{src} is not a notebook file: pass the path of an .ipynb, e.g. notebooks/8gb.ipynb.")
-    params = _checked_parameters(src, args.param or [])
-    out = Path(args.output or Path("out") / src.name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        papermill.execute_notebook(str(src), str(out), parameters=params, log_output=True, progress_bar=False,
-                                   cwd=args.cwd)
-    except PapermillExecutionError as exc:
-        print(f"nbkit: error: cell {exc.exec_count} stopped the notebook: {exc.ename}: "
-              f"{str(exc.evalue).splitlines()[0] if exc.evalue else ''} (the executed notebook, with the "
-              f"traceback, is {out})", file=sys.stderr)
-        return 130 if exc.ename == "TrainingInterrupted" else 2 if exc.ename in _nbkit_errors() else 1
-    print(f"nbkit: executed {src} -> {out}")
-    return 0
-
-
-def _nbkit_errors() -> set[str]:
-    """The names of nbkit's errors: the user's to fix (what the notebook set), reported as such (exit 2)."""
-    from . import errors
-
-    return {c.__name__ for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.NbkitError)}
-
-
-def _checked_parameters(notebook: Path, pairs) -> dict:
-    """`-p NAME VALUE` pairs as the notebook's parameters cell types them; an unknown name or a value of the
-    wrong kind is a ConfigError naming the parameter and what it takes."""
-    import difflib
-
-    import papermill
-
-    from .errors import ConfigError
-
-    declared = papermill.inspect_notebook(str(notebook))
-    params = {}
-    for name, text in pairs:
-        if name not in declared:
-            close = difflib.get_close_matches(name, declared, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{notebook.name} has no parameter {name!r}{hint}; its parameters are "
-                              f"{', '.join(declared)}.")
-        value, kind = _literal(text), _kind(declared[name])
-        if not _of_kind(value, kind):
-            raise ConfigError(f"-p {name} {text}: {name} takes {_KIND_WORDS.get(kind, kind)} (default "
-                              f"{declared[name].get('default')}), not {text!r}.")
-        params[name] = value
-    return params
-
-
-_KIND_WORDS = {"int": "a whole number", "float": "a number", "bool": "True or False", "str": "text",
-               "auto": '"auto", True or False'}
-
-
-def _kind(param: dict) -> str:
-    """A parameter's type: its annotation, else its default's; a default of "auto" also takes True/False."""
-    declared = param.get("inferred_type_name") or "None"
-    if declared != "None":
-        return declared
-    default = _literal(param.get("default", "None"))
-    return "auto" if default == "auto" else type(default).__name__
-
-
-def _of_kind(value, kind: str) -> bool:
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "float":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "str":
-        return isinstance(value, str)
-    if kind == "auto":
-        return isinstance(value, (str, bool))
-    return True  # None or a type papermill could not infer: anything goes
-
-
-def _literal(text: str):
-    import ast
-
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
 
 
 def main(argv=None) -> int:
@@ -300,7 +205,7 @@ def main(argv=None) -> int:
     p.add_argument("-o", "--output")
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"))
     p.add_argument("--cwd")
-    p.set_defaults(fn=_notebook)
+    p.set_defaults(fn=run_notebook)
     args = ap.parse_args(argv)
     from .errors import NbkitError
 

@@ -13,7 +13,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "nbkit"
 # what sits on top of the core and may import anything in it
-FRONT = ("nbkit.ui", "nbkit.cli", "nbkit.__main__")
+FRONT = ("nbkit.ui", "nbkit.cli", "nbkit.cli_notebook", "nbkit.__main__")
 # The floors, lowest first (docs/architecture.md): a module may import its own floor and those below, never one
 # above. A module is on the floor of the longest prefix naming it. `backend` (the libraries, imported in the order
 # Unsloth needs) and `hub` (the Hugging Face Hub, its errors told apart) sit in loading/ but serve every floor
@@ -29,8 +29,10 @@ FLOORS = (
     ("training", ("nbkit.training",)),
     ("exporting", ("nbkit.exporting",)),
     ("workflow", ("nbkit.workflow",)),
+    # a run's thread, its stop control and its outcome, for every view alike (the work it runs is the workflow's)
+    ("runner", ("nbkit.runner",)),
     ("session", ("nbkit.session",)),
-    ("views", ("nbkit.ui", "nbkit.cli", "nbkit.__main__")),
+    ("views", ("nbkit.ui", "nbkit.cli", "nbkit.cli_notebook", "nbkit.__main__")),
     ("api", ("nbkit",)),  # nbkit/__init__.py: the public API names what it likes
 )
 

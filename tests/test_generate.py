@@ -54,7 +54,7 @@ def test_chat_widget_streams_answers_from_both_models(trained):
     ui = Chat(trained, max_new_tokens=10)
     ui.prompt.value = "What is the capital of France?"
     ui.send.click()
-    ui._thread.join(timeout=60)
+    ui.runner.wait(timeout=60)
     assert ui.turns[0][2] is True and ui.turns[0][1] == generate.generate(trained, ui.turns[0][0], 10)
     ui.mode.value = False
     ui.ask("What is the capital of France?", wait=True)

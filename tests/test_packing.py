@@ -28,13 +28,14 @@ def config(tmp_path, **changes) -> RunConfig:
 
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory, tiny_dir):
-    """A packed trainer's first batch, split back into its rows, and the rows as nbkit prepared them."""
+    """A packed trainer's first batch, split back into its rows, the rows as nbkit prepared them, and the plan
+    the trainer packed them by."""
     cfg = config(tmp_path_factory.mktemp("packed"))
     loaded = models.load(cfg)
     prepared = data.prepare(cfg, loaded.tokenizer)
     trainer = train.build_trainer(loaded, prepared)
     batch = next(iter(trainer.get_train_dataloader()))
-    return loaded, prepared, batch
+    return loaded, prepared, batch, trainer.nbkit_packing
 
 
 def segments(batch) -> list[slice]:
@@ -45,11 +46,11 @@ def segments(batch) -> list[slice]:
 
 
 def test_a_packed_batch_holds_whole_rows_with_their_own_labels(packed):
-    loaded, prepared, batch = packed
+    loaded, prepared, batch, plan = packed
     assert "attention_mask" not in batch  # padding-free: the positions alone separate the rows
     rows = {tuple(r["input_ids"]): r["labels"] for r in prepared.train}
     parts = segments(batch)
-    assert len(parts) > prepared.packing.rows_per_sequence  # several rows in the batch's sequences
+    assert len(parts) > plan.rows_per_sequence  # several rows in the batch's sequences
     for part in parts:
         ids, labels = batch["input_ids"][0, part].tolist(), batch["labels"][0, part].tolist()
         assert tuple(ids) in rows, "a row was cut or merged"
@@ -59,7 +60,7 @@ def test_a_packed_batch_holds_whole_rows_with_their_own_labels(packed):
 
 
 def test_a_packed_batch_has_the_loss_and_logits_of_its_rows_unpacked(packed):
-    loaded, prepared, batch = packed
+    loaded, prepared, batch, _plan = packed
     model = loaded.model.eval()
     with torch.no_grad():
         together = model(**batch)
@@ -99,7 +100,8 @@ def test_an_epoch_is_counted_in_rows_real_tokens_and_fewer_steps(tmp_path, tiny_
     assert result.steps == plan.steps_per_epoch < unpacked_steps  # one epoch, in fewer steps than unpacked
     assert plan.epochs == pytest.approx(1.0)
     assert result.tokens == plan.tokens == sum(len(r) for r in prepared.train["input_ids"])  # every token, once
-    assert "Packing on" in prepared.summary() and f"{plan.sequences} sequences" in prepared.summary()
+    said = prepared.summary(result.packing)  # the rows, and how the run packed them
+    assert "Packing on" in said and f"{plan.sequences} sequences" in said
 
 
 def test_a_packed_run_resumes_in_the_same_packed_order(tmp_path, tiny_dir):

@@ -111,7 +111,7 @@ def test_launcher_trains_the_tiny_model(tmp_path):
                     max_samples=12, output_dir=str(tmp_path))
     ui = Launcher(cfg, gpu=CPU)
     ui.train_button.click()  # starts training on a thread and returns
-    ui._thread.join(timeout=120)
+    ui.runner.wait(timeout=120)
     assert ui.report is not None and ui.report.train.steps == 3 and ui.report.verify.ok
     assert (tmp_path / "lora_adapters" / "adapter_model.safetensors").exists()
 
@@ -273,8 +273,8 @@ def test_a_rerun_launcher_cell_shows_the_running_launcher_and_the_form_is_locked
     assert ui.running and ui.form.model.disabled and ui.form.max_steps.disabled and ui.form.data.source.disabled
     again = launcher.launch(cfg, CPU)
     assert again is ui and "still training: shown here again" in ui.message.value
-    ui.stop.request("test")
-    ui._thread.join(timeout=120)
+    ui.runner.stop("test")
+    ui.runner.wait(timeout=120)
     assert not ui.running and not ui.form.model.disabled and not ui.form.max_steps.disabled
     assert ui.report.train.state == "stopped" and launcher.launch(cfg.replace(output_dir=str(tmp_path / "b")), CPU) is not ui
 
@@ -401,8 +401,8 @@ def test_resume_is_offered_only_for_a_run_to_continue_and_chat_follows_the_launc
     deadline = time.time() + 120
     while ui.progress_view.bar.value < 2 and time.time() < deadline:
         time.sleep(0.05)
-    ui.stop.request("test")
-    ui._thread.join(timeout=120)
+    ui.runner.stop("test")
+    ui.runner.wait(timeout=120)
     stopped = ui.report.config.output_dir
     assert ui.report.train.state == "stopped" and not ui.resume_button.disabled
     assert stopped in ui.resume_button.tooltip and ui.chat_button.disabled  # a partial model is not chatted with

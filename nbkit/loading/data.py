@@ -31,15 +31,15 @@ class PreparedData:
     dropped: int = 0
     notes: list[str] = field(default_factory=list)
     duplicated: int = 0  # rows identical to an earlier one (kept: each trains as often as it is written)
-    packing: Any = None  # nbkit.loading.packing.PackingPlan, once the trainer decided (a packed run's summary says so)
 
-    def summary(self) -> str:
-        """What happened to the rows: kept for training, split off for eval, truncated, dropped, duplicated."""
+    def summary(self, packing: Any = None) -> str:
+        """What happened to the rows: kept for training, split off for eval, truncated, dropped, duplicated; with
+        `packing` (the PackingPlan a trainer made of them: TrainResult.packing), how they were packed."""
         n_eval = len(self.eval) if self.eval is not None else 0
         text = (f"{len(self.train)} training rows ({self.format} format), {n_eval} eval rows; "
                 f"{self.truncated} truncated to max_seq_length, {self.dropped} dropped, {self.duplicated} "
                 f"duplicated, of {self.rows_in} rows read.")
-        return " ".join([text, *self.notes] + ([self.packing.describe()] if self.packing is not None else []))
+        return " ".join([text, *self.notes] + ([packing.describe()] if packing is not None else []))
 
 
 def _render(tokenizer, messages, add_generation_prompt: bool) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .config_files import read_mapping
+from .config_values import coerce_fields
 from ..errors import ConfigError
 from ..resources import TINY_MODEL  # the default model  # noqa: F401
 from ..specs import ALL_LINEAR  # the default LoRA targets  # noqa: F401
@@ -78,7 +79,7 @@ class RunConfig:
 
         Values arrive as people write them (YAML reads 2e-4 as a string, a form gives 8.0 for 8): numbers in
         strings and whole floats are converted, anything else is an error that names the field."""
-        _coerce_fields(self)
+        coerce_fields(self)
         if not self.output_dir:
             self.output_dir = auto_output_dir(self.model)
         if not isinstance(self.model, str) or not self.model.strip():
@@ -225,79 +226,6 @@ _AUTO_DIRS: set[str] = set()  # folders auto_output_dir named in this process: t
 def is_auto_output_dir(folder: str) -> bool:
     """Whether nbkit picked this folder name (output_dir left unset) rather than the user."""
     return str(folder) in _AUTO_DIRS
-
-
-_INT_FIELDS = ("max_seq_length", "lora_r", "lora_alpha", "batch_size", "grad_accum", "max_steps", "warmup_steps",
-               "seed", "save_steps", "save_total_limit", "max_samples")
-_FLOAT_FIELDS = ("lora_dropout", "learning_rate", "num_epochs", "weight_decay", "eval_fraction", "save_minutes")
-_STR_FIELDS = ("model", "quantization", "dataset", "dataset_format", "output_dir", "backend", "optimizer",
-               "parallelism", "packing", "report_to", "hub_checkpoints")
-_NULLABLE = ("max_samples",)
-_CHOICE_FIELDS = ("quantization", "backend", "parallelism", "optimizer", "dataset_format", "packing", "report_to")
-_ON, _OFF = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
-_EXAMPLES = {"learning_rate": "2e-4", "max_steps": "60 (or 0 to train num_epochs)", "batch_size": "2",
-             "max_seq_length": "2048", "num_epochs": "1"}
-
-
-def _coerce_fields(cfg: "RunConfig") -> None:
-    for name in _INT_FIELDS + _FLOAT_FIELDS:
-        value = getattr(cfg, name)
-        if value is None:
-            if name in _NULLABLE:
-                continue
-            example = _EXAMPLES.get(name, "a number")
-            raise ConfigError(f"{name} is empty (null/None); write a number, e.g. {name}: {example}.")
-        setattr(cfg, name, _number(name, value, integer=name in _INT_FIELDS))
-    if isinstance(cfg.packing, bool):  # packing: true in YAML, packing=True in Python
-        cfg.packing = "on" if cfg.packing else "off"
-    elif isinstance(cfg.packing, str) and cfg.packing.strip().lower() in _ON + _OFF:
-        cfg.packing = "on" if cfg.packing.strip().lower() in _ON else "off"
-    for name in _STR_FIELDS:
-        value = getattr(cfg, name)
-        if value is None and name == "output_dir":
-            cfg.output_dir = ""
-        elif not isinstance(value, str):
-            raise ConfigError(f"{name}={value!r} must be text (a string), not {type(value).__name__}.")
-    for name in _CHOICE_FIELDS:  # "FP8", "Auto": a choice's case cannot be confused with another choice
-        value = getattr(cfg, name)
-        if isinstance(value, str) and value != value.strip().lower():
-            setattr(cfg, name, value.strip().lower())
-    gc = cfg.gradient_checkpointing
-    if isinstance(gc, str) and gc.strip().lower() in _ON + _OFF:
-        cfg.gradient_checkpointing = gc.strip().lower() in _ON
-    elif isinstance(gc, int) and gc in (0, 1):
-        cfg.gradient_checkpointing = bool(gc)
-    else:
-        raise ConfigError(f"gradient_checkpointing={gc!r} must be true or false.")
-    targets = cfg.target_modules
-    if isinstance(targets, str) or not all(isinstance(t, str) for t in targets):
-        raise ConfigError(f"target_modules={targets!r} must be a list of layer names, e.g. "
-                          f"[q_proj, v_proj] in YAML or ['q_proj', 'v_proj'] in Python.")
-    cfg.target_modules = tuple(targets)
-    if not isinstance(cfg.extra, dict):
-        raise ConfigError(f"extra={cfg.extra!r} must be a mapping (or left out).")
-
-
-def _number(name: str, value: Any, integer: bool) -> int | float:
-    """A number from what people write: 2e-4, "2e-4", 1 for a float, 8.0 or "8" for a whole number."""
-    kind = "a whole number" if integer else "a number"
-    if isinstance(value, bool):
-        raise ConfigError(f"{name}={value!r} must be {kind}, not true/false.")
-    if isinstance(value, str):
-        try:
-            value = float(value.strip().replace("_", ""))
-        except ValueError:
-            raise ConfigError(f"{name}={value!r} is not {kind}; write e.g. {name}: {_EXAMPLES.get(name, '1')}.") \
-                from None
-    if not isinstance(value, (int, float)):
-        raise ConfigError(f"{name}={value!r} must be {kind}, not {type(value).__name__}.")
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ConfigError(f"{name}={value!r} must be a finite number.")
-    if integer:
-        if float(value) != int(value):
-            raise ConfigError(f"{name}={value!r} must be a whole number.")
-        return int(value)
-    return value  # an int is a fine float; a string was converted above
 
 
 def _positive_int(cfg: RunConfig, name: str, hint: str) -> None:

@@ -5,6 +5,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import outputs
 from .events import RunObserver
@@ -67,6 +68,7 @@ class TrainResult:
     tokens_this_rank: int = 0
     state: str = "finished"  # or "stopped" (asked: a button, an observer) or "interrupted" (nbkit.training.runs)
     total: int = 0  # the steps the run was set to train
+    packing: Any = None  # nbkit.loading.packing.PackingPlan: what an epoch held, packed or not
 
     @property
     def finished(self) -> bool:

@@ -6,119 +6,28 @@ the last completed step with half the batch and twice the accumulation; a non-fi
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 from pathlib import Path
 from typing import Any
 
-from ..loading import backend, packing
-from ..gpus import fsdp
-from . import outputs, runs, tracking, trainer_wrappers
-from ..loading.data import PreparedData
 from ..errors import TrainingInterrupted
-from .events import RunObserver, StopControl, as_events
-from ..planning.hardware import is_oom
-from ..loading.models import LoadedModel
-from .results import StepTimer, TrainResult, result_from, synced_step_timer  # noqa: F401  (this module's API)
-from .checkpoints import AtomicCheckpoints
-from .train_failures import diverged, failed
+from ..gpus import fsdp
 from ..gpus.distributed import is_main
-from .trainer_bridge import TokenCounter, bridge
-from .warmup import ClippedWarmup
+from ..loading import backend, packing
 from ..loading.bnb_cpu import keep_trainable_layout
-
-
-def sft_config(loaded: LoadedModel, data: PreparedData, **overrides: Any):
-    from trl import SFTConfig
-
-    cfg = loaded.config
-    on_cuda = loaded.on_cuda
-    bf16 = False
-    if on_cuda:
-        import torch
-
-        # the loaded-for card decides: a rehearsed T4 trains in fp16 like a real one
-        bf16 = loaded.gpu.bf16 if loaded.gpu is not None else torch.cuda.is_bf16_supported()
-    kwargs: dict[str, Any] = dict(
-        output_dir=cfg.output_dir,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate,
-        max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
-        num_train_epochs=cfg.num_epochs,
-        warmup_steps=cfg.warmup_steps,
-        lr_scheduler_type="linear",
-        optim=cfg.resolved_optimizer(on_cuda, sharded=fsdp.sharded(cfg)),
-        weight_decay=cfg.weight_decay,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        logging_steps=1,
-        save_strategy="steps" if cfg.save_steps else "no",
-        save_steps=cfg.save_steps or 500,
-        save_total_limit=cfg.save_total_limit or None,
-        eval_strategy="steps" if data.eval is not None else "no",
-        eval_steps=max(1, cfg.max_steps // 5) if cfg.max_steps > 0 else None,
-        bf16=bf16,
-        fp16=on_cuda and not bf16,
-        use_cpu=not on_cuda,
-        max_length=cfg.max_seq_length,
-        # build_trainer decides packing (nbkit.loading.packing): rows packed whole (never cut), each attending to itself;
-        # eval unpacked, so its loss means the same with packing on or off
-        packing=False,
-        packing_strategy="bfd",
-        eval_packing=False,
-        dataloader_num_workers=0,
-        ddp_find_unused_parameters=False,  # LoRA uses every adapter each step; the search costs time
-        disable_tqdm=True,  # nbkit's observers replace tqdm
-        # model gradient checkpointing is set up at load time (Unsloth's or peft's)
-        gradient_checkpointing=False,
-    )
-    kwargs.update(tracking.trainer_args(cfg))  # report_to "none" unless the config names a tracker
-    if fsdp.sharded(cfg):
-        kwargs.update(fsdp.trainer_args(cfg))
-    kwargs.update(check_extra(cfg.extra))
-    kwargs.update(overrides)
-    args = SFTConfig(**kwargs)
-    if on_cuda and args.n_gpu > 1:
-        # one process trains on its own GPU: with several visible the Trainer would wrap the model in
-        # nn.DataParallel (which TRL refuses); several GPUs are used through torchrun or nbkit.workflow.run_parallel
-        args._n_gpu = 1
-    return args
-
-
-# what nbkit itself sets from a RunConfig field: an `extra` entry for these would silently fight that field
-_FROM_FIELDS = {"output_dir": "output_dir", "per_device_train_batch_size": "batch_size", "learning_rate":
-                "learning_rate", "gradient_accumulation_steps": "grad_accum", "max_steps": "max_steps",
-                "num_train_epochs": "num_epochs", "warmup_steps": "warmup_steps", "seed": "seed", "max_length":
-                "max_seq_length", "weight_decay": "weight_decay", "optim": "optimizer", "save_steps": "save_steps",
-                "save_total_limit": "save_total_limit", "packing": "packing", "report_to": "report_to",
-                "hub_model_id": "hub_checkpoints"}
-
-
-def check_extra(extra: dict) -> dict:
-    """`RunConfig.extra`, checked: SFTConfig fields only, none that a RunConfig field already sets."""
-    if not extra:
-        return {}
-    import dataclasses
-
-    from trl import SFTConfig
-
-    from ..errors import ConfigError
-
-    known = {f.name for f in dataclasses.fields(SFTConfig)}
-    for key in extra:
-        if key in _FROM_FIELDS:
-            raise ConfigError(f"extra={{{key!r}: ...}} is set by the RunConfig field {_FROM_FIELDS[key]!r}: set that "
-                              "field instead.")
-        if key not in known:
-            import difflib
-
-            close = difflib.get_close_matches(key, known, n=1)
-            raise ConfigError(f"extra={{{key!r}: ...}} is not an SFTConfig setting (TRL)"
-                              + (f"; did you mean {close[0]!r}?" if close else ".") + " extra passes settings to the "
-                              "trainer as they are.")
-    return dict(extra)
+from ..loading.data import PreparedData
+from ..loading.models import LoadedModel
+from ..planning.hardware import is_oom
+from . import outputs, runs, tracking, trainer_wrappers
+from .checkpoints import AtomicCheckpoints
+from .events import RunEvents, RunObserver, StopControl, as_events
+from .results import StepTimer, TrainResult, result_from, synced_step_timer  # noqa: F401  (this module's API)
+from .sft_args import check_extra, sft_config  # noqa: F401  (this module's API: the workflow checks `extra`)
+from .train_failures import diverged, failed
+from .trainer_bridge import TokenCounter, TrainerBridge
+from .warmup import ClippedWarmup
 
 
 def _trainer_class(on_cuda: bool):
@@ -146,15 +55,25 @@ def _trainer_class(on_cuda: bool):
 def build_trainer(loaded: LoadedModel, data: PreparedData, callbacks=(), events: Any = None,
                   stop: StopControl | None = None, **overrides: Any):
     """The trainer for `loaded` on `data`; with `events`, observers watch it through the bridge
-    (`trainer.nbkit_bridge`) and `stop` can end it at a step boundary."""
+    (`trainer.nbkit_bridge`) and `stop` can end it at a step boundary. What an epoch holds, packed or not, is
+    `trainer.nbkit_packing` (nbkit.loading.packing.PackingPlan)."""
     backend.ensure(loaded.backend)
     packing.quiet_checked_warnings()
     plan = packing.for_run(loaded, data)
+    trainer = _sft_trainer(loaded, data, plan, callbacks, overrides)
+    _keep_trainable(loaded, trainer.model)
+    trainer.nbkit_packing = packing.packed_by(trainer, plan)
+    trainer.data_collator = trainer.nbkit_token_counter = TokenCounter(trainer.data_collator)
+    trainer.nbkit_bridge = _watched_by(trainer, events, stop, loaded.config.save_minutes)
+    return trainer
+
+
+def _sft_trainer(loaded: LoadedModel, data: PreparedData, plan, callbacks, overrides: dict):
     # No data_collator of nbkit's own: the trainer builds the one raw Unsloth gets. A custom collator makes
     # Unsloth turn padding-free batching off and compile every transformer block for padded batches, which cost
     # ~18 s more on the first step (H100, 1B 4-bit) than raw Unsloth's padding-free run. The collator is wrapped
-    # afterwards only to count tokens.
-    trainer = _trainer_class(loaded.on_cuda)(
+    # afterwards only to count tokens (TokenCounter).
+    return _trainer_class(loaded.on_cuda)(
         model=loaded.model,
         processing_class=loaded.tokenizer,
         args=sft_config(loaded, data, **{"packing": plan.on, **overrides}),
@@ -162,23 +81,27 @@ def build_trainer(loaded: LoadedModel, data: PreparedData, callbacks=(), events:
         eval_dataset=data.eval,
         callbacks=[*callbacks, *tracking.callbacks(loaded.config)],  # the Hub checkpoint pusher, if asked
     )
+
+
+def _keep_trainable(loaded: LoadedModel, model) -> None:
     if loaded.on_cuda and loaded.gpu is not None and not loaded.gpu.bf16:
-        _adapters_to_fp32(trainer.model)
+        _adapters_to_fp32(model)
     if not loaded.on_cuda:  # a model nbkit did not load may have been packed for inference (nbkit.loading.bnb_cpu)
         keep_trainable_layout(loaded.model, say=True)
-    data.packing = packing.packed_by(trainer, plan)
-    collator = trainer.data_collator = TokenCounter(trainer.data_collator)
-    trainer.nbkit_token_counter = collator
-    trainer.nbkit_bridge = None
-    if events is not None:
-        trainer.nbkit_bridge = bridge(as_events(events), stop, collator, loaded.config.save_minutes,
-                                      packing=data.packing)
-        trainer.add_callback(trainer.nbkit_bridge)
+
+
+def _watched_by(trainer, events: Any, stop: StopControl | None, save_minutes: float) -> TrainerBridge | None:
+    """The bridge that publishes the run to `events` (None without them)."""
     # with tqdm off the trainer prints every log dict; the history stays in trainer.state.log_history
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
-    return trainer
+    if events is None:
+        return None
+    hooks = TrainerBridge(as_events(events), stop, trainer.nbkit_token_counter, save_minutes,
+                          packing=trainer.nbkit_packing)
+    trainer.add_callback(hooks)
+    return hooks
 
 
 def _adapters_to_fp32(model) -> None:
@@ -202,56 +125,105 @@ def run(loaded: LoadedModel, data: PreparedData, observers: Any = None, *, stop:
     Run All stops there. `resume=True` continues from the newest complete checkpoint in the config's output_dir
     (a finished run only with a larger max_steps); `overwrite=True` replaces the run there.
     """
-    events = as_events(observers)
-    if progress:  # older spelling: one observer
-        events.add(progress)
-    stop = stop or StopControl()
-    stop.events = events  # a StopControl kept across runs (the launcher's) tells this run's observers
+    events, stop = _watching(observers, progress, stop)
     out = Path(overrides.get("output_dir") or loaded.config.output_dir)
-    # the process that writes (rank 0 of a multi-GPU run) claims the folder and records the run's end
-    claimed = claim and "output_dir" not in overrides and is_main()
-    if claimed:
-        runs.start_training(loaded.config, resume=resume, overwrite=overwrite)
+    folder = _claimed(loaded, out, claim and "output_dir" not in overrides, resume, overwrite)
     checkpoint, notes = _resume_point(out, resume)
-    import torch
-
-    if loaded.on_cuda:
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
+    start = _clock_started(loaded.on_cuda)
     with stop.on_interrupt(), backend.library_bars_off():  # nbkit's observers show the run
-        while True:
-            trainer = hooks = None
-            try:
-                trainer = build_trainer(loaded, data, callbacks, events, stop, **overrides)
-                hooks = trainer.nbkit_bridge
-                trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-                break
-            except BaseException as exc:
-                # not when sharded: the other ranks are inside a collective, waiting for this one
-                if (recover_oom and trainer is not None and is_oom(exc) and loaded.config.batch_size > 1
-                        and "output_dir" not in overrides and not fsdp.sharded(loaded.config)):
-                    checkpoint, note = _recover_from_oom(loaded, trainer, events)
-                    notes.append(note)
-                    continue
-                trainer_wrappers.undo(loaded.model)
-                raise failed(exc, loaded, trainer, events, out if claimed else None) from None
+        trainer, checkpoint, recovered = _trained(loaded, data, events, stop, checkpoint, folder, recover_oom,
+                                                  callbacks, overrides)
     # the model as it was loaded: generation after training runs its own forward, not the trainer's (trainer_wrappers)
     trainer_wrappers.undo(loaded.model)
     seconds = time.perf_counter() - start
-    if hooks.diverged:
-        exc = diverged(loaded, hooks.diverged, out)
-        events.run_failed(exc)
-        if claimed:
-            runs.end(out, runs.DIVERGED, step=hooks.diverged[0], total=trainer.state.max_steps)
-        raise exc
-    result = result_from(trainer, seconds, loaded.on_cuda, hooks.marks)
-    result.stopped, result.stop_reason = stop.requested, stop.reason
-    result.resumed_from, result.notes = str(checkpoint) if checkpoint else None, notes
-    result.state = runs.INTERRUPTED if stop.interrupted else runs.STOPPED if stop.requested else runs.FINISHED
-    result.total = trainer.state.max_steps
+    _fail_if_diverged(trainer, loaded, events, out, folder)
+    result = _assembled(trainer, seconds, loaded.on_cuda, stop, checkpoint, notes + recovered)
+    return _ended(result, loaded, stop, events, out, folder)
+
+
+def _watching(observers: Any, progress: RunObserver | None, stop: StopControl | None):
+    """The run's events (`progress`: the older spelling of one observer) and its stop control."""
+    events = as_events(observers)
+    if progress:
+        events = RunEvents([*events.observers, progress])
+    stop = stop or StopControl()
+    stop.events = events  # a StopControl kept across runs (the launcher's) tells this run's observers
+    return events, stop
+
+
+def _claimed(loaded: LoadedModel, out: Path, claim: bool, resume: bool, overwrite: bool) -> Path | None:
+    """The folder this process records the run in: the process that writes (rank 0 of a multi-GPU run) claims
+    it and records the run's end; None where this process records nothing."""
+    if not (claim and is_main()):
+        return None
+    runs.start_training(loaded.config, resume=resume, overwrite=overwrite)
+    return out
+
+
+def _clock_started(on_cuda: bool) -> float:
+    """The run's start: its speed and its peak memory count from here."""
+    if on_cuda:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    return time.perf_counter()
+
+
+def _trained(loaded: LoadedModel, data: PreparedData, events: RunEvents, stop: StopControl, checkpoint,
+             folder: Path | None, recover_oom: bool, callbacks, overrides: dict):
+    """The trainer once it has trained, the checkpoint it last started from, and the notes of each out-of-memory
+    step recovered on the way (_recover_from_oom). Any other failure is recorded and raised (train_failures)."""
+    notes: list[str] = []
+    while True:
+        trainer = None
+        try:
+            trainer = build_trainer(loaded, data, callbacks, events, stop, **overrides)
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            return trainer, checkpoint, notes
+        except BaseException as exc:
+            if recover_oom and _recoverable(exc, loaded, trainer, overrides):
+                checkpoint, note = _recover_from_oom(loaded, trainer, events)
+                notes.append(note)
+                continue
+            trainer_wrappers.undo(loaded.model)
+            raise failed(exc, loaded, trainer, events, folder) from None
+
+
+def _recoverable(exc: BaseException, loaded: LoadedModel, trainer, overrides: dict) -> bool:
+    """An out-of-memory step that a smaller batch can retry: not when sharded (the other ranks are inside a
+    collective, waiting for this one), nor for a probe's trainer (its own output_dir)."""
+    return (trainer is not None and is_oom(exc) and loaded.config.batch_size > 1 and "output_dir" not in overrides
+            and not fsdp.sharded(loaded.config))
+
+
+def _fail_if_diverged(trainer, loaded: LoadedModel, events: RunEvents, out: Path, folder: Path | None) -> None:
+    """A loss or gradient that stopped being finite ends the run unsaved: recorded, told, raised."""
+    where = trainer.nbkit_bridge.diverged
+    if not where:
+        return
+    exc = diverged(loaded, where, out)
+    events.run_failed(exc)
+    if folder:
+        runs.end(folder, runs.DIVERGED, step=where[0], total=trainer.state.max_steps)
+    raise exc
+
+
+def _assembled(trainer, seconds: float, on_cuda: bool, stop: StopControl, checkpoint, notes: list[str]) -> TrainResult:
+    """What the run did (nbkit.training.results), with how it ended and where it started from."""
+    state = runs.INTERRUPTED if stop.interrupted else runs.STOPPED if stop.requested else runs.FINISHED
+    return dataclasses.replace(
+        result_from(trainer, seconds, on_cuda, trainer.nbkit_bridge.marks), stopped=stop.requested,
+        stop_reason=stop.reason, resumed_from=str(checkpoint) if checkpoint else None, notes=notes, state=state,
+        total=trainer.state.max_steps, packing=trainer.nbkit_packing)
+
+
+def _ended(result: TrainResult, loaded: LoadedModel, stop: StopControl, events: RunEvents, out: Path,
+           folder: Path | None) -> TrainResult:
+    """The run's end recorded (the folder, the model's state) and told; a stopped run says how to continue, and
+    an interrupted one raises TrainingInterrupted so that a Run All stops there."""
     loaded.trained = runs.RunState(result.state, result.steps, result.total, str(out))
-    if claimed:
-        runs.end(out, result.state, step=result.steps, total=result.total)
+    if folder:
+        runs.end(folder, result.state, step=result.steps, total=result.total)
     events.run_finished(result)
     if result.stopped:
         where = result.checkpoints[-1] if result.checkpoints else "no checkpoint"

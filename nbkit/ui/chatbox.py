@@ -3,7 +3,8 @@
 A thin view over nbkit.exporting.generate.stream: the same greedy generation through the chat template that the
 notebooks' before/after samples use; the base model is the same loaded model with its adapters switched off.
 `chat(ui)` follows a launcher: it answers with the launcher's last trained model, whichever run that is. The
-transcript is also a plain-HTML output updated in place (its display id), which a saved notebook keeps.
+transcript is also a plain-HTML output updated in place (its display id), which a saved notebook keeps. Each
+answer is generated on a Runner's thread (nbkit.runner), one at a time.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 
 import ipywidgets as w
 
+from ..runner import Runner
 from .frontend import main_thread
 from .static import ERROR, offline_line, transcript_html
 
@@ -49,7 +51,7 @@ class Chat(w.VBox):
         self.turns: list[tuple[str, str, bool, int]] = []  # (prompt, answer, adapters on, question number)
         self.static = None  # the transcript's plain-HTML output (attach_static), shown there instead of here
         self._shown_at = 0.0
-        self._thread: threading.Thread | None = None
+        self.runner = Runner("nbkit-chat")  # the answer being generated: one at a time
         self.clear = w.Button(description="Clear", icon="trash", tooltip="Forget this conversation's turns")
         self.send.on_click(lambda _b: self.ask(self.prompt.value))
         if "submitted" in self.prompt.trait_names():  # Enter in the box sends, as the button does
@@ -75,23 +77,19 @@ class Chat(w.VBox):
 
     def reset(self) -> None:
         """Clear the transcript (a turn still streaming finishes first)."""
-        if self._thread is None or not self._thread.is_alive():
+        if not self.runner.running:
             self.turns = []
             self._render()
 
     def ask(self, prompt: str, wait: bool = False) -> threading.Thread | None:
         """Send `prompt`; the answer streams into the log. `wait=True` blocks until it is complete."""
         prompt = prompt.strip()
-        if not prompt or (self._thread is not None and self._thread.is_alive()):
+        if not prompt or self.runner.running:
             return None
         adapters = self.mode.value
         self.send.disabled = True
         self.prompt.value = ""
-        self._thread = threading.Thread(target=self._answer, args=(prompt, adapters), daemon=True)
-        self._thread.start()
-        if wait:
-            self._thread.join()
-        return self._thread
+        return self.runner.start(lambda _stop, _events: self._answer(prompt, adapters), wait=wait)
 
     def _unavailable(self) -> str:
         """Why the model cannot answer now ("" when it can): a launcher training a new run, or none yet."""

@@ -1,32 +1,31 @@
 """launch(): form + memory gauge + Train / Stop / Resume / Chat, wired to the workflow core.
 
-Training runs on a background thread, so the widgets stay live while it trains: the gauge refreshes, and Stop
-asks the run to end at the next step boundary (with a resumable checkpoint). Resume is offered when there is a run
+Training runs on a background thread that a runner owns (nbkit.runner), so the widgets stay live while it
+trains: the gauge refreshes, and Stop asks the run to end at the next step boundary (with a resumable checkpoint);
+the launcher only draws what the runner reports. Resume is offered when there is a run
 to continue (nbkit.ui.session_runs.resumable). A run's result is a plain-HTML output beside the widgets (said
 once, there); a dead kernel's launcher hides its controls and says how to bring them back (nbkit.ui.static).
 """
 from __future__ import annotations
 
 import html
-import threading
 from pathlib import Path
 
 import ipywidgets as w
 
 from ..planning.config import RunConfig, auto_output_dir, is_auto_output_dir
-from ..training.outputs import is_run_folder
-from ..training.events import StopControl
+from ..errors import NbkitError
 from ..planning.hardware import GpuInfo, check_gpu
+from ..runner import Runner, training
+from ..training.outputs import is_run_folder
 from .display import WidgetDisplay
+from .export_row import ExportRow
 from .form import ConfigForm
 from .frontend import main_thread
 from .gauge import MemoryGauge
-from .hub_button import HubPush
 from .progress import TrainingProgress
 from .session_runs import record, resumable, runs_table_html
 from .static import ERROR, offline_line, run_html
-
-EXPORTS = {"lora": "LoRA adapters", "merged": "merged 16-bit", "gguf": "GGUF (q8_0)"}
 
 
 class Launcher(w.VBox):
@@ -59,27 +58,21 @@ class Launcher(w.VBox):
         self.progress_view = WidgetDisplay(embedded=True)
         self.progress_view.box.layout.display = "none"  # shown once a run starts
         self.message = w.HTML()
-        self.export_buttons = {kind: w.Button(description=label, icon="save", disabled=True,
-                                              layout=w.Layout(width="auto"))
-                               for kind, label in EXPORTS.items()}
-        self.export_status = w.HTML()
-        self.hub_push = HubPush(self._saved_run)  # Push beside Export (nbkit.ui.hub_button)
-        for kind, button in self.export_buttons.items():
-            button.on_click(lambda _b, kind=kind: self.export(kind))
+        self.exports = ExportRow(self._run_folder, self._loaded)  # Export and Push (nbkit.ui.export_row)
+        self.export_buttons, self.export_status, self.hub_push = (self.exports.buttons, self.exports.status,
+                                                                  self.exports.hub_push)
         self.report = earlier.report if earlier is not None else None  # a re-run cell keeps the last run
-        self.error: BaseException | None = None
         self.result_handle = None  # a plain-HTML output beside the widgets (launch() makes it): what survives
         self.chat_handle = None  # the chat's plain-HTML transcript (launch() makes it)
         self.reports: list = []  # every run this launcher made (the table lists the kernel's: session_runs)
-        self.stop = StopControl()
-        self._thread: threading.Thread | None = None
+        self.runner = Runner("nbkit-train")  # the training run: its thread, its Stop, its outcome
+        self.runner.on_end(self._run_ended)
         self._base = config
         self.form.observe_config(self._config_changed)
         if recommend and self.gpu.available:
             self._apply_recommendation(config)
         if is_run_folder(config.output_dir) or self.report is not None:  # a run to export (maybe from disk)
-            for button in self.export_buttons.values():
-                button.disabled = False
+            self.exports.enable()
         if self.report is not None:
             self.message.value = (f"<b>The last run ({html.escape(Path(self.report.config.output_dir).name)}) is "
                                   "shown below.</b> Train starts a new one.")
@@ -88,17 +81,15 @@ class Launcher(w.VBox):
         self.chat_button.disabled = not self._chat_ready()
         self.train_button.on_click(lambda _b: self.train())
         self.resume_button.on_click(lambda _b: self.resume())
-        self.stop_button.on_click(lambda _b: self.stop.request("Stop button"))
+        self.stop_button.on_click(lambda _b: self.runner.stop("Stop button"))
         self.chat_button.on_click(lambda _b: self.open_chat())
+        # the row wraps in a narrow cell rather than cutting the labels short
         buttons = w.HBox([self.train_button, self.stop_button, self.resume_button, self.chat_button],
-                         layout=w.Layout(flex_flow="row wrap"))
-        # rows wrap in a narrow cell rather than cutting the labels short
-        exports = w.HBox([w.Label("Export:", layout=w.Layout(width="auto")), *self.export_buttons.values()],
                          layout=w.Layout(flex_flow="row wrap"))
         offline = w.HTML(offline_line("launcher"))
         offline.add_class("nbkit-offline")
         super().__init__([self.status, self.form, self.gauge, buttons, self.progress_view.box, self.message,
-                          exports, self.export_status, self.hub_push, offline])
+                          *self.exports.widgets, offline])
         self.add_class("nbkit-live")  # nbkit.ui.static: its controls hide once its kernel is gone
 
     def _apply_recommendation(self, config: RunConfig) -> None:
@@ -160,9 +151,17 @@ class Launcher(w.VBox):
 
     @property
     def running(self) -> bool:
-        # the run's own thread, finishing (_after_run), no longer counts as a run going on
-        return (self._thread is not None and self._thread.is_alive()
-                and threading.current_thread() is not self._thread)
+        return self.runner.running  # the run's own thread, drawing its end (_after_run), no longer counts
+
+    @property
+    def stop(self):
+        """The run's stop control (the runner's): `ui.stop.request(reason)` is what Stop does."""
+        return self.runner.control
+
+    @property
+    def error(self) -> BaseException | None:
+        """What ended the last run with an error (None after a run that ended well)."""
+        return self.runner.error
 
     def train(self, resume: bool = False, wait: bool = False):
         """Start training on a background thread (the widgets keep working); `wait=True` blocks until it ends.
@@ -174,51 +173,40 @@ class Launcher(w.VBox):
         if not resume and is_run_folder(config.output_dir) and is_auto_output_dir(config.output_dir):
             self.form.set_output_dir(auto_output_dir(config.model))
             config = self.form.config
-        self.stop.clear()
-        self.error = None  # the last run's report stays (its exports) until this one has its own
+        # the last run's report stays (its exports) until this one has its own
         for b in (self.train_button, self.resume_button, self.chat_button):
             b.disabled = True
         self.form.lock()
         self.stop_button.disabled, self.stop_button.button_style = False, "warning"
         self.message.value = "<i>Preparing the run …</i>"
-        self._thread = threading.Thread(target=self._run, args=(config, resume), name="nbkit-train", daemon=True)
-        self._thread.start()
-        if wait:
-            self._thread.join()
-        return self._thread
-
-    def _run(self, config: RunConfig, resume: bool) -> None:
-        from ..loading import backend
-        from .. import workflow
-        from ..errors import NbkitError
-
         progress = TrainingProgress(mode="widgets")
         progress.display = self.progress_view
-        message = ""
-        try:
-            backend.ensure()  # the engine first (Unsloth before transformers), then the libraries' bars off
-            with backend.library_bars_off():  # loading too: this launcher's own progress shows the run
-                self.report = workflow.run(config, observers=[progress, self.gauge], stop=self.stop, resume=resume)
+        # the engine first (Unsloth before transformers), then the libraries' bars off, loading too: this
+        # launcher's own progress shows the run
+        work = training(config, bars_off=True, resume=resume)
+        return self.runner.start(work, observers=[progress, self.gauge], wait=wait)
+
+    def _run_ended(self, runner: Runner) -> None:
+        """What the run's end says (on the run's thread; the widgets are drawn by _after_run)."""
+        self.gauge.stop_live()
+        exc = runner.error
+        if exc is None:
+            self.report = runner.result
             self.reports.append(self.report)
             record(self.report)
             state = "stopped early — press Resume to continue" if self.report.train.stopped else "done"
             message = f"<b>{state}</b>: the run's report, answers and loss curve are below"
-        except NbkitError as exc:  # the user's to fix: a message, not a traceback
-            self.error = exc
+        elif isinstance(exc, NbkitError):  # the user's to fix: a message, not a traceback
             message = f"<b style='{ERROR}'>⚠ {html.escape(str(exc))}</b>"
-        except Exception as exc:  # noqa: BLE001 — a bug still must not leave the buttons dead
-            self.error = exc
+        else:  # a bug still must not leave the buttons dead
             message = f"<b style='{ERROR}'>⚠ {type(exc).__name__}: {html.escape(str(exc))}</b>"
-        finally:
-            self.gauge.stop_live()
-            self._after_run(message, progress)
+        self._after_run(message)
 
     @main_thread
-    def _after_run(self, message: str, progress) -> None:
+    def _after_run(self, message: str) -> None:
         """The widgets after a run (on the main thread where the front end needs it: nbkit.ui.frontend)."""
         self.message.value = message
-        for button in self.export_buttons.values():
-            button.disabled = self.report is None
+        self.exports.enable(self.report is not None)
         self.stop_button.disabled, self.stop_button.button_style = True, ""  # not orange when it cannot act
         self.hub_push.refresh()
         self.form.lock(False)
@@ -228,7 +216,7 @@ class Launcher(w.VBox):
             self._publish()
         self.train_button.disabled = self.form.config is None or self.gauge.level == "over"
 
-    def result_html(self, progress=None) -> str:
+    def result_html(self) -> str:
         """The last run's outcome as plain HTML (nbkit.ui.static.run_html, with its loss curve), then the table of
         this kernel's runs: a saved notebook, nbconvert and GitHub show it where the widgets are gone."""
         from .plot import loss_curve_png
@@ -239,7 +227,7 @@ class Launcher(w.VBox):
         png = loss_curve_png(t.losses, t.eval_losses) if t.losses else b""
         return run_html(self.report, png=png) + runs_table_html()
 
-    def _publish(self, progress=None) -> None:
+    def _publish(self) -> None:
         if self.result_handle is not None and (self.report is not None or self.error is not None):
             from IPython.display import HTML
 
@@ -249,52 +237,15 @@ class Launcher(w.VBox):
         """Save the trained model as `kind` (lora, merged, gguf) into the run's folder, on a thread, with the
         same functions the notebooks call; the status line says what is being written and then where. Without a
         run in this kernel, the run in the form's folder (from an earlier kernel) is exported from disk."""
-        folder = self.report.config.output_dir if self.report else (self.form.config or self._base).output_dir
-        # the model in memory, unless a later load released it; else the run's folder on disk
-        loaded = self.report.loaded if self.report and self.report.loaded and not self.report.loaded.released \
-            else None
-        if loaded is None and not is_run_folder(folder):
-            return None
+        return self.exports.export(kind, wait)
 
-        def work():
-            from ..exporting import export
-            from ..errors import NbkitError
+    def _run_folder(self) -> str:
+        return self.report.config.output_dir if self.report else (self.form.config or self._base).output_dir
 
-            out = Path(folder)
-            adapters = out / "lora_adapters"
-            self._export_status(f"<i>Saving {EXPORTS[kind]} …</i>", busy=True)
-            try:
-                if loaded is None:  # a run from an earlier kernel, or one whose model was released since
-                    path = export.from_run(out, merged=kind == "merged", gguf="q8_0" if kind == "gguf" else None)[
-                        kind]
-                elif kind == "lora":
-                    path = export.save_lora(loaded, adapters)
-                elif kind == "merged":
-                    path = export.save_merged(loaded, out / "merged_16bit", adapters)
-                else:
-                    path = export.save_gguf(loaded, out / "gguf", adapter_dir=adapters)
-                files = ", ".join(sorted(p.name for p in Path(path).iterdir())[:6])
-                self._export_status(f"<b>{EXPORTS[kind]} saved:</b> <code>{path}</code> ({files})")
-            except NbkitError as exc:
-                self._export_status(f"<b style='{ERROR}'>⚠ {html.escape(str(exc))}</b>")
-
-        thread = threading.Thread(target=work, name="nbkit-export", daemon=True)
-        thread.start()
-        if wait:
-            thread.join()
-        return thread
-
-
-    def _saved_run(self) -> str | None:
-        """The folder Push sends: this launcher's run once saved, else a saved run in the form's folder."""
-        folder = self.report.config.output_dir if self.report else (self.form.config or self._base).output_dir
-        return folder if is_run_folder(folder) and Path(folder, "nbkit_report.json").exists() else None
-
-    @main_thread
-    def _export_status(self, text: str, busy: bool = False) -> None:
-        self.export_status.value = text
-        for button in self.export_buttons.values():
-            button.disabled = busy
+    def _loaded(self):
+        """The trained model in memory, unless a later load released it (then the run's folder on disk)."""
+        loaded = self.report.loaded if self.report else None
+        return loaded if loaded is not None and not loaded.released else None
 
 
 _last: list = []  # the launcher this kernel showed last (a weak reference)
