@@ -12,6 +12,8 @@ Phases (each part a process of its own):
            rows (real lengths); no other training on the GPU meanwhile (the full checkpoints are being written)
   full     side by side (memory only): gpt-oss-20b (24 layers) on a rehearsed RTX 4090 24GB, Qwen3-30B-A3B (48) on
            a rehearsed A100 40GB, Qwen3-MoE (8 layers) on the 4090 with its merged export checked tensor by tensor
+  cause    (not run by default) the Qwen3-MoE workflow on rows of few vs many distinct tokens, with and without
+           the answers before training: which one makes training hold more than the plan
   rest     Gemma 3 12B (48 layers) on a rehearsed T4 with merged export; Mixtral 8x7B (8 of 32 layers) on a
            rehearsed A100 40GB
 A full run is recommend() on the card, then workflow.run on rows cut to the planned length (the worst case the plan
@@ -175,12 +177,26 @@ def phase_rest(paths: dict) -> None:
     side_by_side(gemma, mixtral)
 
 
+def phase_cause(paths: dict) -> None:
+    """Why Qwen3-MoE and Mixtral held more in the workflow than the plan (and than train.run on random ids): the
+    same 8-layer Qwen3-MoE workflow with rows of few vs many distinct tokens, with and without the answers
+    generated before training; one process each, side by side (memory only)."""
+    path = build("qwen3moe", 8, "/tmp")
+
+    def one(varied, before):
+        return lambda: part("cause", "qwen3moe", path, 400, card=CARD_OF["qwen3moe-8"], merged=False, steps=3,
+                            varied=varied, before=before)
+
+    side_by_side(*(one(v, b) for v in (False, True) for b in (True, False)))
+    drop(path)
+
+
 def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     say(f"start: shm free {shutil.disk_usage('/dev/shm').free / 1e9:.0f} GB, disk free "
         f"{shutil.disk_usage('/tmp').free / 1e9:.0f} GB, memory available {mem_available_gb():.0f} GB")
     paths: dict = {}
-    phases = {"compare": phase_compare_and_build, "full": phase_full, "rest": phase_rest}
+    phases = {"compare": phase_compare_and_build, "full": phase_full, "rest": phase_rest, "cause": phase_cause}
     for name in ARGS.phases.split(","):
         say(f"phase {name}")
         phases[name](paths)
@@ -205,7 +221,8 @@ def child() -> None:
         elif kind.startswith("speed"):
             result = part_speed(arch, path, 8, kind.split("_")[1])
         else:
-            result = part_full(path, spec["card"], spec["steps"], spec["merged"])
+            result = part_full(path, spec["card"], spec["steps"], spec["merged"], spec.get("varied", False),
+                               spec.get("before", True))
     except Exception as exc:  # noqa: BLE001 — the failure is the result
         import traceback
 

@@ -13,7 +13,8 @@ WORDS = ("river stone lantern garden copper window morning signal harbor meadow 
 
 def long_rows(model: str, seq: int, n: int, folder: Path) -> Path:
     """A JSONL of `n` instruction rows whose answers run past `seq` tokens: each trains cut to exactly `seq`, the
-    worst case the plan is for."""
+    worst case the plan is for. Twenty words over and over: few distinct tokens, which a random router sends to
+    few experts."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model)
@@ -28,8 +29,10 @@ def long_rows(model: str, seq: int, n: int, folder: Path) -> Path:
     return path
 
 
-def part_full(path: str, card: str, steps: int, merged: bool) -> dict:
-    """recommend() on the rehearsed card, then workflow.run on full-length rows: plan vs peaks, answers, exports."""
+def part_full(path: str, card: str, steps: int, merged: bool, varied: bool = False, before: bool = True) -> dict:
+    """recommend() on the rehearsed card, then workflow.run on full-length rows: plan vs peaks, answers, exports.
+    `varied`: the workflow trains on random-id rows instead (those train.run's measurements used); `before=False`: no answers generated (the cause phase of moe_full.py
+    asks whether generating before training changes what training holds)."""
     from nbkit.loading import backend
 
     backend.ensure()
@@ -54,6 +57,17 @@ def part_full(path: str, card: str, steps: int, merged: bool) -> dict:
     work = Path(scratch_dir("full"))
     cfg0 = rec.config
     data_file = long_rows(path, cfg0.max_seq_length, cfg0.batch_size * cfg0.grad_accum * steps + 2, work)
+    if varied:  # the rows train.run measured the plan on: random ids over ~1000 tokens, every one labelled
+        from nbkit.loading import data
+
+        from common import synthetic_data
+
+        data.prepare = lambda config, tokenizer: synthetic_data(len(data_file.read_text().splitlines()),
+                                                               config.max_seq_length)
+    if not before:
+        from nbkit.exporting import generate
+
+        generate.generate = lambda *args, **kwargs: "(not generated: cause phase)"
     cfg = cfg0.replace(model=path, output_dir=str(work / "run"), max_steps=steps, save_steps=0, warmup_steps=1,
                        dataset=str(data_file))
     out["config"] = cfg.to_dict()

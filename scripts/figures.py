@@ -89,6 +89,17 @@ def _moe_table() -> str:
     return moe_table(RESULTS)
 
 
+def _moe_full(name: str) -> Callable[[], str]:
+    """A table of the full-size runs (bench/moe_tables.py: full_table, merged_table, raw_table)."""
+    def compute() -> str:
+        sys.path.insert(0, str(ROOT))
+        sys.path.insert(0, str(ROOT / "bench"))
+        import moe_tables
+
+        return getattr(moe_tables, name)(RESULTS)
+    return compute
+
+
 def _fp8_table() -> str:
     """FP8 vs bf16 LoRA with padding-free batches (bench/fp8_vs_bf16.py's current rows) as a Markdown table."""
     lines = ["| model | seq × batch | bf16 tok/s | FP8 tok/s | FP8 / bf16 (min–max over repeats) | repeats |",
@@ -247,6 +258,9 @@ FIGURES: dict[str, tuple[Callable[[], float], str]] = {
     "grid_table": (_grid_table, "\n{}\n"),
     "fp8_table": (_fp8_table, "\n{}\n"),
     "moe_table": (_moe_table, "\n{}\n"),
+    "moe_full_table": (_moe_full("full_table"), "\n{}\n"),
+    "moe_merged_table": (_moe_full("merged_table"), "\n{}\n"),
+    "moe_raw_table": (_moe_full("raw_table"), "\n{}\n"),
     "fp8_1b_8k": (_fp8("1b", 2048, 4), "{:.2f}×"),
     "fp8_1b_32k": (_fp8("1b", 4096, 8), "{:.2f}×"),
     "fp8_8b_8k": (_fp8("8b", 2048, 4), "{:.2f}×"),
