@@ -57,3 +57,17 @@ def small_weights_bytes(spec: ModelSpec) -> float:
     """Routers, a vision tower, biases and sinks, kept in 16-bit whatever the quantization (norms, a few KB, are
     left out as the dense calibration always left them)."""
     return 2.0 * (spec.small_16bit_params - spec.norm_params)
+
+
+# Families whose whole run held more on the device than their plan (bench/results/moe_full.json: the planned batch
+# ran out of memory in workflow.run, though train.run on random-id rows stayed inside it; docs/memory-model.md,
+# "Known gap"). Their plans say so until the cause is measured.
+PLAN_UNDER_IN_WORKFLOW = ("qwen3_moe", "mixtral")
+
+
+def plan_caveat(spec: ModelSpec) -> str:
+    """One sentence for a plan known to fall short for this family ("" otherwise)."""
+    if spec.model_type not in PLAN_UNDER_IN_WORKFLOW:
+        return ""
+    return ("Measured runs of this family held more than this plan; if a step runs out of memory, nbkit halves the "
+            "batch, doubles the accumulation and goes on.")

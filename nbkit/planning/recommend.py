@@ -12,6 +12,7 @@ from ..errors import HardwareError
 from .fp8 import fp8_evidence
 from .hardware import GpuInfo
 from .memory import SAFETY_MARGIN, Breakdown, card_bf16, estimate, fits, largest_batch, usage_vs_capacity
+from .memory_moe import plan_caveat
 from ..specs import ModelSpec
 
 # what sharded runs train with: transformers + peft (Unsloth does not shard a model)
@@ -275,8 +276,10 @@ def _reason(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, processes: int = 1) -
         gpus = f" on each of {processes} GPUs"
         why += (f" It fits one GPU, so the {processes} GPUs train data-parallel (DDP): each holds a whole copy "
                 "and trains its own rows, the fastest way to use them.")
+    caveat = plan_caveat(spec)
     return (f"{why} Batch {cfg.batch_size} × {cfg.grad_accum} accumulation steps{gpus} gives an effective batch "
-            f"of {cfg.global_batch(processes)} within the memory, with {cfg.max_seq_length}-token sequences.")
+            f"of {cfg.global_batch(processes)} within the memory, with {cfg.max_seq_length}-token sequences."
+            + (f" {caveat}" if caveat else ""))
 
 
 def _sharded_reason(cfg: RunConfig, spec: ModelSpec, gpu: GpuInfo, processes: int, part: Breakdown) -> str:

@@ -10,6 +10,8 @@ from ..planning.config import QUANTIZATIONS, TINY_MODEL, RunConfig
 from ..errors import ConfigError, NbkitError
 from ..planning.hardware import GpuInfo, check_gpu
 from .data_panel import DataPanel
+from .fold import folded
+from .model_menu import ModelMenu
 from .static import ERROR, WARN
 
 QUANT_LABELS = {"4bit": "4-bit (dynamic)", "16bit": "16-bit", "fp8": "FP8"}
@@ -71,24 +73,6 @@ class QuantizationPicker(w.VBox):
         self._callbacks.append(callback)
 
 
-def folded(box: w.Widget, title: str) -> w.Widget:
-    """`box` closed under `title`: an Accordion, or on Colab (whose widget manager breaks Accordion and Tab,
-    colabtools#3571) a toggle button that shows and hides it."""
-    from .frontend import detect
-
-    if detect() != "colab":
-        accordion = w.Accordion(children=[box], selected_index=None)
-        accordion.set_title(0, title)
-        return accordion
-    toggle = w.ToggleButton(value=False, description=title, icon="chevron-right", layout=w.Layout(width="auto"))
-    box.layout.display = "none"
-
-    def flip(change):
-        box.layout.display = None if change["new"] else "none"
-        toggle.icon = "chevron-down" if change["new"] else "chevron-right"
-
-    toggle.observe(flip, names="value")
-    return w.VBox([toggle, box])
 
 
 class ConfigForm(w.VBox):
@@ -140,7 +124,8 @@ class ConfigForm(w.VBox):
                                "logging")
         quantization_row = w.HBox([w.Label("Quantization", layout=w.Layout(width="144px", min_width="144px")),
                                    self.quantization], layout=w.Layout(flex_flow="row wrap"))
-        super().__init__([self.model, quantization_row, self.precision_note, self.data, self.max_steps,
+        self.menu = ModelMenu(self.gpu, models)
+        super().__init__([self.model, self.menu, quantization_row, self.precision_note, self.data, self.max_steps,
                           self.batch_size, self.advanced, self.error])
         for f in fields:
             f.observe(lambda _change: self._rebuild(), names="value")
