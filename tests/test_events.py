@@ -116,3 +116,24 @@ def test_an_epoch_plan_counts_epochs_by_optimizer_steps():
     empty = EpochPlan(steps_per_epoch=0, total_steps=3, rows=0, sequences=0, tokens=0, packed=False)
     assert empty.epochs_at(3) == 3.0  # never a division by zero
     assert empty.describe().startswith("One epoch: 0 rows,")
+
+
+def test_a_stop_control_tells_the_observers_of_the_run_it_is_lent_to_and_only_while_it_lasts():
+    """train.run lends a StopControl kept across runs (the launcher's) its run's observers for the run alone: the
+    control is not left pointing at an ended run's observers, and who it told before is told again after."""
+    from nbkit.training.events import RunEvents, RunObserver, StopControl
+
+    class Heard(RunObserver):
+        def __init__(self):
+            self.reasons = []
+
+        def stop_requested(self, reason):
+            self.reasons.append(reason)
+
+    owner, run = Heard(), Heard()
+    stop = StopControl(RunEvents([owner]))
+    with stop.telling(RunEvents([run])):
+        stop.request("button")
+    stop.clear()
+    stop.request("after the run")
+    assert run.reasons == ["button"] and owner.reasons == ["after the run"]

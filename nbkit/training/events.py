@@ -160,6 +160,17 @@ class StopControl:
         self.reason, self.signal = "", None
 
     @contextlib.contextmanager
+    def telling(self, events: RunObserver | None):
+        """While inside, a stop asked is told to `events` (a run's observers), then to whoever was told before:
+        one StopControl kept across runs (the launcher's) tells each run's own observers, and none after."""
+        before = self.events
+        self.events = events
+        try:
+            yield self
+        finally:
+            self.events = before
+
+    @contextlib.contextmanager
     def on_interrupt(self):
         """While inside, the first Ctrl-C (or Jupyter's interrupt, which is SIGINT) asks for a stop at the next
         step boundary instead of tearing through the step; a second one interrupts at once. SIGTERM (a machine

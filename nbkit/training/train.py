@@ -130,7 +130,8 @@ def run(loaded: LoadedModel, data: PreparedData, observers: Any = None, *, stop:
     folder = _claimed(loaded, out, claim and "output_dir" not in overrides, resume, overwrite)
     checkpoint, notes = _resume_point(out, resume)
     start = _clock_started(loaded.on_cuda)
-    with stop.on_interrupt(), backend.library_bars_off():  # nbkit's observers show the run
+    # a stop asked while training is told to this run's observers; nbkit's observers show the run
+    with stop.on_interrupt(), stop.telling(events), backend.library_bars_off():
         trainer, checkpoint, recovered = _trained(loaded, data, events, stop, checkpoint, folder, recover_oom,
                                                   callbacks, overrides)
     # the model as it was loaded: generation after training runs its own forward, not the trainer's (trainer_wrappers)
@@ -146,9 +147,7 @@ def _watching(observers: Any, progress: RunObserver | None, stop: StopControl | 
     events = as_events(observers)
     if progress:
         events = RunEvents([*events.observers, progress])
-    stop = stop or StopControl()
-    stop.events = events  # a StopControl kept across runs (the launcher's) tells this run's observers
-    return events, stop
+    return events, stop or StopControl()
 
 
 def _claimed(loaded: LoadedModel, out: Path, claim: bool, resume: bool, overwrite: bool) -> Path | None:
