@@ -335,9 +335,18 @@ def test_recommend_says_when_nothing_fits(fake_gpu):
     assert not rec.fits and (c.quantization, c.lora_r, c.lora_alpha, c.max_seq_length, c.batch_size,
                              c.grad_accum) == ("4bit", 8, 8, 512, 1, 8)
     assert rec.breakdown == estimate(c, spec)
-    assert rec.reason == (f"unsloth/Qwen2.5-14B-Instruct needs about {rec.breakdown.peak_total:.1f} GiB even in "
-                          "4-bit with batch 1; this GPU has 4.0 GiB. Choose a smaller model (or shard it across "
-                          "several GPUs).")
+    head = (f"unsloth/Qwen2.5-14B-Instruct needs about {rec.breakdown.peak_total:.1f} GiB even in 4-bit with batch "
+            "1; this GPU has 4.0 GiB. Choose a smaller model or a GPU with more memory (the smallest card nbkit knows "
+            "that holds it: the ")
+    assert rec.reason.startswith(head) and rec.reason.endswith("), or shard it across several GPUs.")
+    # the card it names holds these settings, and no card nbkit knows with less memory (but more than 4 GiB) does
+    from nbkit.planning.cards import CARDS, planned_gpu
+    from nbkit.planning.memory import fits
+
+    named = rec.reason[len(head):].split(")")[0]
+    holds = {name: fits(estimate(c, spec, bf16=card.bf16), planned_gpu(name)) for name, card in CARDS.items()}
+    assert holds[named]
+    assert not any(holds[name] for name, card in CARDS.items() if 4.0 < card.usable_gib < CARDS[named].usable_gib)
 
 
 def test_16bit_needs_room_for_a_real_batch_unless_asked_for(fake_gpu):

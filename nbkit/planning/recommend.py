@@ -239,9 +239,27 @@ def _none_fits(spec, gpu, base, backend, target, processes, keep=()) -> Recommen
     if processes > 1 and not can_shard(gpu):
         where = f"each of {processes} GPUs has {gpu.usable_gib:.1f} GiB, and {NO_BF16.format(name=gpu.name)}"
         fix = " that fits one GPU, or GPUs with bf16."
+    nearest = "" if processes > 1 else _nearest_card(cfg, spec, backend, gpu)
+    if nearest:
+        fix = (f" or a GPU with more memory (the smallest card nbkit knows that holds it: the {nearest}), or shard "
+               "it across several GPUs.")
     return Recommendation(cfg, part, False,
                           f"{spec.name or 'This model'} needs about {part.peak_total:.1f} GiB even "
                           f"{_smallest_words(cfg)}; {where}. Choose a smaller model{fix}")
+
+
+def _nearest_card(cfg: RunConfig, spec: ModelSpec, backend: str, gpu: GpuInfo) -> str:
+    """The nearest card up (by what torch can use of it) where the same settings fit, planned as that card (its
+    bf16 included): "A100 40GB"; "" when none does."""
+    from .cards import CARDS, planned_gpu
+
+    for card in sorted(CARDS.values(), key=lambda c: (c.usable_gib, c.name)):
+        if card.usable_gib <= gpu.usable_gib:
+            continue
+        other = planned_gpu(card.name)
+        if fits(estimate(cfg, spec, backend, bf16=card_bf16(other)), other):
+            return card.name
+    return ""
 
 
 def _smallest_words(cfg: RunConfig) -> str:
